@@ -1,0 +1,1 @@
+"""I/O and concurrency: Trio actors linked over ZeroMQ."""

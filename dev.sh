@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# salvo's developer entry point: sets everything up on a fresh Debian machine, then runs.
+#   ./dev.sh demo    set up, then run the demo (the main job)
+#   ./dev.sh test    set up, then run the whole test suite (lint included)
+#   ./dev.sh setup   set up only
+#   ./dev.sh bench   set up, then run the benchmarks in bench/
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PY=${PYTHON:-python3}
+VENV=.venv
+
+# System packages: a C compiler and Python headers (Cython extensions), venv, and the
+# servers the tests drive (Postfix's smtp-sink/smtp-source).
+system_packages() {
+    local need=()
+    command -v cc >/dev/null || need+=(gcc libc6-dev)
+    "$PY" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+        || need+=(python3-dev)
+    "$PY" -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
+    if [ "${1:-}" = test ]; then
+        command -v smtp-sink >/dev/null || [ -x /usr/sbin/smtp-sink ] || need+=(postfix)
+    fi
+    [ ${#need[@]} -eq 0 ] && return 0
+    echo "dev.sh: installing Debian packages: ${need[*]}" >&2
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    # Debian's postfix starts a daemon on port 25: stop it so tests own their ports.
+    if command -v postfix >/dev/null; then $sudo postfix stop >/dev/null 2>&1 || true; fi
+}
+
+python_packages() {
+    [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+    local stamp="$VENV/.salvo-installed"
+    # Reinstall (and rebuild the Cython extensions) when the build inputs changed.
+    if [ ! -f "$stamp" ] || [ -n "$(find pyproject.toml setup.py ext -newer "$stamp" \( -name '*.pyx' -o -name '*.pxd' -o -name pyproject.toml -o -name setup.py \) 2>/dev/null | head -n 1)" ]; then
+        "$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel
+        "$VENV/bin/python" -m pip install -q -e ".[test]"
+        touch "$stamp"
+    fi
+}
+
+setup() {
+    system_packages "${1:-}"
+    python_packages
+}
+
+case "${1:-}" in
+    setup) setup test ;;
+    demo) setup demo; shift; exec "$VENV/bin/salvo" demo "$@" ;;
+    test)
+        setup test
+        shift
+        "$VENV/bin/ruff" format --check .
+        "$VENV/bin/ruff" check .
+        exec "$VENV/bin/python" -m pytest "$@"
+        ;;
+    bench) setup bench; shift; exec "$VENV/bin/python" -m salvo.bench "$@" ;;
+    *) echo "usage: ./dev.sh demo|test|setup|bench [args...]" >&2; exit 2 ;;
+esac

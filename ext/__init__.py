@@ -1,0 +1,4 @@
+"""Cython hot path: MIME assembly (:mod:`salvo.ext.mime`) and DKIM (:mod:`salvo.ext.dkim`).
+
+Nothing here imports the rest of salvo.
+"""

@@ -1,0 +1,3 @@
+from salvo.cli import main
+
+raise SystemExit(main())
