@@ -1,0 +1,85 @@
+"""Sample campaigns shared by the demo and the benchmarks: realistic personalized messages.
+
+``campaign(size)`` gives the template fields of a newsletter whose rendered message is about
+``size`` bytes (multipart/alternative, about 10 header fields, 5 placeholders);
+``recipients(n)`` gives ``n`` recipients with personal variables, some of them non-ASCII.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+FROM = "Acme News <news@acme.example>"
+SUBJECT = "{{ first }}, your {{ month }} picks are here"
+HEADERS = {
+    "Reply-To": "Acme Support <support@acme.example>",
+    "List-Unsubscribe": (
+        "<https://acme.example/u/{{ token }}>, <mailto:unsub-{{ token }}@acme.example>"
+    ),
+    "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    "Feedback-ID": "spring:newsletter:acme",
+    "X-Campaign": "spring-{{ month }}",
+}
+
+_TEXT_INTRO = """Hello {{ first }},
+
+Here is what we picked for you in {{ month }}. Your member number is {{ member }}.
+"""
+_TEXT_ITEM = """
+* Item {n}: a hand-made ceramic mug, glazed in deep blue, 350 ml.
+  Dishwasher safe. Now 12.90 EUR instead of 15.00 EUR.
+  https://acme.example/p/{n}?u={{{{ token }}}}
+"""
+_TEXT_OUTRO = """
+You receive this because you subscribed at acme.example.
+Unsubscribe: https://acme.example/u/{{ token }}
+"""
+_HTML_INTRO = """<!doctype html>
+<html><head><meta charset="utf-8"><title>Your picks</title></head>
+<body style="font-family: Helvetica, Arial, sans-serif; color: #222;">
+<h1 style="font-size: 20px;">Hello {{ first }},</h1>
+<p>Here is what we picked for you in {{ month }}. Member number: <b>{{ member }}</b>.</p>
+<table role="presentation" width="100%" cellpadding="8">
+"""
+_HTML_ITEM = """<tr><td><a href="https://acme.example/p/{n}?u={{{{ token }}}}">
+<img src="https://cdn.acme.example/img/{n}.jpg" width="120" alt="Item {n}"></a></td>
+<td><b>Item {n}</b>: a hand-made ceramic mug, glazed in deep blue, 350 ml. Dishwasher safe.<br>
+Now <b>12.90 EUR</b> instead of <s>15.00 EUR</s>.</td></tr>
+"""
+_HTML_OUTRO = """</table>
+<p style="font-size: 11px; color: #777;">You receive this because you subscribed at acme.example.
+<a href="https://acme.example/u/{{ token }}">Unsubscribe</a></p>
+</body></html>
+"""
+
+SIZES = {"4k": (3, 5), "100k": (110, 250)}  # (text items, html items)
+
+
+def campaign(size: str = "4k") -> dict:
+    """Template fields (``from_``, ``subject``, ``text``, ``html``, ``headers``) for a size."""
+    text_items, html_items = SIZES[size]
+    text = _TEXT_INTRO + "".join(_TEXT_ITEM.format(n=i) for i in range(text_items)) + _TEXT_OUTRO
+    html = _HTML_INTRO + "".join(_HTML_ITEM.format(n=i) for i in range(html_items)) + _HTML_OUTRO
+    return {"from_": FROM, "subject": SUBJECT, "text": text, "html": html, "headers": HEADERS}
+
+
+_FIRST = ["Ann", "Bob", "Chloé", "Dmitri", "Eva", "Fatima", "Günther", "Hana", "Ivan", "Jürgen"]
+_LAST = ["Smith", "Müller", "Nguyen", "Rossi", "Kowalski", "García", "O'Brien", "Søren"]
+_MONTHS = ["April", "May", "June"]
+
+
+def recipients(n: int, domain: str = "example.org") -> Iterator[tuple[str, dict]]:
+    """``n`` recipients as (address, variables), deterministic."""
+    for i in range(n):
+        first = _FIRST[i % len(_FIRST)]
+        last = _LAST[i % len(_LAST)]
+        to = f"{first} {last} <user{i}@{domain}>"
+        yield (
+            to,
+            {
+                "first": first,
+                "month": _MONTHS[i % len(_MONTHS)],
+                "member": f"M-{100000 + i}",
+                "token": f"{i:08x}{(i * 2654435761) % 2**32:08x}",
+            },
+        )
