@@ -10,25 +10,19 @@ cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
 VENV=.venv
 
-# System packages: a C compiler and Python headers (Cython extensions), venv, and the
-# servers the tests drive (Postfix's smtp-sink/smtp-source).
+# System packages: a C compiler and Python headers (for the Cython extensions) and venv.
 system_packages() {
     local need=()
     command -v cc >/dev/null || need+=(gcc libc6-dev)
     "$PY" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
         || need+=(python3-dev)
     "$PY" -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
-    if [ "${1:-}" = test ]; then
-        command -v smtp-sink >/dev/null || [ -x /usr/sbin/smtp-sink ] || need+=(postfix)
-    fi
     [ ${#need[@]} -eq 0 ] && return 0
     echo "dev.sh: installing Debian packages: ${need[*]}" >&2
     local sudo=""
     [ "$(id -u)" -eq 0 ] || sudo=sudo
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-    # Debian's postfix starts a daemon on port 25: stop it so tests own their ports.
-    if command -v postfix >/dev/null; then $sudo postfix stop >/dev/null 2>&1 || true; fi
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 }
 
 python_packages() {
@@ -43,20 +37,20 @@ python_packages() {
 }
 
 setup() {
-    system_packages "${1:-}"
+    system_packages
     python_packages
 }
 
 case "${1:-}" in
-    setup) setup test ;;
-    demo) setup demo; shift; exec "$VENV/bin/salvo" demo "$@" ;;
+    setup) setup ;;
+    demo) setup; shift; exec "$VENV/bin/salvo" demo "$@" ;;
     test)
-        setup test
+        setup
         shift
         "$VENV/bin/ruff" format --check .
         "$VENV/bin/ruff" check .
         exec "$VENV/bin/python" -m pytest "$@"
         ;;
-    bench) setup bench; shift; exec "$VENV/bin/python" -m salvo.bench "$@" ;;
+    bench) setup; shift; exec "$VENV/bin/python" -m salvo.bench "$@" ;;
     *) echo "usage: ./dev.sh demo|test|setup|bench [args...]" >&2; exit 2 ;;
 esac
