@@ -49,3 +49,19 @@ class DKIMError(SalvoError, ValueError):
 
 class WeakKeyError(DKIMError):
     """An RSA key is shorter than 1024 bits: receivers ignore such signatures (RFC 8301)."""
+
+
+class InvalidAddressError(TemplateError):
+    """An address (``to``, ``from_``, Reply-To...) is not one strict ``Name <local@domain>``."""
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(field, detail)
+        self.field = field
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"invalid address in {self.field}: {self.detail}"
+
+
+class LineEndingError(DKIMError):
+    """The message has a bare CR or LF: normalize line endings to CRLF before signing."""
