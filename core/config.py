@@ -1,0 +1,272 @@
+"""The node's configuration: TOML, validated into typed structs, with an embedded default.
+
+``load_config(None)`` is the embedded default: ``salvo node`` starts with no file. A file
+overrides any part of it; a wrong key or value is a :class:`ConfigError` that names it
+(``config: [ingress] listn: unknown key``). ``salvo.example.toml`` at the repository root is
+the annotated example; every key is described there and in ``docs/config.md``.
+
+Relative paths (``data_dir``, DKIM key files) are relative to the config file's folder, or
+to the working directory for the embedded default.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import socket
+from pathlib import Path
+
+import msgspec
+
+from salvo.ext.errors import SalvoError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+class ConfigError(SalvoError, ValueError):
+    """The configuration cannot be used; the message names the key and what is wrong."""
+
+
+def parse_duration(value: int | float | str, *, key: str = "duration") -> float:
+    """Seconds from ``300``, ``"300s"``, ``"5m"``, ``"1h"``, ``"5d"``, ``"250ms"``."""
+    if isinstance(value, bool):
+        raise ConfigError(f"config: {key}: expected a duration like 300, '5m' or '5d'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(value)
+        if not match:
+            raise ConfigError(f"config: {key}: {value!r} is not a duration like '90s', '5m', '5d'")
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds < 0:
+        raise ConfigError(f"config: {key}: a duration cannot be negative")
+    return seconds
+
+
+def parse_size(value: int | str, *, key: str = "size") -> int:
+    """Bytes from ``1048576``, ``"64KiB"``, ``"32MB"``, ``"1GiB"``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = re.match(r"^\s*(\d+)\s*([KMGT]i?B|B)?\s*$", str(value), re.IGNORECASE)
+    if not match:
+        raise ConfigError(f"config: {key}: {value!r} is not a size like 32MiB")
+    unit = (match.group(2) or "B").upper()
+    base = 1024 if "I" in unit else 1000
+    power = "BKMGT".index(unit[0])
+    return int(match.group(1)) * base**power
+
+
+Duration = int | float | str
+Size = int | str
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    pass
+
+
+class NodeSection(_Section):
+    data_dir: str = "salvo-data"
+    signers: int = 0  # 0: one per core
+    hostname: str = ""  # "": this machine's fully qualified name
+
+
+class IngressSection(_Section):
+    listen: str = "tcp://127.0.0.1:5557"
+    max_job_size: Size = "32MiB"
+    max_recipients: int = 10_000
+
+
+class EventsSection(_Section):
+    publish: str = "tcp://127.0.0.1:5558"
+    log: bool = True  # rotating JSONL files in <data_dir>/events/
+    log_max_size: Size = "64MiB"
+    log_keep: int = 10
+
+
+class SpoolSection(_Section):
+    max_size: Size = "64GiB"  # the map may grow up to this; then jobs get "retry"
+    retention: Duration = "7d"  # how long finished jobs keep their small record
+    idempotency_window: Duration = "7d"
+
+
+class DkimKey(_Section):
+    selector: str
+    private_key: str
+    algorithm: str = "rsa-sha256"
+    canonicalization: str = "relaxed/relaxed"
+
+
+class PoolSection(_Section):
+    sources: list[str] = []  # [] = the system's choice of source address
+    ehlo: str = ""  # "": the node's hostname
+
+
+class TrafficSection(_Section):
+    pool: str = "default"
+    first_retry: Duration = "5m"
+    max_retry: Duration = "1h"
+    expire_after: Duration = "5d"
+
+
+class DeliverySection(_Section):
+    max_connections: int = 32  # per route and source address
+    max_messages_per_connection: int = 1000
+    connect_timeout: Duration = "30s"
+    command_timeout: Duration = "5m"
+    data_timeout: Duration = "10m"
+    idle_timeout: Duration = "5s"
+    max_ready: int = 4096  # messages claimed from the spool and not yet finished, at most
+
+
+class Config(_Section):
+    """The whole configuration; every section has defaults."""
+
+    node: NodeSection = NodeSection()
+    ingress: IngressSection = IngressSection()
+    events: EventsSection = EventsSection()
+    spool: SpoolSection = SpoolSection()
+    routes: dict[str, str] = {}
+    dkim: dict[str, DkimKey | list[DkimKey]] = {}
+    pools: dict[str, PoolSection] = msgspec.field(
+        default_factory=lambda: {"default": PoolSection()}
+    )
+    traffic: dict[str, TrafficSection] = msgspec.field(
+        default_factory=lambda: {"default": TrafficSection()}
+    )
+    delivery: DeliverySection = DeliverySection()
+    # Where relative paths start: the config file's folder.
+    base_dir: str = ""
+
+    # -- derived, validated views -------------------------------------------------------
+
+    def path(self, value: str) -> Path:
+        """A path from the config, made absolute against the config file's folder."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else Path(self.base_dir or os.getcwd()) / p
+
+    @property
+    def data_dir(self) -> Path:
+        return self.path(self.node.data_dir)
+
+    @property
+    def hostname(self) -> str:
+        return self.node.hostname or socket.getfqdn()
+
+    def signer_count(self) -> int:
+        return self.node.signers or max(1, os.cpu_count() or 1)
+
+    def dkim_keys(self, domain: str) -> list[DkimKey]:
+        """The signing keys for a From domain (several tables: several signatures)."""
+        keys = self.dkim.get(domain.lower(), [])
+        return keys if isinstance(keys, list) else [keys]
+
+    def route(self, domain: str) -> tuple[str, int] | None:
+        """The static route (host, port) for a destination domain, or the ``*`` smarthost."""
+        target = self.routes.get(domain.lower()) or self.routes.get("*")
+        return _host_port(target) if target else None
+
+    def traffic_class(self, name: str) -> TrafficSection:
+        return self.traffic.get(name) or self.traffic["default"]
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        return value.strip("[]"), 25
+    return host.strip("[]"), int(port)
+
+
+def _validate(config: Config) -> None:
+    for domain, target in config.routes.items():
+        _host, sep, port = target.rpartition(":")
+        if not target or (sep and not port.isdigit()) or (sep and not 0 < int(port) < 65536):
+            raise ConfigError(f"config: [routes] {domain!r}: {target!r} is not 'host:port'")
+    for name, pool in config.pools.items():
+        for source in pool.sources:
+            try:
+                ipaddress.ip_address(source)
+            except ValueError:
+                raise ConfigError(
+                    f"config: [pools.{name}] sources: {source!r} is not an IP address"
+                ) from None
+    for name, traffic in config.traffic.items():
+        if traffic.pool not in config.pools:
+            raise ConfigError(
+                f"config: [traffic.{name}] pool: no [pools.{traffic.pool}] is configured"
+            )
+        for key in ("first_retry", "max_retry", "expire_after"):
+            parse_duration(getattr(traffic, key), key=f"[traffic.{name}] {key}")
+    for domain in config.dkim:
+        for key in config.dkim_keys(domain):
+            if key.algorithm not in ("rsa-sha256", "ed25519-sha256"):
+                raise ConfigError(
+                    f"config: [dkim.{domain!r}] algorithm: {key.algorithm!r}; "
+                    "use rsa-sha256 or ed25519-sha256"
+                )
+    for section, keys in (
+        ("spool", ("retention", "idempotency_window")),
+        ("delivery", ("connect_timeout", "command_timeout", "data_timeout", "idle_timeout")),
+    ):
+        for key in keys:
+            parse_duration(getattr(getattr(config, section), key), key=f"[{section}] {key}")
+    for section, key in (
+        ("ingress", "max_job_size"),
+        ("events", "log_max_size"),
+        ("spool", "max_size"),
+    ):
+        parse_size(getattr(getattr(config, section), key), key=f"[{section}] {key}")
+    if config.node.signers < 0:
+        raise ConfigError("config: [node] signers: 0 (one per core) or more")
+
+
+def _readable_path(path: str) -> str:
+    """msgspec's ``$.traffic.bulk.pool`` as ``[traffic.bulk] pool``."""
+    parts = [p for p in re.split(r"\.|\[\.\.\.\]", path.removeprefix("$")) if p]
+    if not parts:
+        return "top level"
+    if len(parts) == 1:
+        return parts[0]
+    return f"[{'.'.join(parts[:-1])}] {parts[-1]}"
+
+
+def parse_config(text: str | bytes, *, base_dir: str = "", source: str = "config") -> Config:
+    """Validate TOML text into a :class:`Config`."""
+    try:
+        config = msgspec.toml.decode(text, type=Config)
+    except msgspec.ValidationError as exc:
+        message, _, where = str(exc).partition(" - at `")
+        where = where.rstrip("`")
+        unknown = re.match(r"Object contains unknown field `(.+)`", message)
+        if unknown:
+            raise ConfigError(
+                f"{source}: {_readable_path(where + '.' + unknown.group(1))}: unknown key"
+            ) from None
+        raise ConfigError(f"{source}: {_readable_path(where)}: {message}") from None
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    # A file that adds pools or traffic classes keeps the default ones.
+    config = msgspec.structs.replace(
+        config,
+        base_dir=base_dir,
+        pools={"default": PoolSection(), **config.pools},
+        traffic={"default": TrafficSection(), **config.traffic},
+    )
+    try:
+        _validate(config)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("config:", f"{source}:", 1)) from None
+    return config
+
+
+def load_config(path: str | os.PathLike | None = None) -> Config:
+    """The configuration in ``path``, or the embedded default when ``path`` is None."""
+    if path is None:
+        return parse_config(b"", base_dir=os.getcwd(), source="default config")
+    path = Path(path)
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
+    return parse_config(text, base_dir=str(path.resolve().parent), source=str(path))
