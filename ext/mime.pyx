@@ -1,4 +1,4 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: language_level=3, boundscheck=True, wraparound=True, cdivision=True
 """MIME template renderer: compile a message template once, render it per recipient.
 
 A :class:`MessageTemplate` splits every field into static chunks and placeholder slots at
@@ -291,12 +291,12 @@ cdef int _check_header_value(str value, str field) except -1:
     for c in value:
         if c < 0x20:
             if c != 9:
-                raise HeaderInjectionError(field, f"control character U+{c:04X} in a header value")
+                raise HeaderInjectionError(field, f"control character U+{<long>c:04X} in a header value")
         elif c >= 0x7F:
             if c <= 0x9F or c == 0x2028 or c == 0x2029:
-                raise HeaderInjectionError(field, f"character U+{c:04X} in a header value")
+                raise HeaderInjectionError(field, f"character U+{<long>c:04X} in a header value")
             if 0xD800 <= c <= 0xDFFF:
-                raise HeaderInjectionError(field, f"lone surrogate U+{c:04X} in a header value")
+                raise HeaderInjectionError(field, f"lone surrogate U+{<long>c:04X} in a header value")
             flags |= HV_NONASCII
         elif c == 0x3F and prev == 0x3D:
             flags |= HV_EWLIKE
