@@ -52,7 +52,7 @@ _HTML_OUTRO = """</table>
 </body></html>
 """
 
-SIZES = {"4k": (3, 5), "100k": (110, 250)}  # (text items, html items)
+SIZES = {"4k": (4, 6), "100k": (110, 250)}  # (text items, html items)
 
 
 def campaign(size: str = "4k") -> dict:

@@ -1,0 +1,81 @@
+"""The events actor: publishes every state change on a PUB socket and in JSONL files.
+
+PUB frames: ``[type, json]`` so that a subscriber can filter by event type with a prefix
+subscription (``b"bounced"``). The log is ``<data_dir>/events/events.jsonl``, rotated to
+``events-<UTC time>.jsonl`` past ``max_size``, keeping ``keep`` rotated files. Lines are
+flushed per batch but not fsynced: the spool is the record of truth, events are its news.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import trio
+import zmq
+
+from salvo.actors.zmqtrio import TrioSocket
+from salvo.core.events import Event, encode_event
+
+
+class EventLog:
+    """Appends JSON lines to a rotating file."""
+
+    def __init__(self, folder: Path, *, max_size: int, keep: int) -> None:
+        self.folder = folder
+        self.max_size = max_size
+        self.keep = keep
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / "events.jsonl"
+        self._file = open(self.path, "ab")  # noqa: SIM115 - held open for the actor's life
+
+    def write(self, lines: list[bytes]) -> None:
+        """Append lines (each without its newline), then rotate if the file is too big."""
+        self._file.write(b"\n".join(lines) + b"\n")
+        self._file.flush()
+        if self._file.tell() >= self.max_size:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        self._file.close()
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        target = self.folder / f"events-{stamp}.jsonl"
+        n = 1
+        while target.exists():
+            target = self.folder / f"events-{stamp}-{n}.jsonl"
+            n += 1
+        self.path.rename(target)
+        for old in sorted(self.folder.glob("events-*.jsonl"))[: -self.keep or None]:
+            old.unlink()
+        self._file = open(self.path, "ab")  # noqa: SIM115
+
+    def close(self) -> None:
+        self._file.close()
+
+
+async def run_events(
+    receive: trio.MemoryReceiveChannel[list[Event]],
+    *,
+    publish: str,
+    log: EventLog | None,
+    context: zmq.Context,
+) -> None:
+    """Publish and log event batches until the channel closes."""
+    sock = context.socket(zmq.PUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, 100_000)
+    sock.bind(publish)
+    pub = TrioSocket(sock)
+    try:
+        async for batch in receive:
+            lines = [encode_event(e) for e in batch]
+            if log is not None:
+                log.write(lines)
+            for event, line in zip(batch, lines, strict=True):
+                # A slow subscriber loses events past its high-water mark (PUB drops), never
+                # slows delivery; the JSONL log is complete.
+                await pub.send_multipart([event.type.encode(), line])
+    finally:
+        pub.close()
+        if log is not None:
+            log.close()

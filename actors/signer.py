@@ -1,0 +1,81 @@
+"""The signer process: renders and DKIM-signs messages on the native hot path.
+
+CPU-bound work needs no event loop: a signer is a plain blocking loop over one DEALER
+socket connected to the core process's work ROUTER. It announces itself with a
+:class:`Hello` (index, pid, credits), then answers each :class:`SignBatch` with a
+:class:`SignedBatch` plus one frame per signed message; every answer returns a credit.
+A message that cannot be made (a missing variable, a value that would inject a header)
+comes back with its error instead: that recipient bounces, the others go on.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import msgspec
+import zmq
+
+from salvo.core.compose import Composer, KeySpec
+from salvo.core.config import Config, load_config
+from salvo.core.messages import FromSigner, Hello, SignBatch, Signed, SignedBatch, Stop, ToSigner
+from salvo.ext.errors import SalvoError
+
+CREDITS = 2  # one batch being signed, one waiting: the signer never idles, little is queued
+
+
+def keys_from_config(config: Config) -> dict[str, list[KeySpec]]:
+    """The DKIM signatures to make per From domain, from ``[dkim]``."""
+    return {
+        domain.lower(): [
+            KeySpec(k.selector, config.path(k.private_key), k.algorithm, k.canonicalization)
+            for k in config.dkim_keys(domain)
+        ]
+        for domain in config.dkim
+    }
+
+
+def sign_batch(composer: Composer, batch: SignBatch) -> tuple[SignedBatch, list[bytes]]:
+    """Compose every item of a batch; failures are reported per item."""
+    results, bodies = [], []
+    decode_vars = msgspec.msgpack.decode
+    for item in batch.items:
+        try:
+            variables = decode_vars(item.vars) if item.vars else {}
+            message = composer.compose(
+                batch.job, batch.content, item.to, variables, item.message_id
+            )
+        except (SalvoError, msgspec.DecodeError, UnicodeError) as exc:
+            results.append(Signed(item.seq, item.idx, 0, f"{type(exc).__name__}: {exc}"))
+            continue
+        results.append(Signed(item.seq, item.idx, len(message)))
+        bodies.append(message)
+    return SignedBatch(batch.batch, results), bodies
+
+
+def signer_main(config_path: str | None, endpoint: str, index: int) -> None:
+    """Entry point of a signer process (started by the supervisor with spawn)."""
+    # The supervisor stops signers with a Stop message or SIGTERM; Ctrl-C goes to it alone.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    config = load_config(config_path)
+    composer = Composer(keys_from_config(config))
+    context = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 1000)
+    sock.connect(endpoint)
+    encode = msgspec.msgpack.Encoder().encode
+    decode = msgspec.msgpack.Decoder(ToSigner).decode
+    hello: FromSigner = Hello(index, os.getpid(), CREDITS)
+    sock.send(encode(hello))
+    try:
+        while True:
+            frames = sock.recv_multipart(copy=False)
+            match decode(frames[0].buffer):
+                case Stop():
+                    break
+                case SignBatch() as batch:
+                    answer, bodies = sign_batch(composer, batch)
+                    sock.send_multipart([encode(answer), *bodies], copy=False)
+    finally:
+        sock.close()
+        context.term()

@@ -1,0 +1,150 @@
+"""Compose: a job's content and one recipient become signed wire bytes.
+
+This is what a signer process runs for every message: render the job's template for the
+recipient (or take the raw message), add a Message-ID and Date where a raw message lacks
+them, and prepend the DKIM signatures configured for the From domain. The output has CRLF
+line ends only and is not dot-stuffed (the SMTP transport does that, or sends it by BDAT).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from salvo.ext.dkim import DKIMSigner, sign_many
+from salvo.ext.errors import DKIMError, TemplateError
+from salvo.ext.mime import MessageTemplate, normalize_line_endings
+
+
+class JobContent(Protocol):
+    """The fields of a job that make its message (the spool's job record has them)."""
+
+    from_: str
+    subject: str | None
+    text: str | None
+    html: str | None
+    headers: dict[str, str]
+    raw: str | None
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """One DKIM signature to make for a From domain."""
+
+    selector: str
+    private_key: Path
+    algorithm: str = "rsa-sha256"
+    canonicalization: str = "relaxed/relaxed"
+
+
+def from_domain(from_: str) -> str:
+    """The domain of a From value (``Name <user@domain>`` or ``user@domain``), lowercased."""
+    address = email.utils.parseaddr(from_)[1]
+    return address.rpartition("@")[2].lower().rstrip(".")
+
+
+def _header_present(head: bytes, name: bytes) -> bool:
+    lowered = b"\r\n" + head.lower()
+    return b"\r\n" + name + b":" in lowered
+
+
+class Composer:
+    """Renders and signs messages, caching compiled templates and DKIM signers.
+
+    ``keys`` maps a From domain (lowercase) to the signatures to make for it; a domain
+    without keys is sent unsigned.
+    """
+
+    def __init__(self, keys: dict[str, list[KeySpec]], *, cache_size: int = 256) -> None:
+        self._keys = keys
+        self._signers: dict[str, list[DKIMSigner]] = {}
+        self._templates: OrderedDict[object, MessageTemplate | bytes] = OrderedDict()
+        self._cache_size = cache_size
+
+    def signers_for(self, domain: str) -> list[DKIMSigner]:
+        """The DKIM signers for a From domain, loaded once."""
+        signers = self._signers.get(domain)
+        if signers is None:
+            signers = []
+            for spec in self._keys.get(domain, []):
+                header_c, _, body_c = spec.canonicalization.partition("/")
+                try:
+                    pem = spec.private_key.read_bytes()
+                except OSError as exc:
+                    raise DKIMError(f"DKIM key for {domain}: {exc}") from exc
+                signers.append(
+                    DKIMSigner(
+                        domain,
+                        spec.selector,
+                        pem,
+                        algorithm=spec.algorithm,
+                        canonicalization=(header_c, body_c or header_c),
+                    )
+                )
+            self._signers[domain] = signers
+        return signers
+
+    def _compiled(self, key: object, job: JobContent) -> MessageTemplate | bytes:
+        compiled = self._templates.get(key)
+        if compiled is None:
+            if job.raw is not None:
+                compiled = normalize_line_endings(job.raw.encode("utf-8"))
+            else:
+                compiled = MessageTemplate(
+                    job.from_,
+                    job.subject or "",
+                    text=job.text,
+                    html=job.html,
+                    headers=job.headers or None,
+                )
+            self._templates[key] = compiled
+            if len(self._templates) > self._cache_size:
+                self._templates.popitem(last=False)
+        else:
+            self._templates.move_to_end(key)
+        return compiled
+
+    def compose(
+        self, key: object, job: JobContent, to: str, variables: dict, message_id: str
+    ) -> bytes:
+        """The signed message for one recipient. ``key`` identifies the job for caching.
+
+        Raises :class:`TemplateError` (permanent for this recipient) or :class:`DKIMError`.
+        """
+        compiled = self._compiled(key, job)
+        if isinstance(compiled, bytes):
+            message = _complete_raw(compiled, message_id)
+            domain = _raw_from_domain(message)
+        else:
+            message = compiled.render(to, variables, message_id=message_id)
+            domain = from_domain(job.from_)
+        signers = self.signers_for(domain)
+        if signers:
+            return sign_many(message, signers) + message
+        return message
+
+
+def _complete_raw(raw: bytes, message_id: str) -> bytes:
+    """A raw message with Message-ID and Date added when it lacks them (as RFC 6409 allows)."""
+    end = raw.find(b"\r\n\r\n")
+    head = raw if end < 0 else raw[: end + 2]
+    extra = b""
+    if not _header_present(head, b"message-id"):
+        extra += b"Message-ID: " + message_id.encode() + b"\r\n"
+    if not _header_present(head, b"date"):
+        extra += b"Date: " + email.utils.formatdate(time.time()).encode() + b"\r\n"
+    return extra + raw
+
+
+def _raw_from_domain(message: bytes) -> str:
+    end = message.find(b"\r\n\r\n")
+    head = (message if end < 0 else message[:end]).decode("utf-8", "replace")
+    for line in head.replace("\r\n ", " ").replace("\r\n\t", " ").split("\r\n"):
+        name, sep, value = line.partition(":")
+        if sep and name.strip().lower() == "from":
+            return from_domain(value)
+    raise TemplateError("the raw message has no From header")

@@ -1,0 +1,44 @@
+"""Delivery events: one record per recipient state change, as published and logged.
+
+An event is emitted only after the spool transaction that made the change has committed,
+so the event stream never claims more than the spool holds. Its JSON form (one object per
+line in the JSONL files, and the second frame on the PUB socket) is described in
+``docs/events.md``.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+EVENT_TYPES = ("accepted", "delivered", "deferred", "bounced", "expired", "suppressed")
+
+
+class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What happened to one recipient of one job."""
+
+    type: str  # one of EVENT_TYPES
+    ts: float  # when it happened, Unix time
+    job: str  # the producer's job id
+    recipient: str = ""
+    message_id: str = ""
+    tenant: str = ""
+    campaign: str = ""
+    attempt: int = 0  # delivery attempts so far, this one included
+    host: str = ""  # the destination host that answered
+    source: str = ""  # the source address the node connected from
+    code: int = 0  # SMTP reply code
+    status: str = ""  # enhanced status code, e.g. "5.1.1"
+    text: str = ""  # reply text or the reason
+    queued_at: float = 0.0  # when the job was accepted
+    next_attempt: float = 0.0  # for deferred: when the next try is due
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode_event(event: Event) -> bytes:
+    """The event as one line of JSON, without the newline."""
+    return _encoder.encode(event)
+
+
+decode_event = msgspec.json.Decoder(Event).decode
