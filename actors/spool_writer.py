@@ -1,0 +1,152 @@
+"""The spool's group-commit writer: many submitting tasks, one durable transaction each turn.
+
+Any number of tasks ``await writer.submit(job)``; every submission that arrives while a
+commit is running goes into the next transaction, and each submitter gets its result only
+after the transaction holding its job has committed (``sync=True``). Outcomes are batched
+the same way. All transactions run on one worker thread (a limiter of one), each begun and
+committed inside a single ``trio.to_thread.run_sync`` call, as py-lmdb requires.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import trio
+
+from salvo.core.errors import SalvoError
+from salvo.core.spool import Change, Outcome, Spool
+from salvo.core.spool_records import Job, SubmitResult
+
+__all__ = ["SpoolWriter", "WriterStatistics"]
+
+
+class _Slot:
+    """One waiting submitter: its result or error arrives after the commit."""
+
+    __slots__ = ("done", "error", "result")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    async def wait(self) -> Any:
+        await self.done.wait()
+        if self.error is not None:
+            # A fresh instance per waiter: one exception object raised in many tasks
+            # would chain their tracebacks together.
+            raise type(self.error)(*self.error.args) from self.error
+        return self.result
+
+
+class WriterStatistics:
+    """Counters: transactions committed, jobs and outcomes written, largest batch."""
+
+    def __init__(self) -> None:
+        self.commits = 0
+        self.jobs = 0
+        self.outcomes = 0
+        self.largest_batch = 0
+
+
+class SpoolWriter:
+    """Serialize and group the spool's writes; run :meth:`run` in a nursery.
+
+    ``max_jobs`` bounds one transaction (a larger backlog waits for the next one).
+    """
+
+    def __init__(
+        self, spool: Spool, *, clock: Callable[[], float] = time.time, max_jobs: int = 2000
+    ) -> None:
+        self.spool = spool
+        self._clock = clock
+        self._max_jobs = max_jobs
+        self._jobs: list[tuple[Job, _Slot]] = []
+        self._outcomes: list[tuple[list[Outcome], _Slot]] = []
+        self._wake = trio.Event()
+        self._limiter = trio.CapacityLimiter(1)
+        self._closed = False
+        self._stats = WriterStatistics()
+
+    def statistics(self) -> WriterStatistics:
+        """Counters since start."""
+        return self._stats
+
+    async def submit(self, job: Job) -> SubmitResult:
+        """Queue ``job``; return its reply once it is durably committed.
+
+        Raises SpoolFullError (temporary) when the spool refused the batch.
+        """
+        slot = self._enqueue(self._jobs, job)
+        return await slot.wait()
+
+    async def record_outcomes(self, outcomes: Sequence[Outcome]) -> list[Change]:
+        """Record delivery outcomes in the next transaction; return the changes made."""
+        slot = self._enqueue(self._outcomes, list(outcomes))
+        return await slot.wait()
+
+    def _enqueue(self, queue: list, item: Any) -> _Slot:
+        if self._closed:
+            raise trio.ClosedResourceError("the spool writer is closed")
+        slot = _Slot()
+        queue.append((item, slot))
+        self._wake.set()
+        return slot
+
+    def close(self) -> None:
+        """Refuse new work; :meth:`run` returns after committing what is queued."""
+        self._closed = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        """The commit loop: one transaction per turn for jobs, one for outcomes."""
+        while True:
+            if not self._jobs and not self._outcomes:
+                if self._closed:
+                    return
+                await self._wake.wait()
+                self._wake = trio.Event()
+                continue
+            if self._outcomes:
+                batch, self._outcomes = self._outcomes, []
+                await self._commit(batch, self._write_outcomes)
+            if self._jobs:
+                batch, self._jobs = self._jobs[: self._max_jobs], self._jobs[self._max_jobs :]
+                await self._commit(batch, self._write_jobs)
+
+    async def _commit(self, batch: list, write: Callable[[list], list]) -> None:
+        slots = [slot for _, slot in batch]
+        try:
+            # Shielded: once begun, the transaction's outcome must reach its submitters.
+            with trio.CancelScope(shield=True):
+                results = await trio.to_thread.run_sync(write, batch, limiter=self._limiter)
+        except SalvoError as exc:
+            for slot in slots:
+                slot.error = exc
+                slot.done.set()
+            return
+        for slot, result in zip(slots, results, strict=True):
+            slot.result = result
+            slot.done.set()
+
+    def _write_jobs(self, batch: list) -> list:
+        results = self.spool.submit_many([job for job, _ in batch], self._clock())
+        self._count(len(batch), 0)
+        return results
+
+    def _write_outcomes(self, batch: list) -> list:
+        flat = [o for outcomes, _ in batch for o in outcomes]
+        changes = self.spool.record_outcomes(flat, self._clock())
+        by_key: dict[tuple[int, int], Change] = {(c.seq, c.idx): c for c in changes}
+        self._count(0, len(flat))
+        return [
+            [by_key[o.seq, o.idx] for o in outs if (o.seq, o.idx) in by_key] for outs, _ in batch
+        ]
+
+    def _count(self, jobs: int, outcomes: int) -> None:
+        self._stats.commits += 1
+        self._stats.jobs += jobs
+        self._stats.outcomes += outcomes
+        self._stats.largest_batch = max(self._stats.largest_batch, jobs)

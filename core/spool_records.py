@@ -1,0 +1,236 @@
+"""The spool's records (msgspec Structs) and key encodings.
+
+Values are msgpack-encoded ``array_like`` Structs: compact, and schema evolution works by
+appending fields with defaults (older readers skip trailing fields they do not know).
+Keys are fixed-width big-endian integers so LMDB's byte order is numeric order; text keys
+use NUL as a separator (ids, tenants and campaigns may not contain NUL).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "FINAL_STATES",
+    "Accepted",
+    "Attempt",
+    "Job",
+    "JobHead",
+    "JobRecord",
+    "RcptRecord",
+    "RecipientIn",
+    "Rejected",
+    "SubmitResult",
+]
+
+QUEUED = "queued"
+IN_FLIGHT = "in-flight"
+DELIVERED = "delivered"
+DEFERRED = "deferred"
+BOUNCED = "bounced"
+EXPIRED = "expired"
+SUPPRESSED = "suppressed"
+STATES = (QUEUED, IN_FLIGHT, DELIVERED, DEFERRED, BOUNCED, EXPIRED, SUPPRESSED)
+FINAL_STATES = frozenset({DELIVERED, BOUNCED, EXPIRED, SUPPRESSED})
+WAITING_STATES = frozenset({QUEUED, DEFERRED})
+
+
+# ---- submission (the issue-4 protocol's job, as the ingress decodes it) -------------------
+
+
+class RecipientIn(msgspec.Struct, frozen=True, kw_only=True):
+    """One recipient of a submitted job."""
+
+    to: str
+    vars: dict[str, Any] = {}
+    message_id: str | None = None
+
+
+class Job(msgspec.Struct, frozen=True, kw_only=True):
+    """A submitted job (field names as in docs/protocol.md; ``from`` is ``from_`` here)."""
+
+    id: str
+    from_: str = msgspec.field(name="from")
+    recipients: list[RecipientIn]
+    tenant: str = ""
+    campaign: str = ""
+    traffic: str = ""
+    return_path: str = ""
+    subject: str | None = None
+    text: str | None = None
+    html: str | None = None
+    headers: dict[str, str] = {}
+    raw: str | None = None
+    send_after: float | None = None
+    expires_in: float | None = None
+
+
+class Accepted(msgspec.Struct, frozen=True):
+    """An accepted recipient in a reply."""
+
+    to: str
+    message_id: str
+
+
+class Rejected(msgspec.Struct, frozen=True):
+    """A rejected recipient (or the whole job when ``to`` is empty) in a reply."""
+
+    to: str
+    reason: str
+
+
+class SubmitResult(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The reply to a submission, sent only after the transaction holding it committed.
+
+    ``status``: accepted | partial | rejected. ``duplicate`` is set (and only then present)
+    when the id was already known: the rest is the original reply and nothing was written.
+    """
+
+    id: str
+    status: str
+    accepted: list[Accepted] = []
+    rejected: list[Rejected] = []
+    error: str | None = None
+    duplicate: bool = False
+
+
+# ---- stored records ----------------------------------------------------------------------
+
+
+class Attempt(msgspec.Struct, frozen=True, array_like=True):
+    """One entry of a recipient's history: a state change and the reply that caused it."""
+
+    at: float
+    state: str
+    code: int = 0
+    enhanced: str = ""
+    text: str = ""
+    host: str = ""
+
+
+class RcptRecord(msgspec.Struct, frozen=True, array_like=True):
+    """A recipient's state; small (its variables live in the ``vars`` sub-database)."""
+
+    to: str
+    key: str
+    message_id: str
+    state: str
+    attempts: int
+    next_attempt: float
+    expires_at: float
+    last: Attempt | None = None
+    history: tuple[Attempt, ...] = ()
+
+
+class JobHead(msgspec.Struct, frozen=True, array_like=True):
+    """The leading fields of a JobRecord: decoding this skips the bodies."""
+
+    id: str
+    tenant: str
+    campaign: str
+    traffic: str
+    from_: str
+    return_path: str
+    submitted: float
+    send_after: float | None
+    expires_at: float
+    n_recipients: int
+    status: str
+    rejected: list[Rejected]
+    error: str | None
+    finished: float | None
+
+
+class JobRecord(msgspec.Struct, frozen=True, array_like=True):
+    """A job stored once: its fields, the reply parts not kept per recipient, the bodies.
+
+    The bodies come last; a finished job is rewritten without them (the small record).
+    """
+
+    id: str
+    tenant: str
+    campaign: str
+    traffic: str
+    from_: str
+    return_path: str
+    submitted: float
+    send_after: float | None
+    expires_at: float
+    n_recipients: int
+    status: str
+    rejected: list[Rejected]
+    error: str | None
+    finished: float | None = None
+    subject: str | None = None
+    text: str | None = None
+    html: str | None = None
+    headers: dict[str, str] = {}
+    raw: str | None = None
+
+
+# ---- keys --------------------------------------------------------------------------------
+
+_SEQ = struct.Struct(">Q")
+_RCPT = struct.Struct(">QI")
+_TIME_SEQ = struct.Struct(">QQ")
+_TIME_RCPT = struct.Struct(">QQI")
+U32 = struct.Struct(">I")
+
+
+def ms(t: float) -> int:
+    """Seconds to whole milliseconds, clamped at 0 (keys are unsigned)."""
+    return max(0, int(t * 1000))
+
+
+def seq_key(seq: int) -> bytes:
+    return _SEQ.pack(seq)
+
+
+def seq_of(key: bytes) -> int:
+    return _SEQ.unpack_from(key)[0]
+
+
+def rcpt_key(seq: int, idx: int) -> bytes:
+    return _RCPT.pack(seq, idx)
+
+
+def rcpt_of(key: bytes) -> tuple[int, int]:
+    return _RCPT.unpack(key)
+
+
+def due_key(t: float, seq: int, idx: int) -> bytes:
+    return _TIME_RCPT.pack(ms(t), seq, idx)
+
+
+def due_of(key: bytes) -> tuple[int, int, int]:
+    """``(time_ms, seq, idx)`` of a due-index key."""
+    return _TIME_RCPT.unpack(key)
+
+
+def time_seq_key(t: float, seq: int) -> bytes:
+    return _TIME_SEQ.pack(ms(t), seq)
+
+
+def time_seq_of(key: bytes) -> tuple[int, int]:
+    return _TIME_SEQ.unpack(key)
+
+
+def idem_key(job_id: str, tenant: str) -> bytes:
+    return f"{job_id}\0{tenant}".encode()
+
+
+def tc_key(tenant: str, campaign: str, seq: int) -> bytes:
+    return f"{tenant}\0{campaign}\0".encode() + _SEQ.pack(seq)
+
+
+def dom_key(domain: str, seq: int, idx: int) -> bytes:
+    return domain.encode() + b"\0" + _RCPT.pack(seq, idx)
+
+
+ENC = msgspec.msgpack.Encoder()
+DEC_RCPT = msgspec.msgpack.Decoder(RcptRecord)
+DEC_JOB = msgspec.msgpack.Decoder(JobRecord)
+DEC_HEAD = msgspec.msgpack.Decoder(JobHead)

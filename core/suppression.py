@@ -1,0 +1,228 @@
+"""The suppression list: addresses and whole domains that must never be mailed.
+
+It lives in the spool's LMDB environment as its own sub-databases (``supp``,
+``supp_exp``): the spool checks a job's recipients inside the very transaction that
+queues them (no window between check and commit), a hard bounce can suppress in the
+transaction that records it, and one environment means one fsync and one map to size.
+
+Key: ``scope NUL kind target`` where scope is the tenant ("" = global), kind ``a`` (address,
+target = lookup key ``casefold(local)@a-label``) or ``d`` (domain, target = A-label).
+A domain entry matches that exact domain, not its subdomains. A tenant entry applies to
+that tenant's jobs only; a global entry to every tenant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+import msgspec
+
+from salvo.core.address import normalize_domain, parse_address
+from salvo.core.spool_records import ENC, time_seq_key
+
+__all__ = ["REASONS", "SuppressionEntry", "SuppressionStore", "Target", "parse_target"]
+
+REASONS = ("hard-bounce", "complaint", "unsubscribe", "manual", "spam-trap", "invalid")
+
+
+class SuppressionEntry(msgspec.Struct, frozen=True, array_like=True):
+    """One suppression: ``target`` is an address (``local@a-label``) or a bare domain."""
+
+    target: str
+    tenant: str = ""
+    reason: str = "manual"
+    source: str = ""
+    created: float = 0.0
+    expires: float | None = None
+
+    @property
+    def is_domain(self) -> bool:
+        return "@" not in self.target
+
+    def active(self, now: float) -> bool:
+        """False once ``expires`` has passed."""
+        return self.expires is None or self.expires > now
+
+
+class Target(NamedTuple):
+    """A normalized suppression target: ``kind`` b"a" or b"d", lookup ``key``, ``display``."""
+
+    kind: bytes
+    key: str
+    display: str
+
+
+def parse_target(text: str) -> Target:
+    """An address (``ann@example.org``) or a domain (``example.org`` or ``@example.org``)."""
+    text = text.strip() if isinstance(text, str) else text
+    if isinstance(text, str) and "@" not in text[1:]:
+        domain = normalize_domain(text[1:] if text.startswith("@") else text)
+        return Target(b"d", domain, domain)
+    address = parse_address(text)
+    return Target(b"a", address.key, str(address))
+
+
+def _check_label(what: str, value: str) -> None:
+    if not value or len(value) > 64 or not value.isprintable() or "\0" in value:
+        raise ValueError(f"{what} must be 1-64 printable characters, not {value!r}")
+
+
+def entry_key(tenant: str, kind: bytes, key: str) -> bytes:
+    """The LMDB key of a suppression entry."""
+    return tenant.encode() + b"\0" + kind + key.encode()
+
+
+_DEC = msgspec.msgpack.Decoder(SuppressionEntry)
+
+
+class SuppressionStore:
+    """Suppression entries in a :class:`~salvo.core.spool_env.Store`."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self._db = store.dbs["supp"]
+        self._exp = store.dbs["supp_exp"]
+
+    # ---- writes ------------------------------------------------------------------------
+
+    def make_entry(
+        self,
+        target: str,
+        *,
+        tenant: str = "",
+        reason: str = "manual",
+        source: str = "manual",
+        created: float,
+        expires: float | None = None,
+    ) -> tuple[bytes, SuppressionEntry]:
+        """Validate and normalize one entry; raises InvalidAddressError or ValueError."""
+        parsed = parse_target(target)
+        if tenant:
+            _check_label("tenant", tenant)
+        _check_label("reason", reason)
+        if source and (not source.isprintable() or len(source) > 200):
+            raise ValueError(f"source must be printable and at most 200 characters: {source!r}")
+        entry = SuppressionEntry(parsed.display, tenant, reason, source, created, expires)
+        return entry_key(tenant, parsed.kind, parsed.key), entry
+
+    def put_in(self, txn: Any, items: Iterable[tuple[bytes, SuppressionEntry]]) -> int:
+        """Write entries inside ``txn`` (replacing existing ones); return the count."""
+        n = 0
+        for key, entry in items:
+            old = txn.get(key, db=self._db)
+            if old is not None:
+                self._drop_expiry(txn, key, _DEC.decode(old))
+            txn.put(key, ENC.encode(entry), db=self._db)
+            if entry.expires is not None:
+                txn.put(time_seq_key(entry.expires, 0) + key, b"", db=self._exp)
+            n += 1
+        return n
+
+    def add(
+        self,
+        targets: Iterable[str],
+        *,
+        now: float,
+        tenant: str = "",
+        reason: str = "manual",
+        source: str = "manual",
+        expires: float | None = None,
+    ) -> int:
+        """Suppress addresses or domains (validated first, then one transaction)."""
+        items = [
+            self.make_entry(
+                t, tenant=tenant, reason=reason, source=source, created=now, expires=expires
+            )
+            for t in targets
+        ]
+        return self.store.write(lambda txn: self.put_in(txn, items))
+
+    def remove(self, targets: Iterable[str], *, tenant: str = "") -> int:
+        """Remove entries for these addresses or domains in ``tenant``; return how many."""
+        keys = [entry_key(tenant, t.kind, t.key) for t in map(parse_target, targets)]
+
+        def fn(txn: Any) -> int:
+            n = 0
+            for key in keys:
+                old = txn.get(key, db=self._db)
+                if old is not None:
+                    self._drop_expiry(txn, key, _DEC.decode(old))
+                    n += txn.delete(key, db=self._db)
+            return n
+
+        return self.store.write(fn)
+
+    def _drop_expiry(self, txn: Any, key: bytes, entry: SuppressionEntry) -> None:
+        if entry.expires is not None:
+            txn.delete(time_seq_key(entry.expires, 0) + key, db=self._exp)
+
+    def purge_expired_in(self, txn: Any, now: float, limit: int = 10_000) -> int:
+        """Delete up to ``limit`` entries whose expiry has passed; return how many."""
+        end = time_seq_key(now, 0)
+        done = []
+        for key in txn.cursor(db=self._exp).iternext(values=False):
+            if key[:16] > end or len(done) >= limit:
+                break
+            done.append(key)
+        for key in done:
+            txn.delete(key, db=self._exp)
+            txn.delete(key[16:], db=self._db)
+        return len(done)
+
+    # ---- reads -------------------------------------------------------------------------
+
+    def check_in(
+        self, txn: Any, keys: Sequence[str], tenant: str, now: float
+    ) -> list[SuppressionEntry | None]:
+        """For each lookup key (``casefold(local)@a-label``) the entry suppressing it."""
+        scopes = [tenant.encode() + b"\0", b"\0"] if tenant else [b"\0"]
+        domains = {k[k.rindex("@") + 1 :] for k in keys}
+        wanted = [s + b"a" + k.encode() for s in scopes for k in keys]
+        wanted += [s + b"d" + d.encode() for s in scopes for d in domains]
+        found = dict(txn.cursor(db=self._db).getmulti(wanted))
+        if not found:
+            return [None] * len(keys)
+        results: list[SuppressionEntry | None] = []
+        for k in keys:
+            hit = None
+            dom = k[k.rindex("@") + 1 :].encode()
+            for cand in [s + b"a" + k.encode() for s in scopes] + [s + b"d" + dom for s in scopes]:
+                raw = found.get(cand)
+                if raw is not None and (entry := _DEC.decode(raw)).active(now):
+                    hit = entry
+                    break
+            results.append(hit)
+        return results
+
+    def check_many(
+        self, addresses: Iterable[str], *, tenant: str = "", now: float
+    ) -> list[SuppressionEntry | None]:
+        """Check many addresses in one read transaction (raises InvalidAddressError)."""
+        keys = [parse_address(a).key for a in addresses]
+        return self.store.read(lambda txn: self.check_in(txn, keys, tenant, now))
+
+    def entries(
+        self, *, reason: str | None = None, tenant: str | None = None, limit: int | None = None
+    ) -> list[SuppressionEntry]:
+        """Entries in key order (global first), filtered by reason and tenant."""
+
+        def fn(txn: Any) -> list[SuppressionEntry]:
+            out = []
+            prefix = tenant.encode() + b"\0" if tenant is not None else b""
+            cur = txn.cursor(db=self._db)
+            if not cur.set_range(prefix):
+                return out
+            for key, raw in cur:
+                if not key.startswith(prefix) or (limit is not None and len(out) >= limit):
+                    break
+                entry = _DEC.decode(raw)
+                if reason is None or entry.reason == reason:
+                    out.append(entry)
+            return out
+
+        return self.store.read(fn)
+
+    def count(self) -> int:
+        """Number of entries (expired ones not yet purged included)."""
+        return self.store.read(lambda txn: txn.stat(self._db)["entries"])

@@ -1,0 +1,94 @@
+"""Address normalization and rejection."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from salvo.core.address import domain_of_mailbox, normalize_domain, parse_address
+from salvo.core.errors import InvalidAddressError
+
+
+@pytest.mark.parametrize(
+    ("text", "domain", "key"),
+    [
+        ("Ann@Example.ORG", "example.org", "ann@example.org"),
+        ("ann@example.org.", "example.org", "ann@example.org"),
+        ("Ann.B+tag@Bücher.Example", "xn--bcher-kva.example", "ann.b+tag@xn--bcher-kva.example"),
+        ("x@xn--bcher-kva.example", "xn--bcher-kva.example", "x@xn--bcher-kva.example"),
+        ("ÄNN@example.org", "example.org", "änn@example.org"),
+        ("a!#$%&'*+-/=?^_`{|}~@x.example", "x.example", "a!#$%&'*+-/=?^_`{|}~@x.example"),
+    ],
+)
+def test_normalizes(text: str, domain: str, key: str) -> None:
+    address = parse_address(text)
+    assert address.domain == domain
+    assert address.key == key
+    assert address.local == text.rpartition("@")[0]  # the local part is kept as given
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "ann",
+        "@example.org",
+        "ann@",
+        "ann@.",
+        "a b@example.org",
+        "ann@exa mple.org",
+        "ann@example.org\r\nBcc: x@y.z",
+        "ann\x00@example.org",
+        "ann@example.org\u2028",
+        "a..b@example.org",
+        ".a@example.org",
+        '"quoted"@example.org',
+        "ann@[192.0.2.1]",
+        "ann@-bad.example",
+        "ann@bad_.example",
+        "ann@ab--cd.example",
+        "x" * 65 + "@example.org",
+        "a@" + ".".join(["x" * 63] * 4),
+        "x" * 64 + "@" + ".".join(["y" * 60] * 3) + ".example",
+    ],
+)
+def test_rejects(text: str) -> None:
+    with pytest.raises(InvalidAddressError):
+        parse_address(text)
+
+
+def test_error_names_the_address() -> None:
+    with pytest.raises(InvalidAddressError, match="ann@-bad"):
+        parse_address("ann@-bad.example")
+
+
+def test_mailbox_domain() -> None:
+    assert domain_of_mailbox("Acme <News@ACME.example>") == "acme.example"
+    assert domain_of_mailbox("news@acme.example") == "acme.example"
+    assert normalize_domain("BÜCHER.example.") == "xn--bcher-kva.example"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80))
+def test_any_text_is_parsed_or_refused_cleanly(text: str) -> None:
+    try:
+        address = parse_address(text)
+    except InvalidAddressError:
+        return
+    assert "\n" not in address.key and "\r" not in address.key
+    assert len(str(address).encode()) <= 254
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=30),
+    st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=30),
+)
+def test_any_pair_is_parsed_or_refused_cleanly(local: str, domain: str) -> None:
+    try:
+        address = parse_address(f"{local}@{domain}")
+    except InvalidAddressError:
+        return
+    assert address.domain.isascii()
+    assert parse_address(str(address)).key == address.key  # normalization is idempotent
