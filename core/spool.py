@@ -444,11 +444,14 @@ class Spool:
         changes = []
         for key in keys:
             seq = r.time_seq_of(key)[1]
+            flying = False
             for idx, rec in self._rcpts_in(txn, seq):
                 if rec.state in WAITING_STATES:
                     att = Attempt(now, r.EXPIRED, text="expired before delivery")
                     changes.append(self._finish_in(txn, seq, idx, rec, att, now, True))
-            txn.delete(key, db=db["exp"])
+                flying |= rec.state == r.IN_FLIGHT
+            if not flying:  # else keep the entry: a crash may return them to queued
+                txn.delete(key, db=db["exp"])
         return changes
 
     # ---- retention and recovery --------------------------------------------------------
