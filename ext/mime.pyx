@@ -45,7 +45,7 @@ cdef enum:
 cdef enum:
     QP_LINE = 76     # RFC 2045 quoted-printable / base64 line limit
 cdef enum:
-    LONG_TOKEN = 900 # a header token this long cannot be folded under MAX_LINE: encode it
+    LONG_TOKEN = 900 # a verbatim header token this long could not stay under MAX_LINE
 cdef enum:
     EW_BYTES = 45    # UTF-8 octets per encoded word: "=?utf-8?b?" + 60 base64 + "?=" = 72
 
@@ -392,10 +392,10 @@ cdef list _encoded_words(str value, Py_ssize_t first_col):
     return words
 
 
-cdef bint _has_long_piece(list pieces):
+cdef bint _has_long_piece(list pieces, Py_ssize_t limit):
     cdef str p
     for p in pieces:
-        if len(p) > LONG_TOKEN:
+        if len(p) > limit:
             return True
     return False
 
@@ -414,9 +414,11 @@ cdef bytes _unstructured(str name, str value, str field, bint verbatim):
     if len(name) + 2 + len(value) <= FOLD_AT and not (flags & HV_EDGE_WS and not verbatim):
         return (name + ": " + value + "\r\n").encode("ascii")
     pieces = _ws_pieces(value)
-    if _has_long_piece(pieces) or (flags & HV_EDGE_WS and not verbatim):
-        if verbatim:
+    if verbatim:
+        if _has_long_piece(pieces, LONG_TOKEN):
             raise TemplateError(f"{field}: a token over {LONG_TOKEN} characters cannot be folded")
+    elif _has_long_piece(pieces, FOLD_AT - 1) or flags & HV_EDGE_WS:
+        # Free text has no token that must stay intact: encoded words keep every line at 78.
         return _fold(name, _encoded_words(value, len(name) + 1), "")
     return _fold(name, pieces, " ")
 
@@ -512,7 +514,7 @@ cdef bytes _address_header(str hname, str value, str field):
         if not _is_plain_phrase(name):
             name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
         pieces = _ws_pieces(name)
-        if _has_long_piece(pieces):
+        if _has_long_piece(pieces, FOLD_AT - 1):
             pieces = _encoded_words(name, len(hname) + 1)
         else:
             pieces[0] = " " + pieces[0]

@@ -1,8 +1,10 @@
 """Property tests of salvo.ext.mime: hostile values either are refused (header fields) or
 come out as exactly one message with exactly the expected headers, parts and text."""
 
+import base64
 import email
 import email.policy
+import re
 from datetime import UTC, datetime
 
 from hypothesis import HealthCheck, given, settings
@@ -11,7 +13,7 @@ from hypothesis import strategies as st
 from salvo.ext.errors import HeaderInjectionError
 from salvo.ext.mime import MessageTemplate, normalize_line_endings, smtp_data
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 DATE = datetime(2024, 3, 5, 7, 8, 9, tzinfo=UTC)
 FORBIDDEN_IN_HEADERS = (
     {chr(c) for c in range(32) if c != 9}
@@ -140,6 +142,8 @@ def test_display_names(value):
     expected = value.strip(" \t")
     if len(expected) >= 2 and expected[0] == expected[-1] == '"':
         return  # a quoted display name is unquoted by design; covered by examples
+    head = raw.partition(b"\r\n\r\n")[0].decode().replace("\r\n ", " ")
+    fields = dict(line.split(": ", 1) for line in head.split("\r\n"))
     for name, addr in (
         ("From", "s@shop.example"),
         ("To", "a@b.example"),
@@ -147,7 +151,27 @@ def test_display_names(value):
     ):
         (got,) = msg[name].addresses
         assert got.addr_spec == addr
-        assert got.display_name == expected
+        assert rfc2047_display_name(fields[name], addr) == expected
+        if got.display_name != expected:
+            # CPython's phrase parser keeps the space between adjacent encoded words,
+            # which RFC 2047 6.2 says to drop; only names needing two words show it.
+            assert fields[name].count("=?utf-8?b?") > 1
+            assert got.display_name.replace(" ", "") == expected.replace(" ", "")
+
+
+def rfc2047_display_name(value: str, addr: str) -> str:
+    """The display name a strict RFC 2047/5322 reader sees in ``phrase <addr>``."""
+    if not value.endswith(f"<{addr}>"):
+        assert value == addr
+        return ""
+    phrase = value[: -len(addr) - 2].strip()
+    if phrase.startswith("=?"):
+        words = phrase.split(" ")
+        assert all(w.startswith("=?utf-8?b?") and w.endswith("?=") for w in words)
+        return b"".join(base64.b64decode(w[10:-2]) for w in words).decode()
+    if phrase.startswith('"'):
+        return re.sub(r"\\(.)", r"\1", phrase[1:-1])
+    return phrase
 
 
 @SETTINGS
