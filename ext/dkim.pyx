@@ -157,16 +157,21 @@ cdef Py_ssize_t _relaxed_body(const unsigned char* p, Py_ssize_t n,
     cdef uint64_t x
     cdef unsigned char c
     while i < n:
-        # Fast path: 8 bytes with no WSP, CR, LF (nor other controls) are copied as they are.
-        if i + 8 <= n:
-            memcpy(&x, p + i, 8)
-            if not _has_byte_below(x, 33):
+        c = p[i]
+        if c > 32 or (c == 32 and i + 1 < n and p[i + 1] > 32):
+            # Text and lone spaces are copied as they are; 8 bytes at a time while no
+            # byte is WSP, CR, LF or another control.
+            out[o] = c
+            o += 1
+            i += 1
+            while i + 8 <= n:
+                memcpy(&x, p + i, 8)
+                if _has_byte_below(x, 33):
+                    break
                 memcpy(out + o, &x, 8)
                 i += 8
                 o += 8
-                continue
-        c = p[i]
-        if c == 32 or c == 9:
+        elif c == 32 or c == 9:
             j = i + 1
             while j < n and _is_wsp(p[j]):
                 j += 1
@@ -178,13 +183,12 @@ cdef Py_ssize_t _relaxed_body(const unsigned char* p, Py_ssize_t n,
         elif c == 13:
             if i + 1 >= n or p[i + 1] != 10:
                 _bare(p, i)
-            nonempty = o > line_start
             out[o] = 13
             out[o + 1] = 10
             o += 2
-            line_start = o
-            if nonempty:
+            if o - 2 > line_start:
                 last_end = o
+            line_start = o
             i += 2
         elif c == 10:
             _bare(p, i)
@@ -566,7 +570,7 @@ cdef class DKIMSigner:
         tags = [b"v=1;", b"a=" + alg.encode() + b";",
                 ("c=%s/%s;" % self.canonicalization).encode(), b"d=" + d + b";"]
         if identity is not None:
-            ident = _ascii_token(identity, "identity", "-._@+=!#$%&'*/?^`{|}~")
+            ident = _ascii_token(identity, "identity", "-._@+!#$%&'*/?^`{|}~")
             local, at, idom = ident.rpartition(b"@")
             idom_l, d_l = idom.lower(), d.lower()
             if not at or not (idom_l == d_l or idom_l.endswith(b"." + d_l)):
@@ -663,7 +667,7 @@ cdef class DKIMSigner:
                 c = count[k] + (1 if self._nover[k] else 0)
                 nentries += c
                 total += c * (self._nlen[k] + 4)
-            cap = (PyBytes_GET_SIZE(self._static) + len(tx) + total + 64
+            cap = (PyBytes_GET_SIZE(self._static) + len(tx) + total + 128
                    + self._b64len + 3 * (self._b64len // 60 + 4))
             w.buf = <unsigned char*>PyMem_Malloc(cap)
             if w.buf == NULL:

@@ -13,6 +13,7 @@ from salvo.ext.dkim import (
     OVERSIGNED_HEADERS,
     DKIMSigner,
     canonicalize_body,
+    canonicalize_headers,
     parse_headers,
     public_key_record,
     sign_many,
@@ -402,6 +403,19 @@ def test_parse_headers():
     assert [n for n, _ in fields][-1] == b"X-Mailer" and len(fields) == 10
     assert body == MSG.split(b"\r\n\r\n", 1)[1]
     assert parse_headers(b"From: a\r\nTo: b") == ([(b"From", b" a"), (b"To", b" b")], b"")
+
+
+def test_canonicalize_headers_rfc_cases():
+    # WSP before the colon (obsolete syntax dkimpy cannot parse) goes in relaxed only.
+    fields = [(b"Subject \t", b" a \r\n\tb  "), (b"X-Empty", b""), (b"X-A", b"\x0bv\x0c")]
+    assert canonicalize_headers(fields, "relaxed") == (
+        b"subject:a b\r\nx-empty:\r\nx-a:\x0bv\x0c\r\n"
+    )
+    assert canonicalize_headers(fields, "simple") == (
+        b"Subject \t: a \r\n\tb  \r\nX-Empty:\r\nX-A:\x0bv\x0c\r\n"
+    )
+    with pytest.raises(LineEndingError):
+        canonicalize_headers([(b"Subject", b" a\r\nb")], "relaxed")
 
 
 def test_public_key_records(keys):
