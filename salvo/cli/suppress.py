@@ -1,0 +1,143 @@
+"""``salvo suppress``: manage the suppression list of a data directory (node may run)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+
+from salvo.core.address import parse_address
+from salvo.core.errors import InvalidAddressError
+from salvo.core.spool_env import Store
+from salvo.core.suppression import SuppressionStore
+from salvo.core.suppression_csv import export_csv, format_time, import_csv
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``15m``, ``12h``, ``30d``, ``2w`` to seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (examples: 12h, 30d, 2w)")
+    return float(match[1]) * _UNITS[match[2] or "s"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``salvo suppress`` and its subcommands."""
+    p = subparsers.add_parser(
+        "suppress",
+        help="manage the suppression list",
+        description="Addresses and domains that are never mailed. Works while a node runs.",
+    )
+    p.add_argument("--data", default="salvo-data", help="data directory (default: salvo-data)")
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    add = sub.add_parser("add", help="suppress addresses or domains (example.org)")
+    add.add_argument("targets", nargs="+", metavar="ADDRESS")
+    add.add_argument("--reason", default="manual", help="hard-bounce, complaint, unsubscribe...")
+    add.add_argument("--tenant", default="", help="scope to one tenant (default: global)")
+    add.add_argument("--source", default="cli")
+    add.add_argument("--expires", type=parse_duration, help="lift after this long (e.g. 30d)")
+    add.set_defaults(func=_add)
+
+    rm = sub.add_parser("remove", help="lift suppressions")
+    rm.add_argument("targets", nargs="+", metavar="ADDRESS")
+    rm.add_argument("--tenant", default="", help="the entry's tenant (default: global)")
+    rm.set_defaults(func=_remove)
+
+    check = sub.add_parser("check", help="exit 0 when every address is clean, 1 otherwise")
+    check.add_argument("addresses", nargs="+", metavar="ADDRESS")
+    check.add_argument("--tenant", default="", help="check as this tenant's job would be")
+    check.set_defaults(func=_check)
+
+    ls = sub.add_parser("list", help="list entries")
+    ls.add_argument("--reason")
+    ls.add_argument("--tenant", help="only this tenant's entries ('' = global ones)")
+    ls.add_argument("--limit", type=int, default=None)
+    ls.set_defaults(func=_list)
+
+    imp = sub.add_parser("import", help="import a CSV file (all lines or none)")
+    imp.add_argument("file", metavar="FILE.csv")
+    imp.set_defaults(func=_import)
+
+    exp = sub.add_parser("export", help="export every entry to a CSV file")
+    exp.add_argument("file", metavar="FILE.csv")
+    exp.set_defaults(func=_export)
+
+
+def _open(args: argparse.Namespace) -> SuppressionStore:
+    return SuppressionStore(Store(args.data))
+
+
+def _add(args: argparse.Namespace) -> int:
+    store = _open(args)
+    now = time.time()
+    expires = now + args.expires if args.expires is not None else None
+    n = store.add(
+        args.targets,
+        now=now,
+        tenant=args.tenant,
+        reason=args.reason,
+        source=args.source,
+        expires=expires,
+    )
+    scope = f"tenant {args.tenant}" if args.tenant else "all tenants"
+    until = f", until {format_time(expires)}" if expires else ""
+    print(f"suppressed {n} for {scope} (reason {args.reason}{until})")
+    return 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    n = _open(args).remove(args.targets, tenant=args.tenant)
+    print(f"removed {n} of {len(args.targets)}")
+    return 0 if n else 1
+
+
+def _check(args: argparse.Namespace) -> int:
+    store = _open(args)
+    status = 0
+    valid = []
+    for text in args.addresses:
+        try:
+            parse_address(text)
+        except InvalidAddressError as exc:
+            print(f"{text}\tinvalid\t{exc.detail}")
+            status = 2
+        else:
+            valid.append(text)
+    for text, entry in zip(
+        valid, store.check_many(valid, tenant=args.tenant, now=time.time()), strict=True
+    ):
+        if entry is None:
+            print(f"{text}\tclean")
+            continue
+        status = max(status, 1)
+        scope = f"tenant {entry.tenant}" if entry.tenant else "global"
+        print(f"{text}\tsuppressed\t{entry.reason}\t{entry.target}\t{scope}")
+    return status
+
+
+def _list(args: argparse.Namespace) -> int:
+    entries = _open(args).entries(reason=args.reason, tenant=args.tenant, limit=args.limit)
+    for e in entries:
+        tenant = e.tenant or "*"
+        print(
+            f"{e.target}\t{tenant}\t{e.reason}\t{e.source}\t{format_time(e.created)}"
+            f"\t{format_time(e.expires)}"
+        )
+    print(f"{len(entries)} entries", file=sys.stderr)
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    n = import_csv(_open(args), args.file, time.time())
+    print(f"imported {n} entries from {args.file}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    n = export_csv(_open(args), args.file)
+    print(f"exported {n} entries to {args.file}")
+    return 0
