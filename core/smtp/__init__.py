@@ -1,0 +1,44 @@
+"""Sans-IO SMTP client: replies, the session state machine and per-recipient outcomes.
+
+No sockets and no clock here; :mod:`salvo.actors.smtp_session` drives it over Trio.
+"""
+
+from .capabilities import Capabilities
+from .client import (
+    AuthResult,
+    Closed,
+    Event,
+    Phase,
+    Ready,
+    SessionRefused,
+    SMTPClient,
+    StartTLS,
+    StartTLSRefused,
+    State,
+    TransactionDone,
+)
+from .errors import LocalProtocolError, SMTPProtocolError
+from .outcome import Outcome, Scope, Status
+from .reply import Reply, ReplyParser
+
+__all__ = [
+    "AuthResult",
+    "Capabilities",
+    "Closed",
+    "Event",
+    "LocalProtocolError",
+    "Outcome",
+    "Phase",
+    "Ready",
+    "Reply",
+    "ReplyParser",
+    "SMTPClient",
+    "SMTPProtocolError",
+    "Scope",
+    "SessionRefused",
+    "StartTLS",
+    "StartTLSRefused",
+    "State",
+    "Status",
+    "TransactionDone",
+]
