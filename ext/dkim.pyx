@@ -76,6 +76,19 @@ cdef inline bint _has_byte_below(uint64_t x, uint64_t n) noexcept nogil:
     return ((x - 0x0101010101010101ULL * n) & ~x & 0x8080808080808080ULL) != 0
 
 
+cdef inline uint64_t _spaces(uint64_t x) noexcept nogil:
+    """High bit set in exactly the bytes of ``x`` that are SP."""
+    cdef uint64_t t = x ^ 0x2020202020202020ULL
+    return ~(((t & 0x7F7F7F7F7F7F7F7FULL) + 0x7F7F7F7F7F7F7F7FULL) | t
+             | 0x7F7F7F7F7F7F7F7FULL)
+
+
+cdef inline uint64_t _below_33(uint64_t x) noexcept nogil:
+    """High bit set in exactly the bytes of ``x`` that are < 33 (WSP, CR, LF, controls)."""
+    return ~(((x & 0x7F7F7F7F7F7F7F7FULL) + 0x0101010101010101ULL * (0x80 - 33)) | x) \
+        & 0x8080808080808080ULL
+
+
 cdef inline unsigned char _lower(unsigned char c) noexcept nogil:
     return c + 32 if 65 <= c <= 90 else c
 
@@ -153,49 +166,54 @@ cdef Py_ssize_t _relaxed_body(const unsigned char* p, Py_ssize_t n,
     unterminated last line is treated as if it ended in CRLF, as it will on the wire (the
     SMTP client adds the CRLF before the final dot), so its trailing WSP goes too.
     """
-    cdef Py_ssize_t i = 0, j, o = 0, line_start = 0, last_end = 0
-    cdef uint64_t x
+    cdef Py_ssize_t i = 0, j, o = 0, line_start = 0, last_end = 0, lim
+    cdef uint64_t x, y
     cdef unsigned char c
     while i < n:
-        c = p[i]
-        if c > 32 or (c == 32 and i + 1 < n and p[i + 1] > 32):
-            # Text and lone spaces are copied as they are; 8 bytes at a time while no
-            # byte is WSP, CR, LF or another control.
-            out[o] = c
-            o += 1
-            i += 1
-            while i + 8 <= n:
-                memcpy(&x, p + i, 8)
-                if _has_byte_below(x, 33):
-                    break
+        # Fast path: 8 bytes that relaxed leaves alone (no control byte, and every SP
+        # followed by a byte > SP) are copied as one word.
+        if i + 9 <= n:
+            memcpy(&x, p + i, 8)
+            memcpy(&y, p + i + 1, 8)
+            if not _has_byte_below(x, 32) and (_spaces(x) & _below_33(y)) == 0:
                 memcpy(out + o, &x, 8)
                 i += 8
                 o += 8
-        elif c == 32 or c == 9:
-            j = i + 1
-            while j < n and _is_wsp(p[j]):
-                j += 1
-            # Keep one SP unless the run ends the line (or the body).
-            if j < n and p[j] != 13 and p[j] != 10:
-                out[o] = 32
-                o += 1
-            i = j
-        elif c == 13:
-            if i + 1 >= n or p[i + 1] != 10:
-                _bare(p, i)
-            out[o] = 13
-            out[o + 1] = 10
-            o += 2
-            if o - 2 > line_start:
-                last_end = o
-            line_start = o
-            i += 2
-        elif c == 10:
-            _bare(p, i)
+                continue
+            lim = i + 8
         else:
-            out[o] = c
-            o += 1
-            i += 1
+            lim = n
+        while i < lim:
+            c = p[i]
+            if c > 32 or (c == 32 and i + 1 < n and p[i + 1] > 32):
+                out[o] = c
+                o += 1
+                i += 1
+            elif c == 32 or c == 9:
+                j = i + 1
+                while j < n and _is_wsp(p[j]):
+                    j += 1
+                # Keep one SP unless the run ends the line (or the body).
+                if j < n and p[j] != 13 and p[j] != 10:
+                    out[o] = 32
+                    o += 1
+                i = j
+            elif c == 13:
+                if i + 1 >= n or p[i + 1] != 10:
+                    _bare(p, i)
+                out[o] = 13
+                out[o + 1] = 10
+                o += 2
+                if o - 2 > line_start:
+                    last_end = o
+                line_start = o
+                i += 2
+            elif c == 10:
+                _bare(p, i)
+            else:
+                out[o] = c
+                o += 1
+                i += 1
     if o > line_start:
         out[o] = 13
         out[o + 1] = 10
@@ -818,4 +836,5 @@ def canonicalize_body(body, mode):
         return body[:k] + _CRLF if add_crlf else body[:k]
     buf = PyByteArray_FromStringAndSize(NULL, n + 2)
     k = _relaxed_body(p, n, <unsigned char*>PyByteArray_AS_STRING(buf))
-    return bytes(buf[:k])
+    PyByteArray_Resize(buf, k)
+    return bytes(buf)
