@@ -135,7 +135,7 @@ def smtp_data(bytes message):
     """
     cdef const unsigned char* s = <const unsigned char*>message
     cdef Py_ssize_t n = len(message)
-    cdef Py_ssize_t i = 0, j = 0
+    cdef Py_ssize_t i = 0, j = 0, k
     cdef unsigned char c
     cdef bint bol = True
     # Every input octet yields at most two output octets, plus CRLF and ".\r\n".
@@ -154,9 +154,13 @@ def smtp_data(bytes message):
             if bol and c == 46:
                 o[j] = 46
                 j += 1
-            o[j] = c
-            j += 1
-            i += 1
+            # Copy the rest of the line in one go.
+            k = i + 1
+            while k < n and s[k] != 13 and s[k] != 10:
+                k += 1
+            memcpy(o + j, s + i, k - i)
+            j += k - i
+            i = k
             bol = False
         if j > 0 and not bol:
             o[j] = 13
@@ -172,28 +176,40 @@ def smtp_data(bytes message):
 # Body scan result flags.
 cdef enum:
     SCAN_CTL = 1       # a control octet other than TAB/CR/LF (NUL included), or DEL
-cdef enum:
     SCAN_LONG = 2      # a line longer than MAX_LINE octets
+    SCAN_BARE = 4      # a bare CR or LF, or no final CRLF: normalize first
+    SCAN_EQ_US = 8     # "=_", which begins every boundary salvo makes
 
 
 cdef int _scan_body(const unsigned char* s, Py_ssize_t n, Py_ssize_t* nonascii) noexcept nogil:
-    """Classify a CRLF-normalized body: count non-ASCII octets, flag controls and long lines."""
+    """Classify a body in one pass: non-ASCII octets, controls, long lines, bare CR/LF."""
     cdef Py_ssize_t i, start = 0, high = 0
     cdef int flags = 0
     cdef unsigned char c
     for i in range(n):
         c = s[i]
+        if <unsigned char>(c - 32) < 95 and c != 61:
+            continue  # printable ASCII but "=": the common case, one branch
         if c >= 128:
             high += 1
-        elif c < 32 or c == 127:
-            if c == 10:
-                if i - 1 - start > MAX_LINE:
-                    flags |= SCAN_LONG
-                start = i + 1
-            elif c != 13 and c != 9:
-                flags |= SCAN_CTL
+        elif c == 61:
+            if i + 1 < n and s[i + 1] == 95:
+                flags |= SCAN_EQ_US
+        elif c == 13:
+            if i + 1 >= n or s[i + 1] != 10:
+                flags |= SCAN_BARE
+        elif c == 10:
+            if i == 0 or s[i - 1] != 13:
+                flags |= SCAN_BARE
+            if i - 1 - start > MAX_LINE:
+                flags |= SCAN_LONG
+            start = i + 1
+        elif c != 9:
+            flags |= SCAN_CTL
     if n - start > MAX_LINE:
         flags |= SCAN_LONG
+    if n < 2 or s[n - 1] != 10:
+        flags |= SCAN_BARE
     nonascii[0] = high
     return flags
 
@@ -855,7 +871,8 @@ cdef class _Body:
         cdef const unsigned char* s = b
         cdef Py_ssize_t n = len(b), nonascii = 0
         cdef PyObject* raw
-        if _has_bare_eol(s, n) or n < 2 or s[n - 2] != 13 or s[n - 1] != 10:
+        cdef int flags = _scan_body(s, n, &nonascii)
+        if flags & SCAN_BARE:
             # Also ends the text with a line break, as EmailMessage.set_content does.
             raw = _alloc(2 * n + 2)
             n = _normalize_into(s, n, _bytes_buf(raw))
@@ -865,11 +882,14 @@ cdef class _Body:
                 n += 2
             b = _finish(raw, n)
             s = b
-        cdef int flags = _scan_body(s, n, &nonascii)
-        if nonascii == 0 and flags == 0:
-            for bd in self.boundaries:
-                if bd in b:
-                    break
+            flags = _scan_body(s, n, &nonascii)
+        if nonascii == 0 and not flags & (SCAN_CTL | SCAN_LONG):
+            if flags & SCAN_EQ_US:
+                for bd in self.boundaries:
+                    if bd in b:
+                        break
+                else:
+                    return [self.heads[0], b]
             else:
                 return [self.heads[0], b]
         # Quoted-printable costs 3 octets per non-ASCII octet, base64 4/3 for all.
