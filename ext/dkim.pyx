@@ -605,6 +605,9 @@ cdef class DKIMSigner:
         over = {_header_name(h) for h in (OVERSIGNED_HEADERS if oversign is None else oversign)}
         self.headers = tuple(n.decode() for n in names)
         self._nnames = len(names)
+        PyMem_Free(self._noff)  # __init__ may run twice
+        PyMem_Free(self._nlen)
+        PyMem_Free(self._nover)
         self._noff = <Py_ssize_t*>PyMem_Malloc(self._nnames * sizeof(Py_ssize_t))
         self._nlen = <Py_ssize_t*>PyMem_Malloc(self._nnames * sizeof(Py_ssize_t))
         self._nover = <char*>PyMem_Malloc(self._nnames)
