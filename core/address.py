@@ -30,6 +30,9 @@ MAX_ADDRESS = 254
 
 # RFC 5322 atext, plus any non-ASCII character (RFC 6531); dots checked separately.
 _ATEXT = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\u0080-\U0010ffff]+")
+_ASCII_LOCAL = re.compile(
+    r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+(?:\.[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+)*"
+)
 _LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 # Controls, spaces and the Unicode line/paragraph separators: never in an address.
 _FORBIDDEN = re.compile(r"[\x00-\x20\x7f-\x9f\u2028\u2029\s]")
@@ -104,22 +107,24 @@ def parse_address(text: str) -> Address:
     """Parse a bare address (``ann@example.org``) into its normalized parts."""
     if not isinstance(text, str):
         raise InvalidAddressError(repr(text), "not a string")
-    if not text:
-        raise InvalidAddressError(text, "empty")
-    if _FORBIDDEN.search(text):
-        raise InvalidAddressError(text, "space or control character")
     local, at, domain = text.rpartition("@")
-    if not at:
-        raise InvalidAddressError(text, "no @")
-    _check_local(text, local)
+    # Fast path, the common case: an ASCII dot-atom needs one regex; the domain's own
+    # checks are in the cached normalize_domain.
+    if not (at and len(local) <= MAX_LOCAL and _ASCII_LOCAL.fullmatch(local)):
+        if not text:
+            raise InvalidAddressError(text, "empty")
+        if _FORBIDDEN.search(text):
+            raise InvalidAddressError(text, "space or control character")
+        if not at:
+            raise InvalidAddressError(text, "no @")
+        _check_local(text, local)
     try:
         a_label = normalize_domain(domain)
     except InvalidAddressError as exc:
         raise InvalidAddressError(text, exc.detail) from None
-    address = Address(local, a_label, f"{local.casefold()}@{a_label}")
-    if len(str(address).encode("utf-8")) > MAX_ADDRESS:
+    if len(local.encode("utf-8")) + 1 + len(a_label) > MAX_ADDRESS:
         raise InvalidAddressError(text, f"address longer than {MAX_ADDRESS} octets")
-    return address
+    return Address(local, a_label, f"{local.casefold()}@{a_label}")
 
 
 def domain_of_mailbox(text: str) -> str:
