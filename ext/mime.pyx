@@ -10,7 +10,8 @@ are typed C loops. See docs/templates.md for the template language and the polic
 """
 
 from cpython.object cimport PyObject
-from libc.string cimport memcpy
+from libc.stdint cimport uint64_t
+from libc.string cimport memchr, memcpy
 
 import binascii
 import os
@@ -73,17 +74,24 @@ cdef bytes _finish(PyObject* raw, Py_ssize_t n):
     return out
 
 
+cdef inline Py_ssize_t _find(const unsigned char* s, Py_ssize_t i, Py_ssize_t n,
+                              unsigned char c) noexcept nogil:
+    """Index of the first ``c`` in s[i:n], or n: memchr is vectorized."""
+    cdef const void* p = memchr(s + i, c, n - i) if i < n else NULL
+    return n if p == NULL else <const unsigned char*>p - s
+
+
 cdef bint _has_bare_eol(const unsigned char* s, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i = 0
+    """True when some CR is not followed by LF or some LF is not preceded by CR."""
+    cdef Py_ssize_t i = 0, lf, cr
     while i < n:
-        if s[i] == 13:
-            if i + 1 >= n or s[i + 1] != 10:
-                return True
-            i += 2
-            continue
-        if s[i] == 10:
+        lf = _find(s, i, n, 10)
+        cr = _find(s, i, lf, 13)
+        if lf == n:
+            return cr != n
+        if cr != lf - 1:
             return True
-        i += 1
+        i = lf + 1
     return False
 
 
@@ -135,37 +143,33 @@ def smtp_data(bytes message):
     """
     cdef const unsigned char* s = <const unsigned char*>message
     cdef Py_ssize_t n = len(message)
-    cdef Py_ssize_t i = 0, j = 0, k
-    cdef unsigned char c
-    cdef bint bol = True
+    cdef Py_ssize_t i = 0, j = 0, cr = -1, lf = -1, end
     # Every input octet yields at most two output octets, plus CRLF and ".\r\n".
     cdef PyObject* raw = _alloc(2 * n + 5)
     cdef char* o = _bytes_buf(raw)
     with nogil:
         while i < n:
-            c = s[i]
-            if c == 13 or c == 10:
+            # One line per turn; the next CR and LF positions are kept between turns so a
+            # message of bare CRs does not rescan for LF each time.
+            if cr < i:
+                cr = _find(s, i, n, 13)
+            if lf < i:
+                lf = _find(s, i, n, 10)
+            end = cr if cr < lf else lf
+            if s[i] == 46:
+                o[j] = 46
+                j += 1
+            memcpy(o + j, s + i, end - i)
+            j += end - i
+            if end == n:
                 o[j] = 13
                 o[j + 1] = 10
                 j += 2
-                i += 2 if (c == 13 and i + 1 < n and s[i + 1] == 10) else 1
-                bol = True
-                continue
-            if bol and c == 46:
-                o[j] = 46
-                j += 1
-            # Copy the rest of the line in one go.
-            k = i + 1
-            while k < n and s[k] != 13 and s[k] != 10:
-                k += 1
-            memcpy(o + j, s + i, k - i)
-            j += k - i
-            i = k
-            bol = False
-        if j > 0 and not bol:
+                break
             o[j] = 13
             o[j + 1] = 10
             j += 2
+            i = end + 2 if (end == cr and end + 1 == lf) else end + 1
         o[j] = 46
         o[j + 1] = 13
         o[j + 2] = 10
@@ -181,31 +185,50 @@ cdef enum:
     SCAN_EQ_US = 8     # "=_", which begins every boundary salvo makes
 
 
+cdef inline int _scan_byte(const unsigned char* s, Py_ssize_t n, Py_ssize_t i,
+                           Py_ssize_t* start, Py_ssize_t* high) noexcept nogil:
+    cdef unsigned char c = s[i]
+    cdef int flags = 0
+    if <unsigned char>(c - 32) < 95 and c != 61:
+        return 0
+    if c >= 128:
+        high[0] += 1
+    elif c == 61:
+        if i + 1 < n and s[i + 1] == 95:
+            return SCAN_EQ_US
+    elif c == 13:
+        if i + 1 >= n or s[i + 1] != 10:
+            return SCAN_BARE
+    elif c == 10:
+        if i == 0 or s[i - 1] != 13:
+            flags = SCAN_BARE
+        if i - 1 - start[0] > MAX_LINE:
+            flags |= SCAN_LONG
+        start[0] = i + 1
+        return flags
+    elif c != 9:
+        return SCAN_CTL
+    return 0
+
+
 cdef int _scan_body(const unsigned char* s, Py_ssize_t n, Py_ssize_t* nonascii) noexcept nogil:
     """Classify a body in one pass: non-ASCII octets, controls, long lines, bare CR/LF."""
-    cdef Py_ssize_t i, start = 0, high = 0
+    cdef Py_ssize_t i = 0, k, start = 0, high = 0
     cdef int flags = 0
-    cdef unsigned char c
-    for i in range(n):
-        c = s[i]
-        if <unsigned char>(c - 32) < 95 and c != 61:
-            continue  # printable ASCII but "=": the common case, one branch
-        if c >= 128:
-            high += 1
-        elif c == 61:
-            if i + 1 < n and s[i + 1] == 95:
-                flags |= SCAN_EQ_US
-        elif c == 13:
-            if i + 1 >= n or s[i + 1] != 10:
-                flags |= SCAN_BARE
-        elif c == 10:
-            if i == 0 or s[i - 1] != 13:
-                flags |= SCAN_BARE
-            if i - 1 - start > MAX_LINE:
-                flags |= SCAN_LONG
-            start = i + 1
-        elif c != 9:
-            flags |= SCAN_CTL
+    cdef uint64_t w, e
+    cdef uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL
+    while i + 8 <= n:
+        # Eight octets at a time: skip the word when none is a control, DEL, "=" or
+        # non-ASCII (the borrow/carry tricks only add false positives, never misses).
+        memcpy(&w, s + i, 8)
+        e = w ^ (0x3D * ones)
+        if ((w | (w - 0x20 * ones) | (w + ones) | ((e - ones) & ~e)) & highs) != 0:
+            for k in range(i, i + 8):
+                flags |= _scan_byte(s, n, k, &start, &high)
+        i += 8
+    while i < n:
+        flags |= _scan_byte(s, n, i, &start, &high)
+        i += 1
     if n - start > MAX_LINE:
         flags |= SCAN_LONG
     if n < 2 or s[n - 1] != 10:

@@ -153,10 +153,10 @@ def test_display_names(value):
         assert got.addr_spec == addr
         assert rfc2047_display_name(fields[name], addr) == expected
         if got.display_name != expected:
-            # CPython's phrase parser keeps the space between adjacent encoded words,
-            # which RFC 2047 6.2 says to drop; only names needing two words show it.
-            assert fields[name].count("=?utf-8?b?") > 1
-            assert got.display_name.replace(" ", "") == expected.replace(" ", "")
+            # CPython's phrase parser keeps the space between adjacent encoded words
+            # (RFC 2047 6.2 says to drop it) and collapses decoded whitespace runs: the
+            # strict reader above checked exactness, Python must agree but for spaces.
+            assert re.sub(r"\s", "", got.display_name) == re.sub(r"\s", "", expected)
 
 
 def rfc2047_display_name(value: str, addr: str) -> str:
