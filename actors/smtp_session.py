@@ -1,0 +1,370 @@
+"""One SMTP client connection over Trio: a thin transport around :mod:`salvo.core.smtp`.
+
+Usage::
+
+    session = await SMTPSession.connect(host, port, ehlo_name="mta.example")
+    outcomes = await session.send(mail_from, recipients, message)  # one transaction
+    ...                                                              # reuse while reusable
+    await session.quit()
+
+How failures come back:
+
+- ``connect`` raises :class:`SMTPSessionError` when no session could be established (TCP
+  connect, greeting, EHLO/HELO, STARTTLS under ``required``, timeouts, protocol errors on
+  the way). It is always temporary and site-scoped; ``err.outcomes(recipients)`` gives
+  the deferred :class:`Outcome` for each recipient that was meant to go there.
+- ``send`` returns one :class:`Outcome` per recipient, in order, and never raises for what
+  the server or the network did: a timeout, EOF or bad reply defers what was pending
+  with stream scope and marks the session broken. It raises only for our own bugs
+  (:class:`LocalProtocolError`, ``trio.BusyResourceError``) and for cancellation, which
+  also marks the session broken (h11's ``examples/trio-server.py`` rule: any exception
+  leaves the protocol unusable).
+- Recipients refused as too many for one transaction (452 4.5.3, LIMITS RCPTMAX) are sent
+  again at once in further transactions on the same connection, as long as each one
+  makes progress.
+
+Deadlines cover the whole reply, never one ``recv`` (RFC 5321 4.5.3.2), so a server
+dripping one byte per second cannot hold a connection beyond its command's timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import trio
+
+from salvo.core.smtp import (
+    AuthResult,
+    Capabilities,
+    Closed,
+    Event,
+    LocalProtocolError,
+    Outcome,
+    Phase,
+    Ready,
+    Scope,
+    SessionRefused,
+    SMTPClient,
+    StartTLS,
+    StartTLSRefused,
+    TransactionDone,
+)
+from salvo.core.smtp.reply import Reply
+from salvo.ext.errors import SalvoError
+
+__all__ = ["SMTPSession", "SMTPSessionError", "SMTPTimeouts", "TLSPolicy"]
+
+TLSPolicy = Literal["opportunistic", "required", "off"]
+_RECV = 65536
+_SEND = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class SMTPTimeouts:
+    """Seconds allowed per step, each over a whole reply (RFC 5321 4.5.3.2 defaults).
+
+    ``connect`` is Postfix's ``smtp_connect_timeout`` (the RFC names none): a host that
+    does not answer a SYN in 30 s will not do better later. ``data_block`` bounds every
+    write of up to 64 KiB; ``starttls`` covers the 220 and the handshake.
+    """
+
+    connect: float = 30.0
+    greeting: float = 300.0
+    ehlo: float = 300.0
+    starttls: float = 300.0
+    auth: float = 300.0
+    mail: float = 300.0
+    rcpt: float = 300.0
+    rset: float = 300.0
+    data_init: float = 120.0
+    data_block: float = 180.0
+    data_end: float = 600.0
+    quit: float = 300.0
+
+    def for_phase(self, phase: Phase) -> float:
+        """The deadline of the reply awaited in ``phase``."""
+        return {
+            Phase.GREETING: self.greeting,
+            Phase.EHLO: self.ehlo,
+            Phase.HELO: self.ehlo,
+            Phase.STARTTLS: self.starttls,
+            Phase.AUTH: self.auth,
+            Phase.RSET: self.rset,
+            Phase.MAIL: self.mail,
+            Phase.RCPT: self.rcpt,
+            Phase.DATA: self.data_init,
+            Phase.DATA_END: self.data_end,
+            Phase.QUIT: self.quit,
+        }[phase]
+
+
+class SMTPSessionError(SalvoError):
+    """No usable session with this host: defer its mail, throttle it or try the next MX."""
+
+    temporary = True
+
+    def __init__(self, message: str, reply: Reply | None = None) -> None:
+        super().__init__(message)
+        self.reply = reply
+
+    def outcomes(self, recipients: Sequence[str]) -> list[Outcome]:
+        """The deferred, site-scoped outcome of each recipient meant for this host."""
+        return [Outcome.deferred(r, Scope.SITE, str(self), self.reply) for r in recipients]
+
+
+class _TLSFailed(Exception):
+    """The handshake failed; under ``opportunistic`` we go again in plaintext."""
+
+
+class SMTPSession:
+    """An established SMTP session. Create it with :meth:`connect`."""
+
+    def __init__(self, stream: trio.abc.Stream, client: SMTPClient, timeouts: SMTPTimeouts):
+        self._stream = stream
+        self._client = client
+        self._timeouts = timeouts
+        self._broken = False
+        self._closed = False
+        self._busy = False
+
+    @classmethod
+    async def connect(
+        cls,
+        host: str,
+        port: int = 25,
+        *,
+        ehlo_name: str,
+        source_address: str | None = None,
+        tls: TLSPolicy = "opportunistic",
+        ssl_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        timeouts: SMTPTimeouts = SMTPTimeouts(),
+        data_encoder: Callable[[bytes], bytes] | None = None,
+    ) -> SMTPSession:
+        """Connect, read the greeting, EHLO (HELO fallback), STARTTLS per ``tls``.
+
+        ``tls="required"`` verifies the certificate against ``server_hostname`` (default:
+        ``host``) with ``ssl_context`` (default: the system's trust store);
+        ``"opportunistic"`` uses TLS when offered, unverified unless ``ssl_context`` says
+        otherwise, and reconnects in plaintext if the handshake fails.
+        """
+        if tls not in ("opportunistic", "required", "off"):
+            raise ValueError(f"tls must be opportunistic, required or off, not {tls!r}")
+        if ssl_context is None and tls != "off":
+            ssl_context = ssl.create_default_context()
+            if tls == "opportunistic":  # RFC 7435: encrypt without demanding proof
+                ssl_context.check_hostname = False
+                ssl_context.verify_mode = ssl.CERT_NONE
+        args = (host, port, ehlo_name, source_address, timeouts, data_encoder)
+        try:
+            return await cls._open(*args, tls, ssl_context, server_hostname or host)
+        except _TLSFailed:
+            return await cls._open(*args, "off", None, host)
+
+    @classmethod
+    async def _open(
+        cls,
+        host: str,
+        port: int,
+        ehlo_name: str,
+        source_address: str | None,
+        timeouts: SMTPTimeouts,
+        data_encoder: Callable[[bytes], bytes] | None,
+        tls: TLSPolicy,
+        ssl_context: ssl.SSLContext | None,
+        server_hostname: str,
+    ) -> SMTPSession:
+        try:
+            with trio.fail_after(timeouts.connect):
+                stream = await trio.open_tcp_stream(host, port, local_address=source_address)
+        except (OSError, trio.TooSlowError) as exc:
+            raise SMTPSessionError(f"cannot connect to {host}:{port}: {exc!r}") from exc
+        client = SMTPClient(ehlo_name, data_encoder=data_encoder)
+        self = cls(stream, client, timeouts)
+        try:
+            await self._establish()
+            if tls != "off" and client.capabilities.starttls:
+                await self._starttls(ssl_context, server_hostname, tls)
+            elif tls == "required":
+                raise SMTPSessionError(f"{host}:{port} does not offer STARTTLS (TLS required)")
+        except _TLSFailed:
+            await self.aclose()
+            raise
+        except SMTPSessionError:
+            await self.aclose()
+            raise
+        except BaseException as exc:
+            self._broken = True
+            await self.aclose()
+            if isinstance(exc, Exception) and not isinstance(exc, LocalProtocolError):
+                raise SMTPSessionError(f"session with {host}:{port} failed: {exc!r}") from exc
+            raise
+        return self
+
+    async def _establish(self) -> None:
+        events = await self._pump(Ready, SessionRefused)
+        for event in events:
+            if isinstance(event, SessionRefused):
+                raise SMTPSessionError(f"refused: {event.reply}", event.reply)
+        if not any(isinstance(e, Ready) for e in events):
+            raise SMTPSessionError("the server closed the session while it was being set up")
+
+    async def _starttls(self, ctx: ssl.SSLContext | None, hostname: str, tls: TLSPolicy) -> None:
+        assert ctx is not None
+        self._client.starttls()
+        events = await self._pump(StartTLS, StartTLSRefused)
+        if not any(isinstance(e, StartTLS) for e in events):
+            if tls == "required":
+                raise SMTPSessionError(f"STARTTLS refused (TLS required): {events}")
+            return
+        stream = trio.SSLStream(self._stream, ctx, server_hostname=hostname)
+        try:
+            with trio.fail_after(self._timeouts.starttls):
+                await stream.do_handshake()
+        except (trio.BrokenResourceError, trio.TooSlowError) as exc:
+            if tls == "opportunistic":
+                raise _TLSFailed from exc
+            raise SMTPSessionError(f"TLS handshake with {hostname} failed: {exc!r}") from exc
+        self._stream = stream
+        self._client.tls_established()
+        await self._establish()
+
+    # -- public -----------------------------------------------------------------------
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the server offered in its last EHLO."""
+        return self._client.capabilities
+
+    @property
+    def tls(self) -> bool:
+        """TLS is on for this session."""
+        return self._client.tls
+
+    @property
+    def broken(self) -> bool:
+        """The connection failed (timeout, EOF, protocol error, cancellation)."""
+        return self._broken
+
+    @property
+    def reusable(self) -> bool:
+        """Another :meth:`send` may follow on this connection."""
+        return not (self._broken or self._closed) and self._client.reusable
+
+    async def login(self, username: str, password: str) -> None:
+        """AUTH PLAIN or LOGIN (over TLS only); raises :class:`SMTPSessionError` on refusal."""
+        self._client.login(username, password)
+        events = await self._guard(self._pump(AuthResult, Closed))
+        result = next((e for e in events if isinstance(e, AuthResult)), None)
+        if result is None or not result.reply.is_positive:
+            reply = result.reply if result else None
+            err = SMTPSessionError(f"authentication refused: {reply}", reply)
+            err.temporary = reply is None or not reply.is_permanent
+            raise err
+
+    async def send(
+        self, mail_from: str, recipients: Sequence[str], message: bytes, *, smtputf8: bool = False
+    ) -> list[Outcome]:
+        """Deliver ``message`` (CRLF line ends, not dot-stuffed) to ``recipients``.
+
+        Returns each recipient's outcome, in order; see the module docstring.
+        """
+        if self._busy:
+            raise trio.BusyResourceError("another task is sending on this SMTP session")
+        self._busy = True
+        try:
+            final: dict[int, Outcome] = {}
+            todo = list(range(len(recipients)))
+            for _ in range(len(recipients)):  # each round settles at least one recipient
+                batch = [recipients[i] for i in todo]
+                result = await self._transaction(mail_from, batch, message, smtputf8)
+                again = [i for i, o in zip(todo, result, strict=True) if o.split]
+                for i, outcome in zip(todo, result, strict=True):
+                    final[i] = outcome
+                if not again or len(again) == len(todo) or not self.reusable:
+                    break
+                todo = again
+            return [final[i] for i in range(len(recipients))]
+        finally:
+            self._busy = False
+
+    async def quit(self) -> None:
+        """Say QUIT (waiting for the 221 at most the quit timeout), then close."""
+        try:
+            if self.reusable:
+                self._client.quit()
+                with contextlib.suppress(Exception):  # the mail is done; a rude bye is harmless
+                    await self._pump(Closed)
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection at once (no QUIT, no TLS close_notify wait)."""
+        self._closed = True
+        await trio.aclose_forcefully(self._stream)
+
+    # -- internals --------------------------------------------------------------------
+
+    async def _transaction(
+        self, mail_from: str, recipients: list[str], message: bytes, smtputf8: bool
+    ) -> tuple[Outcome, ...]:
+        try:
+            events = self._client.send_mail(mail_from, recipients, message, smtputf8=smtputf8)
+            if not events:
+                events = await self._pump(TransactionDone)
+        except LocalProtocolError:
+            raise
+        except Exception as exc:
+            self._broken = True
+            events = self._client.abort(_describe(exc))
+            await trio.aclose_forcefully(self._stream)
+        except BaseException:
+            self._broken = True
+            self._client.abort("cancelled")
+            await trio.aclose_forcefully(self._stream)
+            raise
+        if not self._client.reusable:
+            await self.aclose()
+        done = next(e for e in events if isinstance(e, TransactionDone))
+        return done.outcomes
+
+    async def _guard(self, pump: Awaitable[list[Event]]) -> list[Event]:
+        try:
+            return await pump
+        except BaseException:
+            self._broken = True
+            self._client.abort("failed")
+            await trio.aclose_forcefully(self._stream)
+            raise
+
+    async def _write(self) -> None:
+        data = self._client.data_to_send()
+        for start in range(0, len(data), _SEND):
+            with trio.fail_after(self._timeouts.data_block):
+                await self._stream.send_all(data[start : start + _SEND])
+
+    async def _pump(self, *stop: type) -> list[Event]:
+        """Write what is due, then read reply after reply until an event in ``stop``."""
+        client, events = self._client, []
+        while True:
+            await self._write()
+            phase = client.awaiting
+            if phase is None or any(isinstance(e, stop) for e in events):
+                return events
+            count = client.reply_count
+            with trio.fail_after(self._timeouts.for_phase(phase)):
+                while client.reply_count == count:  # each pass reads; the deadline ends it
+                    data = await self._stream.receive_some(_RECV)
+                    events += client.receive_data(data)
+                    if not data:
+                        return events
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, trio.TooSlowError):
+        return "timed out waiting for the server"
+    return f"connection failed: {exc!r}"
