@@ -16,7 +16,8 @@ How failures come back:
 - ``send`` returns one :class:`Outcome` per recipient, in order, and never raises for what
   the server or the network did: a timeout, EOF or bad reply defers what was pending
   with stream scope and marks the session broken. It raises only for our own bugs
-  (:class:`LocalProtocolError`, ``trio.BusyResourceError``) and for cancellation, which
+  (:class:`LocalProtocolError`, ``trio.BusyResourceError``, ``trio.ClosedResourceError``
+  when sending on a session that is no longer ``reusable``) and for cancellation, which
   also marks the session broken (h11's ``examples/trio-server.py`` rule: any exception
   leaves the protocol unusable).
 - Recipients refused as too many for one transaction (452 4.5.3, LIMITS RCPTMAX) are sent
@@ -275,6 +276,8 @@ class SMTPSession:
         """
         if self._busy:
             raise trio.BusyResourceError("another task is sending on this SMTP session")
+        if self._broken or self._closed:
+            raise trio.ClosedResourceError("this SMTP session is closed; connect again")
         self._busy = True
         try:
             final: dict[int, Outcome] = {}

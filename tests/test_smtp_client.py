@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -526,6 +529,16 @@ def test_local_calls_in_the_wrong_state():
         ready().send_mail("s@y", [], MSG)
     with pytest.raises(LocalProtocolError):
         SMTPClient("bad name\r\n")
+
+
+def test_core_smtp_does_no_io():
+    for path in (Path(__file__).parent.parent / "core" / "smtp").glob("*.py"):
+        for node in ast.parse(path.read_text()).body:
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                assert name.split(".")[0] not in {"trio", "socket", "ssl", "zmq"}, path.name
 
 
 # -- every (state, input) pair ----------------------------------------------------------

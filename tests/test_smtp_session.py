@@ -561,3 +561,9 @@ def test_cancellation_marks_the_session_broken():
 
     session = hostile(script, client, guard=FAST.mail + 1)
     assert session.broken and not session.reusable
+
+    async def reuse():
+        with pytest.raises(trio.ClosedResourceError):
+            await session.send("s@y.example", ["a@x.example"], MSG)
+
+    trio.run(reuse)
