@@ -510,6 +510,11 @@ def test_auth_plain_and_login():
     assert c.data_to_send() == b"cA==\r\n"
     [event] = c.receive_data(b"535 5.7.8 bad credentials\r\n")
     assert event.reply.is_permanent and c.state is State.READY
+    c.login("u", "p", allow_plaintext=True)
+    c.receive_data(b"334 a\r\n334 b\r\n")  # more challenges than LOGIN has answers
+    assert c.data_to_send() == b"AUTH LOGIN dQ==\r\ncA==\r\n*\r\n"
+    [event] = c.receive_data(b"501 cancelled\r\n")
+    assert event.reply.code == 501 and c.state is State.READY
 
 
 def test_quit():

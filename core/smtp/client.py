@@ -531,9 +531,10 @@ class SMTPClient:
         return [StartTLS()]
 
     def _on_auth(self, reply: Reply, cmd: _Command) -> list[Event]:
-        if reply.code == 334 and self._auth_steps:
+        if reply.code == 334:  # a challenge; with nothing left to say, cancel (RFC 4954 4)
             self._move(_T.MORE)
-            self._command(Phase.AUTH, self._auth_steps.popleft() + b"\r\n")
+            step = self._auth_steps.popleft() if self._auth_steps else b"*"
+            self._command(Phase.AUTH, step + b"\r\n")
             return []
         self._auth_steps.clear()
         self._move(_T.OK if reply.is_positive else _T.FAILED)
@@ -604,7 +605,7 @@ class SMTPClient:
                     txn.outcomes[i] = Outcome.delivered(rcpt, reply)
                 else:
                     txn.outcomes[i] = Outcome.from_reply(rcpt, reply, Scope.MESSAGE)
-            if cmd.line and not reply.is_positive:
+            if cmd.line.startswith(b"BDAT") and not reply.is_positive:
                 self._need_rset = True  # RFC 3030: after a failed BDAT the state is unknown
         return self._progress()
 
