@@ -41,16 +41,11 @@ cdef extern from "Python.h":
 
 cdef enum:
     MAX_LINE = 998   # RFC 5322 hard limit, CRLF excluded
-cdef enum:
     FOLD_AT = 78     # RFC 5322 recommended limit
-cdef enum:
     QP_LINE = 76     # RFC 2045 quoted-printable / base64 line limit
-cdef enum:
     LONG_TOKEN = 900 # a verbatim header token this long could not stay under MAX_LINE
-cdef enum:
     EW_BYTES = 45    # UTF-8 octets per encoded word: "=?utf-8?b?" + 60 base64 + "?=" = 72
 
-cdef bytes CRLF = b"\r\n"
 cdef bytes _HEX = b"0123456789ABCDEF"
 
 
@@ -317,9 +312,7 @@ cdef bytes _b64_lines(bytes data):
 
 cdef enum:
     HV_NONASCII = 1   # needs encoded words
-cdef enum:
     HV_EWLIKE = 2     # contains "=?": encode it ourselves so no decoder interprets it
-cdef enum:
     HV_EDGE_WS = 4    # leading/trailing whitespace, which parsers strip from plain text
 
 
@@ -746,9 +739,7 @@ cdef frozenset _VERBATIM_HEADERS = frozenset(
 
 cdef enum:
     KIND_TEXT = 0
-cdef enum:
     KIND_ADDRESS = 1
-cdef enum:
     KIND_VERBATIM = 2
 
 
