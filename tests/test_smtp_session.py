@@ -567,3 +567,60 @@ def test_cancellation_marks_the_session_broken():
             await session.send("s@y.example", ["a@x.example"], MSG)
 
     trio.run(reuse)
+
+
+def test_bdat_on_the_wire():
+    got = []
+
+    async def script(stream):
+        await stream.send_all(b"220 mx.example\r\n")
+        await read_until(stream, b"\r\n")
+        await stream.send_all(b"250-mx.example\r\n250-PIPELINING\r\n250 CHUNKING\r\n")
+        data = await read_until(stream, b"LAST\r\n")
+        size = int(data.split(b"BDAT ")[1].split(b" ")[0])
+        head, _, body = data.partition(b"LAST\r\n")
+        while len(body) < size:
+            body += await stream.receive_some(65536)
+        got.append((head + b"LAST\r\n", body))
+        await stream.send_all(b"250 ok\r\n250 ok\r\n250 2.0.0 ok\r\n")
+        await read_until(stream, b"QUIT\r\n")
+        await stream.send_all(b"221 bye\r\n")
+
+    async def client(port):
+        session = await connect(port)
+        outcomes = await session.send("s@y.example", ["a@x.example"], MSG)
+        await session.quit()
+        return outcomes
+
+    assert by_status(hostile(script, client, guard=5)) == [("a@x.example", D, None, 250)]
+    expected = b"MAIL FROM:<s@y.example>\r\nRCPT TO:<a@x.example>\r\nBDAT %d LAST\r\n" % len(MSG)
+    assert got == [(expected, MSG)]  # not dot-stuffed
+
+
+def test_auth_over_tls(server, ca):
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        ok = isinstance(auth_data, LoginPassword) and auth_data.password == b"secret"
+        return AuthResult(success=ok, handled=False)  # handled=True: "I replied myself"
+
+    handler = Recorder()
+    port = server(handler, tls_context=tls_server_context(ca), authenticator=authenticator,
+                  auth_require_tls=True)  # fmt: skip
+
+    async def go():
+        results = []
+        for password in ("secret", "wrong"):
+            session = await connect(port, tls="required", ssl_context=trusting_context(ca),
+                                    server_hostname="mx.test.example")  # fmt: skip
+            try:
+                await session.login("user", password)
+                results.append(await session.send("s@y.example", ["a@x.example"], MSG))
+            except SMTPSessionError as err:
+                results.append(err)
+            await session.quit()
+        return results
+
+    sent, refused = run(go)
+    assert by_status(sent) == [("a@x.example", D, None, 250)]
+    assert refused.reply.code == 535 and not refused.temporary
