@@ -4,20 +4,18 @@ No sockets and no clock here; :mod:`salvo.actors.smtp_session` drives it over Tr
 """
 
 from .capabilities import Capabilities
-from .client import (
+from .client import Phase, SMTPClient, State
+from .errors import LocalProtocolError, SMTPProtocolError
+from .events import (
     AuthResult,
     Closed,
     Event,
-    Phase,
     Ready,
     SessionRefused,
-    SMTPClient,
     StartTLS,
     StartTLSRefused,
-    State,
     TransactionDone,
 )
-from .errors import LocalProtocolError, SMTPProtocolError
 from .outcome import Outcome, Scope, Status
 from .reply import Reply, ReplyParser
 

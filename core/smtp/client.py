@@ -30,22 +30,20 @@ from dataclasses import dataclass
 
 from .capabilities import Capabilities
 from .errors import LocalProtocolError, SMTPProtocolError
+from .events import (
+    AuthResult,
+    Closed,
+    Event,
+    Ready,
+    SessionRefused,
+    StartTLS,
+    StartTLSRefused,
+    TransactionDone,
+)
 from .outcome import Outcome, Scope
 from .reply import Reply, ReplyParser
 
-__all__ = [
-    "AuthResult",
-    "Closed",
-    "Event",
-    "Phase",
-    "Ready",
-    "SMTPClient",
-    "SessionRefused",
-    "StartTLS",
-    "StartTLSRefused",
-    "State",
-    "TransactionDone",
-]
+__all__ = ["Phase", "SMTPClient", "State"]
 
 
 class State(enum.Enum):
@@ -131,55 +129,6 @@ class Phase(enum.Enum):
     DATA_END = "data_end"  # the reply to the final dot, or to BDAT ... LAST
     QUIT = "quit"
 
-
-@dataclass(frozen=True, slots=True)
-class Ready:
-    """The session is established (after EHLO/HELO, and again after STARTTLS)."""
-
-    capabilities: Capabilities
-
-
-@dataclass(frozen=True, slots=True)
-class SessionRefused:
-    """Greeting, EHLO or HELO refused: a site failure; the session is CLOSED."""
-
-    reply: Reply
-
-
-@dataclass(frozen=True, slots=True)
-class StartTLS:
-    """The server said 220 to STARTTLS: drop buffered input, handshake, tls_established()."""
-
-
-@dataclass(frozen=True, slots=True)
-class StartTLSRefused:
-    """The server refused STARTTLS; the session is READY in plaintext."""
-
-    reply: Reply
-
-
-@dataclass(frozen=True, slots=True)
-class AuthResult:
-    """The final reply to AUTH (235 is success)."""
-
-    reply: Reply
-
-
-@dataclass(frozen=True, slots=True)
-class TransactionDone:
-    """Every recipient of the transaction has its outcome, in the order given."""
-
-    outcomes: tuple[Outcome, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Closed:
-    """The server ended the session (221 to QUIT, 421, EOF when idle)."""
-
-    reply: Reply | None
-
-
-Event = Ready | SessionRefused | StartTLS | StartTLSRefused | AuthResult | TransactionDone | Closed
 
 # RFC 5321 4.1.2 forbids these in a path; refusing them also stops command injection.
 _BAD_PATH = re.compile(r"[\x00-\x20\x7f<>]")
