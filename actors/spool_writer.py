@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
@@ -20,6 +20,8 @@ from salvo.core.spool import Change, Outcome, Spool
 from salvo.core.spool_records import Job, SubmitResult
 
 __all__ = ["SpoolWriter", "WriterStatistics"]
+
+R = TypeVar("R")
 
 
 class _Slot:
@@ -86,6 +88,16 @@ class SpoolWriter:
         """Record delivery outcomes in the next transaction; return the changes made."""
         slot = self._enqueue(self._outcomes, list(outcomes))
         return await slot.wait()
+
+    async def run_sync(self, fn: Callable[..., R], *args: Any) -> R:
+        """Run ``fn(*args)`` on the writer's thread, between its group commits.
+
+        For the other write transactions of the node (claims, expiry, purge, suppression):
+        py-lmdb ties a write transaction to its thread, and one thread keeps them ordered.
+        """
+        if self._closed:
+            raise trio.ClosedResourceError("the spool writer is closed")
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
     def _enqueue(self, queue: list, item: Any) -> _Slot:
         if self._closed:

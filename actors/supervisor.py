@@ -58,6 +58,7 @@ class Child:
     delay: float = 0.5
     restart_at: float = 0.0
     started_at: float = field(default=0.0)
+    hub: bool = False  # the others are linked to it: when it dies, they restart with it
 
 
 class Supervisor:
@@ -69,9 +70,13 @@ class Supervisor:
         self._stopping = False
         self.stop_timeout = stop_timeout
 
-    def add(self, name: str, target: Callable[..., None], *args: object) -> None:
-        """Register a process to run (started by :meth:`run`)."""
-        self._children.append(Child(name, target, args))
+    def add(self, name: str, target: Callable[..., None], *args: object, hub: bool = False) -> None:
+        """Register a process to run (started by :meth:`run`), in stop order.
+
+        When a ``hub`` dies the other children are restarted too: they hold links (and
+        in-flight work) that only the hub's new incarnation can take up again.
+        """
+        self._children.append(Child(name, target, args, hub=hub))
 
     def _start(self, child: Child) -> None:
         process = self._ctx.Process(
@@ -106,6 +111,8 @@ class Supervisor:
                 log.warning("%s (pid %d) exited with %s", child.name, process.pid, process.exitcode)
                 process.join()
                 child.process = None
+                if child.hub:
+                    self._restart_linked(child)
                 # A child that ran a while was healthy: start again quickly.
                 if now - child.started_at > 30:
                     child.delay = 0.5
@@ -114,6 +121,17 @@ class Supervisor:
             if child.process is None and not self._stopping and now >= child.restart_at:
                 child.restarts += 1
                 self._start(child)
+
+    def _restart_linked(self, hub: Child) -> None:
+        for other in self._children:
+            if other is not hub and other.process is not None and other.process.is_alive():
+                log.info("restarting %s with %s", other.name, hub.name)
+                other.process.terminate()
+                other.process.join(10)
+                if other.process.is_alive():
+                    other.process.kill()
+                    other.process.join()
+                self._start(other)
 
     def _stop_all(self) -> int:
         """Stop children in registration order, each within the timeout; 0 if all went well."""

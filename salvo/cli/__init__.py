@@ -13,7 +13,7 @@ import sys
 from salvo import __version__
 from salvo.ext.errors import SalvoError
 
-COMMANDS = ("demo", "render", "dkim", "queue", "suppress", "submit")
+COMMANDS = ("node", "submit", "queue", "suppress", "dkim", "render", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

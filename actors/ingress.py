@@ -1,0 +1,166 @@
+"""Ingress: takes jobs from producers and answers each one after it is durable.
+
+The ROUTER socket is owned by one task (a ZeroMQ socket has one owner): it receives job
+frames and sends the replies that per-job tasks leave in an outbox, waking from its wait
+when one is left. Each job is decoded and validated (:mod:`salvo.core.protocol`), then
+handed to the spool writer, whose group commit puts every job that arrived during the
+previous commit into the next transaction; the reply leaves only after that commit.
+
+A frame that is not a valid job gets an ``error`` reply naming the problem; a full spool
+or a node that is stopping gets ``retry``; nothing a producer sends stops the node.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Callable
+
+import trio
+import zmq
+
+from salvo.actors.spool_writer import SpoolWriter
+from salvo.actors.zmqtrio import TrioSocket
+from salvo.core import protocol
+from salvo.core.spool_records import Job as SpoolJob
+from salvo.core.spool_records import RecipientIn, SubmitResult
+from salvo.ext.errors import SalvoError
+
+log = logging.getLogger("salvo.ingress")
+
+MAX_CONCURRENT_JOBS = 20_000  # jobs between decode and reply; past it, producers wait
+
+
+def spool_job(job: protocol.Job) -> SpoolJob:
+    """The spool's form of a decoded job."""
+    return SpoolJob(
+        id=job.id,
+        from_=job.from_,
+        recipients=[
+            RecipientIn(to=r.to, vars=r.vars, message_id=r.message_id) for r in job.recipients
+        ],
+        tenant=job.tenant,
+        campaign=job.campaign or "",
+        traffic=job.traffic,
+        return_path=job.return_path or "",
+        subject=job.subject,
+        text=job.text,
+        html=job.html,
+        headers=job.headers,
+        raw=job.raw,
+        send_after=job.not_before(),
+        expires_in=job.expires_in,
+    )
+
+
+def reply_from(result: SubmitResult) -> protocol.Reply:
+    return protocol.Reply(
+        id=result.id,
+        status=result.status,
+        accepted=[protocol.Accepted(a.to, a.message_id) for a in result.accepted],
+        rejected=[protocol.Rejected(r.to, r.reason) for r in result.rejected],
+        error=result.error,
+    )
+
+
+class Ingress:
+    """The producer-facing ROUTER; ``on_committed`` hears of every new job's result."""
+
+    def __init__(
+        self,
+        listen: str,
+        writer: SpoolWriter,
+        *,
+        context: zmq.Context,
+        max_job_bytes: int,
+        max_recipients: int,
+        on_committed: Callable[[protocol.Job, SubmitResult], None],
+    ) -> None:
+        self.listen = listen
+        self._writer = writer
+        self._context = context
+        self._max_bytes = max_job_bytes
+        self._max_recipients = max_recipients
+        self._on_committed = on_committed
+        self._outbox: collections.deque[list] = collections.deque()
+        self._wake: trio.CancelScope | None = None
+        self._slots = trio.Semaphore(MAX_CONCURRENT_JOBS)
+        self.draining = False
+        self.in_progress = 0
+
+    async def run(self, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        sock = self._context.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 2000)
+        sock.setsockopt(zmq.MAXMSGSIZE, self._max_bytes + 4096)
+        sock.bind(self.listen)
+        router = TrioSocket(sock)
+        try:
+            async with trio.open_nursery() as nursery:
+                task_status.started()
+                while True:
+                    self._flush(router)
+                    batch = None
+                    with trio.CancelScope() as self._wake:
+                        batch = await router.recv_batch(512, copy=False)
+                    self._wake = None
+                    for frames in batch or ():
+                        await self._take(nursery, frames)
+        finally:
+            self._flush(router)
+            router.close()
+
+    def _flush(self, router: TrioSocket) -> None:
+        while self._outbox:
+            try:
+                router.send_multipart_nowait(self._outbox[0])
+            except trio.WouldBlock:
+                return  # the producer's queue is full: ROUTER drops, so try again later
+            self._outbox.popleft()
+
+    def _reply(self, envelope: list, reply: protocol.Reply) -> None:
+        self._outbox.append([*envelope, protocol.encode_reply(reply)])
+        if self._wake is not None:
+            self._wake.cancel()
+
+    async def _take(self, nursery: trio.Nursery, frames: list) -> None:
+        # [identity, (empty delimiter,) payload]: the envelope is all but the last frame.
+        if len(frames) < 2:
+            return
+        envelope = [f.bytes for f in frames[:-1]]
+        payload = frames[-1].buffer
+        try:
+            job = protocol.decode_job(
+                payload, max_bytes=self._max_bytes, max_recipients=self._max_recipients
+            )
+        except protocol.ProtocolError as exc:
+            self._reply(envelope, protocol.error_reply(payload, exc))
+            return
+        if self.draining:
+            self._reply(envelope, _retry(job.id, "the node is stopping; submit again later"))
+            return
+        await self._slots.acquire()
+        self.in_progress += 1
+        nursery.start_soon(self._commit, envelope, job)
+
+    async def _commit(self, envelope: list, job: protocol.Job) -> None:
+        try:
+            result = await self._writer.submit(spool_job(job))
+        except trio.ClosedResourceError:
+            self._reply(envelope, _retry(job.id, "the node is stopping; submit again later"))
+        except SalvoError as exc:
+            if exc.temporary:
+                self._reply(envelope, _retry(job.id, str(exc)))
+            else:
+                log.error("job %r: %s", job.id, exc)
+                self._reply(envelope, protocol.Reply(id=job.id, status="error", error=str(exc)))
+        else:
+            self._reply(envelope, reply_from(result))
+            if not result.duplicate:
+                self._on_committed(job, result)
+        finally:
+            self.in_progress -= 1
+            self._slots.release()
+
+
+def _retry(job_id: str, why: str) -> protocol.Reply:
+    return protocol.Reply(id=job_id, status="retry", error=why)

@@ -1,0 +1,113 @@
+"""The core process of a node: ingress, scheduler, delivery and events in one Trio loop.
+
+On 2 cores the CPU goes to the signers (RSA signatures); everything else shares this one
+process, linked by memory channels, and talks to the signers over one ipc:// ROUTER.
+
+Start-up: open the spool (``reader_check``, in-flight recipients back to queued, the due
+index checked), then accept work. SIGTERM or SIGINT: stop taking jobs (producers get
+``retry``), stop claiming, let in-flight deliveries finish for up to ``drain_timeout``,
+hand the rest back to the queue, commit, exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+import trio
+
+from salvo.actors.delivery import Delivery, Result
+from salvo.actors.dispatch import Dispatcher
+from salvo.actors.events import EventLog, run_events
+from salvo.actors.ingress import Ingress
+from salvo.actors.scheduler import Scheduler
+from salvo.actors.spool_writer import SpoolWriter
+from salvo.actors.zmqtrio import context
+from salvo.core.config import Config, load_config, parse_duration, parse_size
+from salvo.core.events import Event
+from salvo.core.spool import Spool, SpoolConfig
+
+log = logging.getLogger("salvo.node")
+
+DRAIN_TIMEOUT = 20.0
+
+
+def open_spool(config: Config) -> Spool:
+    """The node's spool, opened and recovered as the config says."""
+    spool_config = SpoolConfig(
+        retention=parse_duration(config.spool.retention),
+        idempotency_window=parse_duration(config.spool.idempotency_window),
+        max_age=parse_duration(config.traffic_class("default").expire_after),
+        max_recipients=config.ingress.max_recipients,
+    )
+    return Spool.open(config.data_dir, spool_config, max_map_size=parse_size(config.spool.max_size))
+
+
+async def run_core(config: Config, work_endpoint: str) -> None:
+    """Run the core actors until SIGTERM/SIGINT, then drain and return."""
+    spool = open_spool(config)
+    zmq_context = context()
+    writer = SpoolWriter(spool)
+    events_send, events_recv = trio.open_memory_channel[list[Event]](10_000)
+    results_send, results_recv = trio.open_memory_channel[Result](1_000_000)
+    delivery = Delivery(results_send)
+    scheduler = Scheduler(config, writer, delivery, results_recv, results_send, events_send)
+    dispatcher = Dispatcher(work_endpoint, scheduler.on_signed, context=zmq_context)
+    scheduler.dispatcher = dispatcher
+    ingress = Ingress(
+        config.ingress.listen,
+        writer,
+        context=zmq_context,
+        max_job_bytes=parse_size(config.ingress.max_job_size),
+        max_recipients=config.ingress.max_recipients,
+        on_committed=scheduler.job_committed,
+    )
+    log_file = None
+    if config.events.log:
+        log_file = EventLog(
+            config.data_dir / "events",
+            max_size=parse_size(config.events.log_max_size),
+            keep=config.events.log_keep,
+        )
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as outer:
+            outer.start_soon(writer.run)
+            outer.start_soon(
+                lambda: run_events(
+                    events_recv, publish=config.events.publish, log=log_file, context=zmq_context
+                )
+            )
+            async with trio.open_nursery() as work:
+                await work.start(delivery.run)
+                work.start_soon(dispatcher.run)
+                work.start_soon(scheduler.run_outcomes)
+                work.start_soon(scheduler.run_maintenance)
+                await work.start(ingress.run)
+                work.start_soon(scheduler.run_claims)
+                log.info(
+                    "node ready: producers on %s, events on %s, data in %s",
+                    config.ingress.listen,
+                    config.events.publish,
+                    config.data_dir,
+                )
+                async for signum in signals:
+                    log.info("%s: stopping", signal.Signals(signum).name)
+                    break
+                ingress.draining = True
+                with trio.move_on_after(DRAIN_TIMEOUT):
+                    while ingress.in_progress:
+                        await trio.sleep(0.05)
+                handed_back = await scheduler.drain(DRAIN_TIMEOUT)
+                if handed_back:
+                    log.info("%d recipients handed back to the queue", handed_back)
+                work.cancel_scope.cancel()
+            writer.close()
+            await events_send.aclose()
+    spool.close()
+    log.info("node stopped")
+
+
+def core_main(config_path: str | None, work_endpoint: str) -> None:
+    """Entry point of the core process (started by the supervisor)."""
+    config = load_config(config_path)
+    trio.run(run_core, config, work_endpoint)

@@ -1,0 +1,365 @@
+"""The scheduler: the single owner of queue state in the core process.
+
+It claims due recipients from the spool (a durable move to in-flight, at most
+``max_ready`` at a time: the rest stays on disk, as in Postfix's small active queue),
+sends them to the signers in batches of one job's recipients, routes each signed message
+to delivery, and records every outcome in batched spool commits. Events leave only after
+the commit that made the change. Deferred recipients get their next attempt from the
+retry schedule of their traffic class; a permanent failure with a 5.1.x status (bad
+mailbox or domain) adds the address to the suppression list.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from salvo.actors.delivery import Delivery, Message, Result, RouteSettings
+from salvo.actors.dispatch import Dispatcher
+from salvo.actors.smtp_session import SMTPTimeouts
+from salvo.actors.spool_writer import SpoolWriter
+from salvo.core import protocol
+from salvo.core.config import Config, parse_duration
+from salvo.core.events import Event
+from salvo.core.messages import Content, SignItem
+from salvo.core.retry import next_attempt
+from salvo.core.smtp import Outcome, Scope, Status
+from salvo.core.spool import Change, Claim, Claimed
+from salvo.core.spool import Outcome as SpoolOutcome
+from salvo.core.spool_records import JobRecord, SubmitResult
+
+log = logging.getLogger("salvo.scheduler")
+
+CLAIM_BATCH = 512
+SIGN_BATCH = 32
+OUTCOME_BATCH = 2000
+MAINTENANCE_EVERY = 10.0
+
+
+@dataclass(slots=True)
+class _Job:
+    """What the scheduler keeps of a job while some of its recipients are in flight."""
+
+    id: str
+    tenant: str
+    campaign: str
+    traffic: str
+    mail_from: str
+    submitted: float
+    content: Content
+    refs: int = 0
+
+
+def _mail_from(record: JobRecord) -> str:
+    if record.return_path:
+        return record.return_path
+    return email.utils.parseaddr(record.from_)[1]
+
+
+class Scheduler:
+    """Claims, dispatches, routes and records; see the module docstring."""
+
+    def __init__(
+        self,
+        config: Config,
+        writer: SpoolWriter,
+        delivery: Delivery,
+        results: trio.MemoryReceiveChannel[Result],
+        results_send: trio.MemorySendChannel[Result],
+        events: trio.MemorySendChannel[list[Event]],
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.writer = writer
+        self.spool = writer.spool
+        self.delivery = delivery
+        self.dispatcher: Dispatcher | None = None
+        self._results = results
+        self._results_send = results_send
+        self._events = events
+        self._clock = clock
+        self.inflight: dict[tuple[int, int], Claimed] = {}
+        self._jobs: dict[int, _Job] = {}
+        self._wake = trio.Event()
+        self._idle = trio.Event()
+        self.claiming = True
+        self.settings = {
+            name: RouteSettings(
+                ehlo=pool.ehlo or config.hostname,
+                max_connections=config.delivery.max_connections,
+                max_messages_per_connection=config.delivery.max_messages_per_connection,
+                idle_timeout=parse_duration(config.delivery.idle_timeout),
+                timeouts=_timeouts(config),
+            )
+            for name, pool in config.pools.items()
+        }
+
+    # -- intake ---------------------------------------------------------------------------
+
+    def job_committed(self, job: protocol.Job, result: SubmitResult) -> None:
+        """Ingress's news of a new job: events for it, and a wake-up to claim it."""
+        now = self._clock()
+        common = {"ts": now, "job": job.id, "tenant": job.tenant, "campaign": job.campaign or ""}
+        events = [
+            Event(type="accepted", recipient=a.to, message_id=a.message_id, queued_at=now, **common)
+            for a in result.accepted
+        ]
+        events += [
+            Event(type="suppressed", recipient=r.to, text="suppressed at intake", **common)
+            for r in result.rejected
+            if r.reason == "suppressed"
+        ]
+        self._emit(events)
+        self._wake.set()
+
+    # -- claiming -------------------------------------------------------------------------
+
+    async def run_claims(self) -> None:
+        """Claim due recipients while there is room; sleep until the next is due."""
+        while self.claiming:
+            room = self.config.delivery.max_ready - len(self.inflight)
+            got = 0
+            if room > 0:
+                claim = await self.writer.run_sync(
+                    self.spool.claim_due, self._clock(), min(room, CLAIM_BATCH)
+                )
+                got = len(claim.claimed) + len(claim.finished)
+                self._take(claim)
+            if got and got >= min(room, CLAIM_BATCH):
+                continue  # more may be due right now
+            wait = 1.0
+            due = self.spool.next_due()
+            if due is not None and room > 0:
+                wait = min(wait, max(0.0, due - self._clock()))
+            with trio.move_on_after(wait):
+                await self._wake.wait()
+            self._wake = trio.Event()
+
+    def _take(self, claim: Claim) -> None:
+        if claim.finished:
+            self._emit([self._event(c, self._job_of(c.seq)) for c in claim.finished])
+        for seq, record in claim.jobs.items():
+            if seq not in self._jobs:
+                self._jobs[seq] = _Job(
+                    record.id,
+                    record.tenant,
+                    record.campaign,
+                    record.traffic,
+                    _mail_from(record),
+                    record.submitted,
+                    Content(
+                        record.from_,
+                        record.subject,
+                        record.text,
+                        record.html,
+                        record.headers,
+                        record.raw,
+                    ),
+                )
+        by_job: dict[int, list[SignItem]] = {}
+        for c in claim.claimed:
+            self.inflight[(c.seq, c.idx)] = c
+            self._jobs[c.seq].refs += 1
+            by_job.setdefault(c.seq, []).append(SignItem(c.seq, c.idx, c.to, c.vars, c.message_id))
+        assert self.dispatcher is not None
+        for seq, items in by_job.items():
+            content = self._jobs[seq].content
+            for i in range(0, len(items), SIGN_BATCH):
+                self.dispatcher.submit(seq, content, items[i : i + SIGN_BATCH])
+
+    def _job_of(self, seq: int) -> _Job | JobRecord | None:
+        return self._jobs.get(seq) or self.spool.get_job(seq)
+
+    # -- signed messages to delivery --------------------------------------------------------
+
+    def on_signed(self, seq: int, idx: int, body: bytes | None, error: str) -> None:
+        """A signer's answer for one recipient (called by the dispatcher)."""
+        claimed = self.inflight.get((seq, idx))
+        if claimed is None:
+            return
+        rcpt = f"{claimed.to.rpartition('@')[0]}@{claimed.domain}"
+        job = self._jobs[seq]
+        message = Message(seq, idx, rcpt, job.mail_from, body or b"")
+        if body is None:
+            outcome = Outcome.bounced(
+                rcpt, Scope.MESSAGE, f"cannot make the message: {error}", (5, 6, 0)
+            )
+            self._results_send.send_nowait(Result(message, outcome, "", ""))
+            return
+        route = self.config.route(claimed.domain)
+        if route is None:
+            self.delivery.defer_unroutable(
+                message, f"no route for {claimed.domain}: add it to [routes] (or a '*' smarthost)"
+            )
+            return
+        traffic = self.config.traffic_class(job.traffic)
+        pool = self.config.pools[traffic.pool]
+        self.delivery.send(message, route[0], route[1], pool.sources, self.settings[traffic.pool])
+
+    # -- outcomes ---------------------------------------------------------------------------
+
+    async def run_outcomes(self) -> None:
+        """Record delivery results in batched commits, then publish their events."""
+        async for first in self._results:
+            batch = [first]
+            while len(batch) < OUTCOME_BATCH:
+                try:
+                    batch.append(self._results.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            await self._record(batch)
+
+    async def _record(self, batch: list[Result]) -> None:
+        now = self._clock()
+        outcomes = [self._spool_outcome(r, now) for r in batch]
+        changes = await self.writer.record_outcomes(outcomes)
+        results = {(r.message.seq, r.message.idx): r for r in batch}
+        events, hard = [], []
+        for change in changes:
+            result = results.get((change.seq, change.idx))
+            job = self._job_of(change.seq)
+            event = self._event(change, job, result)
+            events.append(event)
+            if event.type == "bounced" and event.status.startswith("5.1."):
+                hard.append((change.record.to, event))
+        for result in batch:
+            key = (result.message.seq, result.message.idx)
+            if self.inflight.pop(key, None) is not None:
+                job = self._jobs.get(key[0])
+                if job is not None:
+                    job.refs -= 1
+                    if job.refs <= 0:
+                        del self._jobs[key[0]]
+        if hard:
+            await self._suppress(hard, now)
+        self._emit(events)
+        self._wake.set()
+        if not self.inflight:
+            self._idle.set()
+
+    def _spool_outcome(self, result: Result, now: float) -> SpoolOutcome:
+        o, m = result.outcome, result.message
+        code = o.code or 0
+        enhanced = ".".join(map(str, o.esc)) if o.esc else ""
+        common = {
+            "seq": m.seq,
+            "idx": m.idx,
+            "code": code,
+            "enhanced": enhanced,
+            "host": result.host,
+        }
+        text = o.text[:500]
+        if o.status is Status.DELIVERED:
+            return SpoolOutcome(state="delivered", text=text, **common)
+        if o.status is Status.BOUNCED:
+            return SpoolOutcome(state="bounced", text=text, **common)
+        claimed = self.inflight.get((m.seq, m.idx))
+        job = self._jobs.get(m.seq)
+        traffic = self.config.traffic_class(job.traffic if job else "default")
+        attempts = (claimed.attempts if claimed else 0) + 1
+        when = next_attempt(
+            now,
+            attempts,
+            first=parse_duration(traffic.first_retry),
+            cap=parse_duration(traffic.max_retry),
+        )
+        return SpoolOutcome(state="deferred", text=text, next_attempt=when, **common)
+
+    async def _suppress(self, hard: list[tuple[str, Event]], now: float) -> None:
+        def add() -> None:
+            for address, event in hard:
+                self.spool.suppression.add(
+                    [address],
+                    now=now,
+                    reason="hard-bounce",
+                    source=f"{event.code} {event.status} from {event.host}"[:200],
+                )
+
+        try:
+            await self.writer.run_sync(add)
+        except Exception as exc:  # a bad address must not stop the recording of outcomes
+            log.error("could not suppress hard bounces: %s", exc)
+
+    # -- maintenance and drain ----------------------------------------------------------------
+
+    async def run_maintenance(self) -> None:
+        """Expire recipients past their expiry and purge finished jobs, periodically."""
+        while True:
+            await trio.sleep(MAINTENANCE_EVERY)
+            now = self._clock()
+            changes = await self.writer.run_sync(self.spool.expire_due, now)
+            if changes:
+                self._emit([self._event(c, self._job_of(c.seq)) for c in changes])
+            await self.writer.run_sync(self.spool.purge, now)
+
+    async def drain(self, timeout: float) -> int:
+        """Stop claiming, let in-flight recipients finish for up to ``timeout`` seconds,
+        then hand the rest back to the queue. Returns how many were handed back."""
+        self.claiming = False
+        self._wake.set()
+        if self.inflight:
+            self._idle = trio.Event()
+            with trio.move_on_after(timeout):
+                await self._idle.wait()
+        left = [
+            SpoolOutcome(seq=s, idx=i, state="queued", text="node stopping")
+            for s, i in self.inflight
+        ]
+        if left:
+            await self.writer.record_outcomes(left)
+            self.inflight.clear()
+        return len(left)
+
+    # -- events -----------------------------------------------------------------------------
+
+    def _emit(self, events: list[Event]) -> None:
+        if events:
+            self._events.send_nowait(events)
+
+    def _event(
+        self, change: Change, job: _Job | JobRecord | None, result: Result | None = None
+    ) -> Event:
+        record = change.record
+        last = record.last
+        return Event(
+            type=record.state,
+            ts=last.at if last else self._clock(),
+            job=job.id if job else "",
+            recipient=record.to,
+            message_id=record.message_id,
+            tenant=job.tenant if job else "",
+            campaign=job.campaign if job else "",
+            attempt=record.attempts,
+            host=(last.host if last else "") or (result.host if result else ""),
+            source=result.source if result else "",
+            code=last.code if last else 0,
+            status=last.enhanced if last else "",
+            text=last.text if last else "",
+            queued_at=job.submitted if job else 0.0,
+            next_attempt=record.next_attempt if record.state == "deferred" else 0.0,
+        )
+
+
+def _timeouts(config: Config) -> SMTPTimeouts:
+    d = config.delivery
+    command = parse_duration(d.command_timeout)
+    return SMTPTimeouts(
+        connect=parse_duration(d.connect_timeout),
+        greeting=command,
+        ehlo=command,
+        starttls=command,
+        auth=command,
+        mail=command,
+        rcpt=command,
+        rset=command,
+        data_init=command,
+        data_block=command,
+        data_end=parse_duration(d.data_timeout),
+        quit=min(command, 30.0),
+    )
