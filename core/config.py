@@ -159,16 +159,20 @@ class Config(_Section):
 
     def dkim_keys(self, domain: str) -> list[DkimKey]:
         """The signing keys for a From domain (several tables: several signatures)."""
-        keys = self.dkim.get(domain.lower(), [])
+        keys = self.dkim.get(_domain_key(domain), [])
         return keys if isinstance(keys, list) else [keys]
 
     def route(self, domain: str) -> tuple[str, int] | None:
         """The static route (host, port) for a destination domain, or the ``*`` smarthost."""
-        target = self.routes.get(domain.lower()) or self.routes.get("*")
+        target = self.routes.get(_domain_key(domain)) or self.routes.get("*")
         return _host_port(target) if target else None
 
     def traffic_class(self, name: str) -> TrafficSection:
         return self.traffic.get(name) or self.traffic["default"]
+
+
+def _domain_key(domain: str) -> str:
+    return domain if domain == "*" else domain.lower().rstrip(".")
 
 
 def _host_port(value: str) -> tuple[str, int]:
@@ -246,10 +250,13 @@ def parse_config(text: str | bytes, *, base_dir: str = "", source: str = "config
         raise ConfigError(f"{source}: {_readable_path(where)}: {message}") from None
     except msgspec.DecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
-    # A file that adds pools or traffic classes keeps the default ones.
+    # A file that adds pools or traffic classes keeps the default ones; domains are
+    # matched case-insensitively, without a trailing dot.
     config = msgspec.structs.replace(
         config,
         base_dir=base_dir,
+        routes={_domain_key(d): target for d, target in config.routes.items()},
+        dkim={_domain_key(d): keys for d, keys in config.dkim.items()},
         pools={"default": PoolSection(), **config.pools},
         traffic={"default": TrafficSection(), **config.traffic},
     )
