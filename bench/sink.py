@@ -1,0 +1,252 @@
+"""A smart SMTP sink in Trio: answers like a provider would, and counts what it receives.
+
+Used by the demo and the benchmarks as a simulated destination. It speaks enough ESMTP
+for a real client (EHLO with PIPELINING, 8BITMIME, SMTPUTF8, SIZE; MAIL, RCPT, DATA,
+RSET, NOOP, QUIT), answers pipelined commands in order, and can behave like a busy
+provider: a delay per reply, a share of 421 throttling answers at connect, of 451
+deferrals and of 550 5.1.1 unknown users at RCPT, a message limit per connection.
+It counts messages and recipients, notices duplicate Message-IDs, and keeps a sample of
+messages (for DKIM checks by the caller).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, field
+
+import trio
+
+_MESSAGE_ID = re.compile(rb"^message-id:\s*(<[^>\r\n]*>)", re.IGNORECASE | re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class SinkPolicy:
+    """How the sink answers (shares are probabilities from 0 to 1)."""
+
+    delay: float = 0.0  # seconds before each reply
+    throttle_share: float = 0.0  # 421 at connect
+    defer_share: float = 0.0  # 451 4.7.1 at RCPT
+    bounce_share: float = 0.0  # 550 5.1.1 at RCPT
+    max_messages_per_connection: int = 0  # 0: no limit; else 421 after that many
+    seed: int | None = None
+
+
+@dataclass
+class SinkStats:
+    """What the sink has seen."""
+
+    connections: int = 0
+    messages: int = 0
+    recipients: int = 0
+    bytes: int = 0
+    deferred: int = 0
+    bounced: int = 0
+    duplicates: int = 0
+    message_ids: set[bytes] = field(default_factory=set)
+    samples: list[bytes] = field(default_factory=list)
+    sample_every: int = 0  # keep every n-th message (0: none)
+    arrived: trio.Event = field(default_factory=trio.Event)
+    expect: int = 0  # set `arrived` once this many messages came
+
+    def _took(self, message: bytes, recipients: int) -> None:
+        self.messages += 1
+        self.recipients += recipients
+        self.bytes += len(message)
+        found = _MESSAGE_ID.search(message, 0, message.find(b"\r\n\r\n"))
+        if found:
+            mid = found.group(1)
+            if mid in self.message_ids:
+                self.duplicates += 1
+            self.message_ids.add(mid)
+        if self.sample_every and self.messages % self.sample_every == 0:
+            self.samples.append(message)
+        if self.expect and self.messages >= self.expect:
+            self.arrived.set()
+
+
+class _Session:
+    def __init__(self, stream: trio.SocketStream, policy: SinkPolicy, stats: SinkStats, rng):
+        self.stream = stream
+        self.policy = policy
+        self.stats = stats
+        self.rng = rng
+        self.buffer = bytearray()
+        self.out: list[bytes] = []
+        self.rcpts = 0
+        self.sent = 0
+
+    async def _flush(self) -> None:
+        if self.out:
+            if self.policy.delay:
+                await trio.sleep(self.policy.delay)
+            await self.stream.send_all(b"".join(self.out))
+            self.out.clear()
+
+    async def _line(self) -> bytes | None:
+        while True:
+            end = self.buffer.find(b"\r\n")
+            if end >= 0:
+                line = bytes(self.buffer[:end])
+                del self.buffer[: end + 2]
+                return line
+            if len(self.buffer) > 65536:
+                return None
+            await self._flush()  # the client waits for our replies before sending more
+            data = await self.stream.receive_some(65536)
+            if not data:
+                return None
+            self.buffer += data
+
+    async def _data(self) -> bytes | None:
+        """The message up to the terminator, dot-unstuffed; None if the client left."""
+        while True:
+            if self.buffer.startswith(b".\r\n"):  # an empty message
+                del self.buffer[:3]
+                return b""
+            end = self.buffer.find(b"\r\n.\r\n")
+            if end >= 0:
+                body = b"\r\n" + bytes(self.buffer[: end + 2])
+                del self.buffer[: end + 5]
+                return body.replace(b"\r\n..", b"\r\n.")[2:]
+            await self._flush()
+            data = await self.stream.receive_some(262144)
+            if not data:
+                return None
+            self.buffer += data
+
+    async def run(self) -> None:
+        self.stats.connections += 1
+        if self.policy.throttle_share and self.rng.random() < self.policy.throttle_share:
+            self.out.append(b"421 4.7.0 Try again later, closing connection\r\n")
+            await self._flush()
+            return
+        self.out.append(b"220 sink.test ESMTP salvo-sink\r\n")
+        while True:
+            line = await self._line()
+            if line is None:
+                return
+            verb = line[:4].upper()
+            if verb in (b"EHLO", b"HELO"):
+                self.out.append(
+                    b"250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n"
+                    b"250-ENHANCEDSTATUSCODES\r\n250 SIZE 157286400\r\n"
+                    if verb == b"EHLO"
+                    else b"250 sink.test\r\n"
+                )
+            elif verb == b"MAIL":
+                limit = self.policy.max_messages_per_connection
+                if limit and self.sent >= limit:
+                    self.out.append(b"421 4.7.0 Too many messages on this connection\r\n")
+                    await self._flush()
+                    return
+                self.rcpts = 0
+                self.out.append(b"250 2.1.0 OK\r\n")
+            elif verb == b"RCPT":
+                roll = (
+                    self.rng.random() if self.policy.defer_share or self.policy.bounce_share else 1
+                )
+                if roll < self.policy.bounce_share:
+                    self.stats.bounced += 1
+                    self.out.append(b"550 5.1.1 No such user here\r\n")
+                elif roll < self.policy.bounce_share + self.policy.defer_share:
+                    self.stats.deferred += 1
+                    self.out.append(b"451 4.7.1 Rate limited, try again later\r\n")
+                else:
+                    self.rcpts += 1
+                    self.out.append(b"250 2.1.5 OK\r\n")
+            elif verb == b"DATA":
+                if not self.rcpts:
+                    self.out.append(b"554 5.5.1 No valid recipients\r\n")
+                    continue
+                self.out.append(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                message = await self._data()
+                if message is None:
+                    return
+                self.sent += 1
+                self.stats._took(message, self.rcpts)
+                self.out.append(b"250 2.0.0 Queued\r\n")
+            elif verb == b"RSET" or verb == b"NOOP":
+                self.out.append(b"250 2.0.0 OK\r\n")
+            elif verb == b"QUIT":
+                self.out.append(b"221 2.0.0 Bye\r\n")
+                await self._flush()
+                return
+            else:
+                self.out.append(b"502 5.5.2 Command not recognized\r\n")
+
+
+async def serve_sink(
+    host: str,
+    port: int,
+    stats: SinkStats,
+    policy: SinkPolicy = SinkPolicy(),
+    *,
+    task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until cancelled; ``task_status.started`` gets the bound port."""
+    rng = random.Random(policy.seed)
+
+    async def handle(stream: trio.SocketStream) -> None:
+        try:
+            await _Session(stream, policy, stats, rng).run()
+        except trio.BrokenResourceError:
+            pass
+        finally:
+            await stream.aclose()
+
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    bound = listeners[0].socket.getsockname()[1]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: trio.serve_listeners(handle, listeners))
+        task_status.started(bound)
+        await trio.sleep_forever()
+
+
+class SinkThread:
+    """A sink running in its own thread (for synchronous callers: the demo, benchmarks).
+
+    ``stats`` may be read from the caller's thread (plain counters; a snapshot is enough).
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, policy: SinkPolicy = SinkPolicy()):
+        import threading
+
+        self.stats = SinkStats()
+        self.host = host
+        self.port = port
+        self._policy = policy
+        self._ready = threading.Event()
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._scope: trio.CancelScope | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="salvo-sink", daemon=True)
+
+    def _main(self) -> None:
+        async def run() -> None:
+            self._token = trio.lowlevel.current_trio_token()
+            with trio.CancelScope() as self._scope:
+                async with trio.open_nursery() as nursery:
+                    self.port = await nursery.start(
+                        serve_sink, self.host, self.port, self.stats, self._policy
+                    )
+                    self._ready.set()
+
+        try:
+            trio.run(run)
+        except BaseException as exc:  # reported by start()
+            self._error = exc
+            self._ready.set()
+
+    def start(self) -> int:
+        """Start serving; return the port."""
+        self._thread.start()
+        self._ready.wait(10)
+        if self._error is not None:
+            raise self._error
+        return self.port
+
+    def stop(self) -> None:
+        if self._token is not None and self._scope is not None:
+            trio.from_thread.run_sync(self._scope.cancel, trio_token=self._token)
+        self._thread.join(10)
