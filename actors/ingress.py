@@ -29,6 +29,7 @@ from salvo.ext.errors import SalvoError
 log = logging.getLogger("salvo.ingress")
 
 MAX_CONCURRENT_JOBS = 20_000  # jobs between decode and reply; past it, producers wait
+HARD_FRAME_CAP = 256 * 1024 * 1024  # bytes; bigger frames close the connection
 
 
 def spool_job(job: protocol.Job) -> SpoolJob:
@@ -91,7 +92,10 @@ class Ingress:
     async def run(self, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         sock = self._context.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 2000)
-        sock.setsockopt(zmq.MAXMSGSIZE, self._max_bytes + 4096)
+        # A frame over the limit must still arrive, to get its error reply naming the size
+        # (docs/protocol.md); ZeroMQ would drop the producer's connection without a word.
+        # Only frames past a far higher cap, a guard for memory, are dropped that way.
+        sock.setsockopt(zmq.MAXMSGSIZE, max(4 * self._max_bytes, HARD_FRAME_CAP))
         sock.bind(self.listen)
         router = TrioSocket(sock)
         try:
