@@ -1,0 +1,164 @@
+"""Bad input to a running node: every bad frame gets its documented reply (docs/protocol.md)
+and the node keeps serving other producers."""
+
+from __future__ import annotations
+
+import pytest
+from nodeutil import AioSink, NodeProcess, NodeSetup, RawProducer, job, wait_for
+
+REPLY_KEYS = {"id", "status", "accepted", "rejected", "error"}
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("input")
+    with AioSink("127.0.0.5") as sink:
+        setup = NodeSetup(root / "node", {"example.org": sink.address})
+        process = NodeProcess(setup)
+        try:
+            process.start()
+            yield setup, process, sink
+        finally:
+            process.close()
+
+
+@pytest.fixture
+def producer(node):
+    setup, _, _ = node
+    p = RawProducer(setup.endpoint)
+    yield p
+    p.close()
+
+
+def _error(reply: dict | None) -> str:
+    assert reply is not None, "no reply"
+    assert set(reply) == REPLY_KEYS, reply
+    assert reply["status"] == "error", reply
+    assert reply["accepted"] == [] and reply["rejected"] == [], reply
+    return reply["error"]
+
+
+def test_not_msgpack(producer):
+    error = _error(producer.request(b"\xc1\xc1 not msgpack"))
+    assert error.startswith("not a msgpack value"), error
+
+
+def test_msgpack_list(producer):
+    reply = producer.request(["id", "x"])
+    assert reply is not None and reply["id"] == ""
+    assert "must be a msgpack map" in _error(reply)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"recipients": {}}, "recipients"),
+        ({"recipients": [{"to": 5}]}, "recipients[0].to"),
+        ({"expires_in": "1h"}, "expires_in"),
+        ({"subject": 3}, "subject"),
+        ({"headers": {"X-A": 1}}, "headers["),
+        ({"from": None}, "from"),
+    ],
+)
+def test_wrong_field_types(producer, changes, field):
+    bad = {**job("types", ["ann@example.org"]), **changes}
+    reply = producer.request(bad)
+    assert reply is not None and reply["id"] == "types"
+    assert _error(reply).startswith(field), reply
+
+
+def test_missing_required_field(producer):
+    bad = job("nofrom", ["ann@example.org"])
+    del bad["from"]
+    assert _error(producer.request(bad)) == "from: required field is missing"
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"subject": "Hi\r\nBcc: victim@example.org"}, "subject"),
+        ({"subject": "Hi\nBcc: victim@example.org"}, "subject"),
+        ({"from": "news@acme.example\r\nBcc: victim@example.org"}, "from"),
+        ({"headers": {"X-Tag": "a\r\nBcc: victim@example.org"}}, "headers['X-Tag']"),
+        ({"return_path": "b@acme.example\r\nRCPT TO:<victim@example.org>"}, "return_path"),
+        (
+            {"recipients": [{"to": "ann@example.org\r\nBcc: victim@example.org"}]},
+            "recipients[0].to",
+        ),
+    ],
+)
+def test_cr_lf_injection(producer, node, changes, field):
+    bad = {**job("inject", ["ann@example.org"]), **changes}
+    error = _error(producer.request(bad))
+    assert error.startswith(field), error
+    assert "CR, LF or NUL" in error, error
+
+
+def test_invalid_addresses_are_rejected_per_recipient(producer, node):
+    _, _, sink = node
+    reply = producer.request(job("addr-partial", ["not-an-address", "good1@example.org", "a@@b"]))
+    assert reply is not None and reply["status"] == "partial", reply
+    assert [a["to"] for a in reply["accepted"]] == ["good1@example.org"]
+    assert [(r["to"], r["reason"]) for r in reply["rejected"]] == [
+        ("not-an-address", "invalid-address"),
+        ("a@@b", "invalid-address"),
+    ]
+    reply = producer.request(job("addr-none", ["nobody", "@example.org"]))
+    assert reply is not None and reply["status"] == "rejected", reply
+    assert reply["accepted"] == []
+    assert {r["reason"] for r in reply["rejected"]} == {"invalid-address"}
+    assert wait_for(lambda: "good1@example.org" in _rcpts(sink), 60, 0.1)
+
+
+def test_a_50_mb_job_gets_an_error_naming_its_size(producer):
+    big = job("big", ["ann@example.org"])
+    big["text"] = "x" * (50 * 1024 * 1024)
+    frame_reply = producer.request(big, timeout=30)
+    error = _error(frame_reply)
+    assert frame_reply["id"] in ("big", "")
+    assert "bytes; the limit is 33554432" in error, error
+    assert error.startswith("job frame is 5"), error
+    # The same socket still works afterwards.
+    reply = producer.request(job("after-big", ["after-big@example.org"]))
+    assert reply is not None and reply["status"] == "accepted", reply
+
+
+def test_a_suppressed_recipient_is_rejected(producer, node):
+    setup, _, _ = node
+    added = setup.cli("suppress", "--data", str(setup.data_dir), "add", "blocked@example.org")
+    assert added.returncode == 0, added.stderr
+    reply = producer.request(job("supp-all", ["blocked@example.org"]))
+    assert reply is not None and reply["status"] == "rejected", reply
+    assert reply["rejected"] == [{"to": "blocked@example.org", "reason": "suppressed"}]
+    reply = producer.request(job("supp-some", ["Blocked@Example.org", "free@example.org"]))
+    assert reply is not None and reply["status"] == "partial", reply
+    assert [(r["to"], r["reason"]) for r in reply["rejected"]] == [
+        ("Blocked@Example.org", "suppressed")
+    ]
+    assert [a["to"] for a in reply["accepted"]] == ["free@example.org"]
+    # Resubmitting the id returns the first reply.
+    again = producer.request(job("supp-some", ["other@example.org"]))
+    assert again == reply
+
+
+def test_the_node_keeps_serving_other_producers(node, producer):
+    setup, process, sink = node
+    # More garbage on this socket, then a good job from another socket.
+    for frame in (b"", b"\x00", b"\x91\x01", b"\xde\xad\xbe\xef" * 1000):
+        producer.send(frame)
+    other = RawProducer(setup.endpoint)
+    try:
+        reply = other.request(job("other-producer", ["other@example.org"]))
+    finally:
+        other.close()
+    assert reply is not None and reply["status"] == "accepted", reply
+    mid = reply["accepted"][0]["message_id"]
+    assert wait_for(lambda: mid in sink.by_message_id(), 60, 0.1), "not delivered"
+    garbage = [producer.recv(10) for _ in range(4)]
+    assert all(g is not None and g["status"] == "error" for g in garbage), garbage
+    assert process.proc.poll() is None, "the node died"
+    assert "Traceback" not in process.log(), process.log()[-3000:]
+
+
+def _rcpts(sink: AioSink) -> set[str]:
+    return {r for m in sink.snapshot() for r in m.rcpts}
