@@ -17,6 +17,11 @@ system_packages() {
     "$PY" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
         || need+=(python3-dev)
     "$PY" -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
+    if [ "${1:-}" = test ]; then
+        # A producer written in JavaScript from docs/protocol.md is part of the tests.
+        command -v node >/dev/null || need+=(nodejs)
+        command -v npm >/dev/null || need+=(npm)
+    fi
     [ ${#need[@]} -eq 0 ] && return 0
     echo "dev.sh: installing Debian packages: ${need[*]}" >&2
     local sudo=""
@@ -37,7 +42,7 @@ python_packages() {
 }
 
 setup() {
-    system_packages
+    system_packages "${1:-}"
     python_packages
 }
 
@@ -45,7 +50,7 @@ case "${1:-}" in
     setup) setup ;;
     demo) setup; shift; exec "$VENV/bin/salvo" demo "$@" ;;
     test)
-        setup
+        setup test
         shift
         "$VENV/bin/ruff" format --check .
         "$VENV/bin/ruff" check .
