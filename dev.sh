@@ -47,7 +47,7 @@ setup() {
 }
 
 case "${1:-}" in
-    setup) setup ;;
+    setup) setup test ;;
     demo) setup; shift; exec "$VENV/bin/salvo" demo "$@" ;;
     test)
         setup test
