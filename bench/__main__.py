@@ -2,7 +2,7 @@
 
 import importlib
 
-BENCHMARKS = ("hotpath",)
+BENCHMARKS = ("hotpath", "node")
 
 for name in BENCHMARKS:
     print(f"== salvo.bench.{name}", flush=True)
