@@ -20,7 +20,7 @@ PACKAGES = ("zeromq@6", "@msgpack/msgpack@3")
 @pytest.fixture(scope="session")
 def node_modules() -> Path:
     if not (shutil.which("node") and shutil.which("npm")):
-        pytest.skip("Node.js and npm are not installed")
+        pytest.fail("Node.js and npm are missing: ./dev.sh test installs them (Debian nodejs, npm)")
     modules = CACHE / "node_modules"
     if not ((modules / "zeromq").is_dir() and (modules / "@msgpack" / "msgpack").is_dir()):
         npm = ["npm", "--prefix", str(CACHE), "--no-audit", "--no-fund"]
