@@ -22,8 +22,6 @@ import zmq
 from salvo.actors.spool_writer import SpoolWriter
 from salvo.actors.zmqtrio import TrioSocket
 from salvo.core import protocol
-from salvo.core.spool_records import Job as SpoolJob
-from salvo.core.spool_records import RecipientIn, SubmitResult
 from salvo.ext.errors import SalvoError
 
 log = logging.getLogger("salvo.ingress")
@@ -32,40 +30,8 @@ MAX_CONCURRENT_JOBS = 20_000  # jobs between decode and reply; past it, producer
 HARD_FRAME_CAP = 256 * 1024 * 1024  # bytes; bigger frames close the connection
 
 
-def spool_job(job: protocol.Job) -> SpoolJob:
-    """The spool's form of a decoded job."""
-    return SpoolJob(
-        id=job.id,
-        from_=job.from_,
-        recipients=[
-            RecipientIn(to=r.to, vars=r.vars, message_id=r.message_id) for r in job.recipients
-        ],
-        tenant=job.tenant,
-        campaign=job.campaign or "",
-        traffic=job.traffic,
-        return_path=job.return_path or "",
-        subject=job.subject,
-        text=job.text,
-        html=job.html,
-        headers=job.headers,
-        raw=job.raw,
-        send_after=job.not_before(),
-        expires_in=job.expires_in,
-    )
-
-
-def reply_from(result: SubmitResult) -> protocol.Reply:
-    return protocol.Reply(
-        id=result.id,
-        status=result.status,
-        accepted=[protocol.Accepted(a.to, a.message_id) for a in result.accepted],
-        rejected=[protocol.Rejected(r.to, r.reason) for r in result.rejected],
-        error=result.error,
-    )
-
-
 class Ingress:
-    """The producer-facing ROUTER; ``on_committed`` hears of every new job's result."""
+    """The producer-facing ROUTER; ``on_committed`` hears of every new job's reply."""
 
     def __init__(
         self,
@@ -75,7 +41,7 @@ class Ingress:
         context: zmq.Context,
         max_job_bytes: int,
         max_recipients: int,
-        on_committed: Callable[[protocol.Job, SubmitResult], None],
+        on_committed: Callable[[protocol.Job, protocol.Reply], None],
     ) -> None:
         self.listen = listen
         self._writer = writer
@@ -148,7 +114,7 @@ class Ingress:
 
     async def _commit(self, envelope: list, job: protocol.Job) -> None:
         try:
-            result = await self._writer.submit(spool_job(job))
+            result = await self._writer.submit(job)
         except trio.ClosedResourceError:
             self._reply(envelope, _retry(job.id, "the node is stopping; submit again later"))
         except SalvoError as exc:
@@ -158,9 +124,9 @@ class Ingress:
                 log.error("job %r: %s", job.id, exc)
                 self._reply(envelope, protocol.Reply(id=job.id, status="error", error=str(exc)))
         else:
-            self._reply(envelope, reply_from(result))
+            self._reply(envelope, result.reply)
             if not result.duplicate:
-                self._on_committed(job, result)
+                self._on_committed(job, result.reply)
         finally:
             self.in_progress -= 1
             self._slots.release()

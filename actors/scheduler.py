@@ -31,7 +31,7 @@ from salvo.core.retry import next_attempt
 from salvo.core.smtp import Outcome, Scope, Status
 from salvo.core.spool import Change, Claim, Claimed
 from salvo.core.spool import Outcome as SpoolOutcome
-from salvo.core.spool_records import JobRecord, SubmitResult
+from salvo.core.spool_records import JobRecord
 
 log = logging.getLogger("salvo.scheduler")
 
@@ -102,7 +102,7 @@ class Scheduler:
 
     # -- intake ---------------------------------------------------------------------------
 
-    def job_committed(self, job: protocol.Job, result: SubmitResult) -> None:
+    def job_committed(self, job: protocol.Job, result: protocol.Reply) -> None:
         """Ingress's news of a new job: events for it, and a wake-up to claim it."""
         now = self._clock()
         common = {"ts": now, "job": job.id, "tenant": job.tenant, "campaign": job.campaign or ""}
@@ -183,7 +183,7 @@ class Scheduler:
         claimed = self.inflight.get((seq, idx))
         if claimed is None:
             return
-        rcpt = f"{claimed.to.rpartition('@')[0]}@{claimed.domain}"
+        rcpt = claimed.rcpt
         job = self._jobs[seq]
         message = Message(seq, idx, rcpt, job.mail_from, body or b"")
         if body is None:

@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 import trio
 
 from salvo.core.errors import SalvoError
-from salvo.core.spool import Change, Outcome, Spool
-from salvo.core.spool_records import Job, SubmitResult
+from salvo.core.protocol import Job
+from salvo.core.spool import Change, Outcome, Spool, Submitted
 
 __all__ = ["SpoolWriter", "WriterStatistics"]
 
@@ -76,8 +76,9 @@ class SpoolWriter:
         """Counters since start."""
         return self._stats
 
-    async def submit(self, job: Job) -> SubmitResult:
-        """Queue ``job``; return its reply once it is durably committed.
+    async def submit(self, job: Job) -> Submitted:
+        """Queue ``job``; return its reply (and whether it was a duplicate) once it is
+        durably committed.
 
         Raises SpoolFullError (temporary) when the spool refused the batch.
         """

@@ -21,14 +21,14 @@ import time
 import trio
 
 from salvo.actors.spool_writer import SpoolWriter
+from salvo.core.protocol import Job, Recipient
 from salvo.core.spool import Spool
-from salvo.core.spool_records import Job, RecipientIn
 
 VARS = {"name": "Ann", "pad": "x" * 2000}
 
 
 def _job(tag: str, i: int, n: int) -> Job:
-    rcpts = [RecipientIn(to=f"user{i}.{k}@dest{k % 50}.example", vars=VARS) for k in range(n)]
+    rcpts = [Recipient(to=f"user{i}.{k}@dest{k % 50}.example", vars=VARS) for k in range(n)]
     return Job(id=f"{tag}-{i}", from_="news@acme.example", recipients=rcpts, text="hi")
 
 

@@ -55,7 +55,7 @@ def _check(data_dir: str, acked: list[tuple[str, int]]) -> list[str]:
     try:
         lost = []
         for job_id, n in acked:
-            seqs = spool.find_jobs(job_id, "")
+            seqs = spool.find_jobs(job_id, "default")
             if len(seqs) != 1 or len(spool.recipients(seqs[0])) != n:
                 lost.append(job_id)
         return lost

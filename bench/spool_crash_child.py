@@ -13,8 +13,8 @@ import sys
 import trio
 
 from salvo.actors.spool_writer import SpoolWriter
+from salvo.core.protocol import Job, Recipient
 from salvo.core.spool import Spool
-from salvo.core.spool_records import Job, RecipientIn
 
 SUBMITTERS = 6
 
@@ -25,13 +25,13 @@ async def _submitter(writer: SpoolWriter, prefix: str, task: int) -> None:
         job_id = f"{prefix}-{task}-{k}"
         n = 1 + k % 3
         rcpts = [
-            RecipientIn(to=f"r{i}@d{k % 7}.example", vars={"k": k, "pad": "x" * 200})
+            Recipient(to=f"r{i}@d{k % 7}.example", vars={"k": k, "pad": "x" * 200})
             for i in range(n)
         ]
         job = Job(id=job_id, from_="crash@salvo.example", recipients=rcpts, text="crash")
-        result = await writer.submit(job)
-        if result.status != "accepted" or len(result.accepted) != n:
-            raise SystemExit(f"unexpected reply {result}")
+        reply = (await writer.submit(job)).reply
+        if reply.status != "accepted" or len(reply.accepted) != n:
+            raise SystemExit(f"unexpected reply {reply}")
         out.write(f"{job_id} {n}\n")
         out.flush()
 

@@ -22,7 +22,14 @@ import idna
 
 from salvo.core.errors import InvalidAddressError
 
-__all__ = ["Address", "domain_of_mailbox", "normalize_domain", "parse_address"]
+__all__ = [
+    "Address",
+    "bare_address",
+    "domain_of_mailbox",
+    "normalize_domain",
+    "parse_address",
+    "parse_mailbox",
+]
 
 MAX_LOCAL = 64
 MAX_DOMAIN = 255
@@ -125,6 +132,33 @@ def parse_address(text: str) -> Address:
     if len(local.encode("utf-8")) + 1 + len(a_label) > MAX_ADDRESS:
         raise InvalidAddressError(text, f"address longer than {MAX_ADDRESS} octets")
     return Address(local, a_label, f"{local.casefold()}@{a_label}")
+
+
+def bare_address(text: str) -> str:
+    """The address of a mailbox: ``addr`` from ``Name <addr>`` or ``<addr>``, else ``text``.
+
+    Only the angle brackets are taken apart (the last ``<`` up to a final ``>``); the
+    display name is not checked here (the renderer does that for the To header) and the
+    address is not validated (use :func:`parse_mailbox`).
+    """
+    if text.endswith(">"):
+        start = text.rfind("<")
+        if start >= 0:
+            return text[start + 1 : -1]
+    return text
+
+
+def parse_mailbox(text: str) -> Address:
+    """Parse ``addr``, ``<addr>`` or ``Name <addr>``: the bare address, normalized."""
+    if not isinstance(text, str):
+        raise InvalidAddressError(repr(text), "not a string")
+    bare = bare_address(text)
+    if bare is text:
+        return parse_address(text)
+    try:
+        return parse_address(bare)
+    except InvalidAddressError as exc:
+        raise InvalidAddressError(text, exc.detail) from None
 
 
 def domain_of_mailbox(text: str) -> str:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
 from salvo.core import spool_records as r
-from salvo.core.address import domain_of_mailbox, parse_address
+from salvo.core.address import bare_address, domain_of_mailbox, parse_address, parse_mailbox
 from salvo.core.errors import InvalidAddressError
+from salvo.core.protocol import Accepted, Job, Rejected, Reply
 from salvo.core.spool_env import Store
 from salvo.core.spool_records import (
     DEC_HEAD,
@@ -25,19 +26,24 @@ from salvo.core.spool_records import (
     ENC,
     FINAL_STATES,
     WAITING_STATES,
-    Accepted,
     Attempt,
-    Job,
     JobHead,
     JobRecord,
     RcptRecord,
-    Rejected,
-    SubmitResult,
 )
 from salvo.core.spool_summary import Summary, summarize
 from salvo.core.suppression import SuppressionStore
 
-__all__ = ["Change", "Claim", "Claimed", "Outcome", "RecoveryReport", "Spool", "SpoolConfig"]
+__all__ = [
+    "Change",
+    "Claim",
+    "Claimed",
+    "Outcome",
+    "RecoveryReport",
+    "Spool",
+    "SpoolConfig",
+    "Submitted",
+]
 
 DAY = 86400.0
 OUTCOME_STATES = frozenset({r.QUEUED, r.DELIVERED, r.DEFERRED, r.BOUNCED, r.EXPIRED, r.SUPPRESSED})
@@ -54,14 +60,31 @@ class SpoolConfig(msgspec.Struct, frozen=True, kw_only=True):
     check_suppression: bool = True
 
 
+class Submitted(NamedTuple):
+    """The result of one submission: the producer's reply, sent only after the commit.
+
+    ``duplicate`` is True when the id was already known for its tenant: ``reply`` is then
+    the original reply (rebuilt from the records) and nothing was written.
+    """
+
+    reply: Reply
+    duplicate: bool = False
+
+
 class Claimed(msgspec.Struct, frozen=True):
-    """A recipient handed to delivery (now in-flight), with its variables (msgpack)."""
+    """A recipient handed to delivery (now in-flight), with its variables (msgpack).
+
+    ``to`` is the recipient as the producer gave it (``addr`` or ``Name <addr>``: the To
+    header); ``rcpt`` the bare envelope address for RCPT TO (local part as given, A-label
+    domain); ``domain`` that A-label domain.
+    """
 
     seq: int
     idx: int
     job_id: str
     tenant: str
     to: str
+    rcpt: str
     domain: str
     message_id: str
     attempts: int
@@ -139,7 +162,7 @@ class Spool:
 
     # ---- submit ------------------------------------------------------------------------
 
-    def submit_many(self, jobs: Sequence[Job], now: float) -> list[SubmitResult]:
+    def submit_many(self, jobs: Sequence[Job], now: float) -> list[Submitted]:
         """Queue jobs in ONE durable transaction; a result per job, in order.
 
         A job id already known for its tenant returns the original reply (``duplicate``)
@@ -148,14 +171,14 @@ class Spool:
         """
         return self.store.write(lambda txn: self._submit_in(txn, jobs, now), submit=True)
 
-    def _submit_in(self, txn: Any, jobs: Sequence[Job], now: float) -> list[SubmitResult]:
+    def _submit_in(self, txn: Any, jobs: Sequence[Job], now: float) -> list[Submitted]:
         db = self._db
         next_seq = int(txn.get(b"next_seq", b"1", db=db["meta"]))
         results = []
         for job in jobs:
             problem, from_domain = _job_problem(job, self.config)
             if problem:
-                results.append(SubmitResult(id=job.id, status="rejected", error=problem))
+                results.append(Submitted(Reply(id=job.id, status="rejected", error=problem)))
                 continue
             ikey = r.idem_key(job.id, job.tenant)
             known = txn.get(ikey, db=db["idem"])
@@ -174,7 +197,7 @@ class Spool:
         keep, rejected, seen = [], [], set()
         for rcpt in job.recipients:
             try:
-                address = parse_address(rcpt.to)
+                address = parse_mailbox(rcpt.to)
             except InvalidAddressError:
                 rejected.append(Rejected(rcpt.to, "invalid-address"))
                 continue
@@ -206,10 +229,11 @@ class Spool:
         rejected: list[Rejected],
         from_domain: str,
         now: float,
-    ) -> SubmitResult:
+    ) -> Submitted:
         db = self._db
         put = txn.put
-        start = max(now, job.send_after or 0.0)
+        send_after = job.not_before()
+        start = max(now, send_after or 0.0)
         expires_at = now + (job.expires_in if job.expires_in is not None else self.config.max_age)
         accepted = []
         ids = os.urandom(16 * len(keep)).hex()
@@ -225,15 +249,16 @@ class Spool:
         status = "partial" if rejected else "accepted"
         if not keep:
             status = "rejected"
+        campaign = job.campaign or ""
         record = JobRecord(
             job.id,
             job.tenant,
-            job.campaign,
+            campaign,
             job.traffic,
             job.from_,
-            job.return_path,
+            job.return_path or "",
             now,
-            job.send_after,
+            send_after,
             expires_at,
             len(keep),
             status,
@@ -244,20 +269,25 @@ class Spool:
         )
         skey = r.seq_key(seq)
         put(skey, ENC.encode(record), db=db["jobs"])
-        put(r.tc_key(job.tenant, job.campaign, seq), b"", db=db["tc"])
+        put(r.tc_key(job.tenant, campaign, seq), b"", db=db["tc"])
         if keep:
             put(skey, r.U32.pack(len(keep)), db=db["left"])
             put(r.time_seq_key(expires_at, seq), b"", db=db["exp"])
         else:
             put(r.time_seq_key(self._purge_at(now, now), seq), b"", db=db["purge"])
-        return SubmitResult(job.id, status, accepted, rejected)
+        return Submitted(Reply(id=job.id, status=status, accepted=accepted, rejected=rejected))
 
-    def _replay_in(self, txn: Any, seq: int) -> SubmitResult:
+    def _replay_in(self, txn: Any, seq: int) -> Submitted:
         head = DEC_HEAD.decode(txn.get(r.seq_key(seq), db=self._db["jobs"]))
         accepted = [Accepted(rec.to, rec.message_id) for _, rec in self._rcpts_in(txn, seq)]
-        return SubmitResult(
-            head.id, head.status, accepted, head.rejected, head.error, duplicate=True
+        reply = Reply(
+            id=head.id,
+            status=head.status,  # type: ignore[arg-type]
+            accepted=accepted,
+            rejected=head.rejected,
+            error=head.error,
         )
+        return Submitted(reply, duplicate=True)
 
     def _purge_at(self, submitted: float, finished: float) -> float:
         # The small record also carries the idempotency entry: keep it for the window.
@@ -308,6 +338,7 @@ class Spool:
                 rec = msgspec.structs.replace(rec, state=r.IN_FLIGHT)
                 txn.put(rkey, ENC.encode(rec), db=db["rcpts"])
                 head = heads[seq]
+                domain = rec.key[rec.key.rindex("@") + 1 :]
                 claimed.append(
                     Claimed(
                         seq,
@@ -315,7 +346,8 @@ class Spool:
                         head.id,
                         head.tenant,
                         rec.to,
-                        rec.key[rec.key.rindex("@") + 1 :],
+                        f"{bare_address(rec.to).rpartition('@')[0]}@{domain}",
+                        domain,
                         rec.message_id,
                         rec.attempts,
                         txn.get(rkey, b"\x80", db=db["vars"]),  # \x80: {}
@@ -596,7 +628,7 @@ class Spool:
 def _job_problem(job: Job, config: SpoolConfig) -> tuple[str | None, str]:
     """Why a job cannot be queued at all (None when it can), and its From domain."""
     for name in ("id", "tenant", "campaign", "traffic"):
-        value = getattr(job, name)
+        value = getattr(job, name) or ""
         if len(value) > 200 or not value.isprintable():
             return f"{name} must be at most 200 printable characters", ""
     if not job.id:

@@ -4,26 +4,27 @@ Values are msgpack-encoded ``array_like`` Structs: compact, and schema evolution
 appending fields with defaults (older readers skip trailing fields they do not know).
 Keys are fixed-width big-endian integers so LMDB's byte order is numeric order; text keys
 use NUL as a separator (ids, tenants and campaigns may not contain NUL).
+
+Submissions are :class:`salvo.core.protocol.Job` values, as the ingress decodes them; the
+records below keep their own layout (``""`` where the protocol has ``None``). A job's
+rejected recipients are stored as :class:`salvo.core.protocol.Rejected` (a ``{to, reason}``
+map, the same bytes as before).
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Any
 
 import msgspec
 
+from salvo.core.protocol import Rejected
+
 __all__ = [
     "FINAL_STATES",
-    "Accepted",
     "Attempt",
-    "Job",
     "JobHead",
     "JobRecord",
     "RcptRecord",
-    "RecipientIn",
-    "Rejected",
-    "SubmitResult",
 ]
 
 QUEUED = "queued"
@@ -36,65 +37,6 @@ SUPPRESSED = "suppressed"
 STATES = (QUEUED, IN_FLIGHT, DELIVERED, DEFERRED, BOUNCED, EXPIRED, SUPPRESSED)
 FINAL_STATES = frozenset({DELIVERED, BOUNCED, EXPIRED, SUPPRESSED})
 WAITING_STATES = frozenset({QUEUED, DEFERRED})
-
-
-# ---- submission (the issue-4 protocol's job, as the ingress decodes it) -------------------
-
-
-class RecipientIn(msgspec.Struct, frozen=True, kw_only=True):
-    """One recipient of a submitted job."""
-
-    to: str
-    vars: dict[str, Any] = {}
-    message_id: str | None = None
-
-
-class Job(msgspec.Struct, frozen=True, kw_only=True):
-    """A submitted job (field names as in docs/protocol.md; ``from`` is ``from_`` here)."""
-
-    id: str
-    from_: str = msgspec.field(name="from")
-    recipients: list[RecipientIn]
-    tenant: str = ""
-    campaign: str = ""
-    traffic: str = ""
-    return_path: str = ""
-    subject: str | None = None
-    text: str | None = None
-    html: str | None = None
-    headers: dict[str, str] = {}
-    raw: str | None = None
-    send_after: float | None = None
-    expires_in: float | None = None
-
-
-class Accepted(msgspec.Struct, frozen=True):
-    """An accepted recipient in a reply."""
-
-    to: str
-    message_id: str
-
-
-class Rejected(msgspec.Struct, frozen=True):
-    """A rejected recipient (or the whole job when ``to`` is empty) in a reply."""
-
-    to: str
-    reason: str
-
-
-class SubmitResult(msgspec.Struct, frozen=True, omit_defaults=True):
-    """The reply to a submission, sent only after the transaction holding it committed.
-
-    ``status``: accepted | partial | rejected. ``duplicate`` is set (and only then present)
-    when the id was already known: the rest is the original reply and nothing was written.
-    """
-
-    id: str
-    status: str
-    accepted: list[Accepted] = []
-    rejected: list[Rejected] = []
-    error: str | None = None
-    duplicate: bool = False
 
 
 # ---- stored records ----------------------------------------------------------------------

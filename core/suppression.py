@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from salvo.core.address import normalize_domain, parse_address
+from salvo.core.address import normalize_domain, parse_mailbox
 from salvo.core.spool_records import ENC, time_seq_key
 
 __all__ = ["REASONS", "SuppressionEntry", "SuppressionStore", "Target", "parse_target"]
@@ -54,12 +54,13 @@ class Target(NamedTuple):
 
 
 def parse_target(text: str) -> Target:
-    """An address (``ann@example.org``) or a domain (``example.org`` or ``@example.org``)."""
+    """An address (``ann@example.org``, ``<ann@example.org>``, ``Ann <ann@example.org>``)
+    or a domain (``example.org`` or ``@example.org``)."""
     text = text.strip() if isinstance(text, str) else text
     if isinstance(text, str) and "@" not in text[1:]:
         domain = normalize_domain(text[1:] if text.startswith("@") else text)
         return Target(b"d", domain, domain)
-    address = parse_address(text)
+    address = parse_mailbox(text)
     return Target(b"a", address.key, str(address))
 
 
@@ -199,7 +200,7 @@ class SuppressionStore:
         self, addresses: Iterable[str], *, tenant: str = "", now: float
     ) -> list[SuppressionEntry | None]:
         """Check many addresses in one read transaction (raises InvalidAddressError)."""
-        keys = [parse_address(a).key for a in addresses]
+        keys = [parse_mailbox(a).key for a in addresses]
         return self.store.read(lambda txn: self.check_in(txn, keys, tenant, now))
 
     def entries(

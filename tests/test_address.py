@@ -6,7 +6,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from salvo.core.address import domain_of_mailbox, normalize_domain, parse_address
+from salvo.core.address import (
+    bare_address,
+    domain_of_mailbox,
+    normalize_domain,
+    parse_address,
+    parse_mailbox,
+)
 from salvo.core.errors import InvalidAddressError
 
 
@@ -92,3 +98,28 @@ def test_any_pair_is_parsed_or_refused_cleanly(local: str, domain: str) -> None:
         return
     assert address.domain.isascii()
     assert parse_address(str(address)).key == address.key  # normalization is idempotent
+
+
+@pytest.mark.parametrize(
+    ("text", "bare"),
+    [
+        ("ann@example.org", "ann@example.org"),
+        ("<Ann@Example.org>", "Ann@Example.org"),
+        ("Ann B <Ann@Example.org>", "Ann@Example.org"),
+        ('"Lee, Ann <x>" <ann@example.org>', "ann@example.org"),
+        ("Ann <ann@example.org", "Ann <ann@example.org"),  # no final ">": taken as is
+    ],
+)
+def test_bare_address(text: str, bare: str) -> None:
+    assert bare_address(text) == bare
+
+
+def test_parse_mailbox_validates_the_bare_address() -> None:
+    address = parse_mailbox("Ann <Ann@Bücher.Example>")
+    assert address == parse_address("Ann@Bücher.Example")
+    assert address.local == "Ann" and address.key == "ann@xn--bcher-kva.example"
+    assert parse_mailbox("<ann@example.org>") == parse_address("ann@example.org")
+    for bad in ("Ann <>", "Ann <a b@example.org>", "Ann <ann@example.org> ", "<ann>", "Ann"):
+        with pytest.raises(InvalidAddressError) as err:
+            parse_mailbox(bad)
+        assert err.value.text == bad  # the error names what was given

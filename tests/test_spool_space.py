@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 
 from salvo.core.errors import SpoolFullError
+from salvo.core.protocol import Job, Recipient
 from salvo.core.spool import Outcome, Spool, SpoolConfig
-from salvo.core.spool_records import Job, RecipientIn
 
 CONFIG = SpoolConfig(retention=60, idempotency_window=60, max_age=3600)
 PAD = "v" * 2000  # 2 KB of variables per recipient
 
 
 def job(job_id: str, n: int = 2) -> Job:
-    rcpts = [RecipientIn(to=f"r{i}@d{i}.example", vars={"pad": PAD}) for i in range(n)]
+    rcpts = [Recipient(to=f"r{i}@d{i}.example", vars={"pad": PAD}) for i in range(n)]
     return Job(id=job_id, from_="news@acme.example", recipients=rcpts, text="hello " * 50)
 
 
@@ -46,7 +46,7 @@ def test_map_cap_refuses_with_a_temporary_error_then_recovers(tmp_path: Path) ->
     spool.close()
     spool = Spool.open(tmp_path / "data", CONFIG, **kw)
     for job_id in committed:
-        (seq,) = spool.find_jobs(job_id, "")
+        (seq,) = spool.find_jobs(job_id, "default")
         assert len(spool.recipients(seq)) == 2
     with pytest.raises(SpoolFullError):
         for i in range(1000):  # a batch was refused; smaller ones fill the rest, then stop
@@ -57,12 +57,12 @@ def test_map_cap_refuses_with_a_temporary_error_then_recovers(tmp_path: Path) ->
     finish_all(spool, 1000.0)
     assert spool.summary(1000.0).states["delivered"] == 2 * len(committed)
     for job_id in committed:
-        assert spool.find_jobs(job_id, "")
+        assert spool.find_jobs(job_id, "default")
     for _ in range(100):
         if not spool.purge(2000.0):
             break
     (res,) = spool.submit_many([job("after-purge")], 2000.0)
-    assert res.status == "accepted"
+    assert res.reply.status == "accepted"
     spool.close()
 
 

@@ -9,14 +9,15 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from salvo.core.protocol import Job, Recipient
 from salvo.core.spool import Outcome, Spool, SpoolConfig
-from salvo.core.spool_records import FINAL_STATES, Job, RecipientIn
+from salvo.core.spool_records import FINAL_STATES
 
 CONFIG = SpoolConfig(retention=100, idempotency_window=200, max_age=500)
 
 
 def make_job(job_id: str, n: int) -> Job:
-    rcpts = [RecipientIn(to=f"User{i}@Dest{i % 2}.example", vars={"i": i}) for i in range(n)]
+    rcpts = [Recipient(to=f"User{i}@Dest{i % 2}.example", vars={"i": i}) for i in range(n)]
     return Job(id=job_id, from_="Acme <news@acme.example>", recipients=rcpts, text="hi")
 
 
@@ -49,8 +50,8 @@ class SpoolModel(RuleBasedStateMachine):
         self.counter += 1
         job_id = f"job-{self.counter}"
         (res,) = self.spool.submit_many([make_job(job_id, n)], self.now)
-        assert res.status == "accepted" and not res.duplicate
-        assert len(res.accepted) == n
+        assert res.reply.status == "accepted" and not res.duplicate
+        assert len(res.reply.accepted) == n
         (seq,) = self.spool.find_jobs(job_id)
         rcpts = [{"state": "queued", "next": self.now} for _ in range(n)]
         self.jobs[job_id] = dict(
@@ -65,7 +66,7 @@ class SpoolModel(RuleBasedStateMachine):
         n = len(self.jobs[job_id]["rcpts"])
         (res,) = self.spool.submit_many([make_job(job_id, n + 1)], self.now)
         assert res.duplicate
-        assert res.accepted == self.jobs[job_id]["result"].accepted
+        assert res.reply == self.jobs[job_id]["result"].reply
 
     @rule(limit=st.integers(1, 6))
     def claim(self, limit: int) -> None:

@@ -12,9 +12,9 @@ import pytest
 
 from salvo.cli import main
 from salvo.core.errors import CsvImportError, InvalidAddressError, StoreMismatchError
+from salvo.core.protocol import Job, Recipient
 from salvo.core.spool import Spool
 from salvo.core.spool_env import Store
-from salvo.core.spool_records import Job, RecipientIn
 from salvo.core.suppression import SuppressionStore
 from salvo.core.suppression_csv import export_csv, import_csv
 
@@ -95,12 +95,12 @@ def test_spool_rejects_suppressed_recipients(tmp_path: Path) -> None:
     job = Job(
         id="j1",
         from_="news@acme.example",
-        recipients=[RecipientIn(to="NO@example.org"), RecipientIn(to="yes@example.org")],
+        recipients=[Recipient(to="NO@example.org"), Recipient(to="yes@example.org")],
         text="hi",
     )
     (res,) = spool.submit_many([job], NOW)
-    assert res.status == "partial"
-    assert [(x.to, x.reason) for x in res.rejected] == [("NO@example.org", "suppressed")]
+    assert res.reply.status == "partial"
+    assert [(x.to, x.reason) for x in res.reply.rejected] == [("NO@example.org", "suppressed")]
     spool.suppression.add(["yes@example.org"], now=NOW)  # suppressed after queueing
     claim = spool.claim_due(NOW, 10)
     assert claim.claimed == [] and [c.record.state for c in claim.finished] == ["suppressed"]

@@ -1,0 +1,90 @@
+"""Submitting protocol jobs to the spool: defaults, display names, replies, claims."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from salvo.core.protocol import Accepted, Job, Recipient, Rejected, Reply
+from salvo.core.spool import Spool
+
+NOW = 1_700_000_000.0
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Spool:
+    spool = Spool.open(tmp_path / "data", map_size=8 << 20)
+    yield spool
+    spool.close()
+
+
+def job(rcpts: list[str], **kw) -> Job:
+    fields = dict(id="j1", from_="Acme <news@acme.example>", subject="s", text="hi")
+    fields.update(kw)
+    return Job(recipients=[Recipient(to=t) for t in rcpts], **fields)
+
+
+def test_protocol_defaults_are_stored_as_records_expect(spool: Spool) -> None:
+    (res,) = spool.submit_many([job(["ann@example.org"])], NOW)
+    assert isinstance(res.reply, Reply) and not res.duplicate
+    assert res.reply.status == "accepted"
+    (seq,) = spool.find_jobs("j1", "default")
+    record = spool.get_job(seq)
+    assert (record.tenant, record.campaign, record.traffic) == ("default", "", "default")
+    assert record.return_path == "" and record.send_after is None
+
+
+def test_send_after_as_aware_datetime(spool: Spool) -> None:
+    later = datetime.fromtimestamp(NOW + 3600, UTC)
+    spool.submit_many([job(["ann@example.org"], send_after=later)], NOW)
+    assert spool.next_due() == pytest.approx(NOW + 3600)
+    assert spool.claim_due(NOW, 10).claimed == []
+    assert len(spool.claim_due(NOW + 3600, 10).claimed) == 1
+
+
+def test_display_names_are_accepted_and_the_bare_address_is_used(spool: Spool) -> None:
+    spool.suppression.add(["sup@example.org"], now=NOW)
+    rcpts = [
+        "Ann Lee <Ann@Bücher.Example>",
+        "<bob@example.org>",
+        "Bob again <BOB@example.org>",  # same address as the one before
+        "Sup <SUP@example.org>",
+        "Bad <not an address>",
+        "carl@example.org",
+    ]
+    (res,) = spool.submit_many([job(rcpts)], NOW)
+    reply = res.reply
+    assert reply.status == "partial"
+    assert [a.to for a in reply.accepted] == [rcpts[0], rcpts[1], rcpts[5]]
+    assert reply.rejected == [
+        Rejected(rcpts[2], "duplicate"),
+        Rejected(rcpts[4], "invalid-address"),
+        Rejected(rcpts[3], "suppressed"),
+    ]
+    claimed = spool.claim_due(NOW, 10).claimed
+    assert [(c.to, c.rcpt, c.domain) for c in claimed] == [
+        (rcpts[0], "Ann@xn--bcher-kva.example", "xn--bcher-kva.example"),
+        (rcpts[1], "bob@example.org", "example.org"),
+        (rcpts[5], "carl@example.org", "example.org"),
+    ]
+    # Records keep the recipient as given (the To header) and the normalized key.
+    (_, first), *_ = spool.recipients(claimed[0].seq)
+    assert first.to == rcpts[0] and first.key == "ann@xn--bcher-kva.example"
+
+
+def test_duplicate_returns_the_original_reply(spool: Spool) -> None:
+    (first,) = spool.submit_many([job(["ann@example.org", "x"])], NOW)
+    (again,) = spool.submit_many([job(["someone@else.example"])], NOW + 1)
+    assert again.duplicate and again.reply == first.reply
+    assert isinstance(first.reply.accepted[0], Accepted)
+    # Same id in another tenant is another job.
+    (other,) = spool.submit_many([job(["ann@example.org"], tenant="t2")], NOW)
+    assert not other.duplicate
+
+
+def test_job_level_problem_is_a_rejected_reply(spool: Spool) -> None:
+    (res,) = spool.submit_many([job(["ann@example.org"], from_="no domain")], NOW)
+    assert res.reply.status == "rejected" and res.reply.error.startswith("bad sender")
+    assert spool.find_jobs("j1") == []
