@@ -13,22 +13,11 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
+from salvo.core.messages import Content
 from salvo.ext.dkim import DKIMSigner, sign_many
 from salvo.ext.errors import DKIMError, TemplateError
 from salvo.ext.mime import MessageTemplate, normalize_line_endings
-
-
-class JobContent(Protocol):
-    """The fields of a job that make its message (the spool's job record has them)."""
-
-    from_: str
-    subject: str | None
-    text: str | None
-    html: str | None
-    headers: dict[str, str]
-    raw: str | None
 
 
 @dataclass(frozen=True)
@@ -88,7 +77,7 @@ class Composer:
             self._signers[domain] = signers
         return signers
 
-    def _compiled(self, key: object, job: JobContent) -> MessageTemplate | bytes:
+    def _compiled(self, key: object, job: Content) -> MessageTemplate | bytes:
         compiled = self._templates.get(key)
         if compiled is None:
             if job.raw is not None:
@@ -109,7 +98,7 @@ class Composer:
         return compiled
 
     def compose(
-        self, key: object, job: JobContent, to: str, variables: dict, message_id: str
+        self, key: object, job: Content, to: str, variables: dict, message_id: str
     ) -> bytes:
         """The signed message for one recipient. ``key`` identifies the job for caching.
 
