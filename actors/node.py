@@ -21,6 +21,7 @@ from salvo.actors.dispatch import Dispatcher
 from salvo.actors.events import EventLog, run_events
 from salvo.actors.ingress import Ingress
 from salvo.actors.scheduler import Scheduler
+from salvo.actors.signer import profiled
 from salvo.actors.spool_writer import SpoolWriter
 from salvo.actors.zmqtrio import context
 from salvo.core.config import Config, load_config, parse_duration, parse_size
@@ -108,6 +109,11 @@ async def run_core(config: Config, work_endpoint: str) -> None:
 
 
 def core_main(config_path: str | None, work_endpoint: str) -> None:
-    """Entry point of the core process (started by the supervisor)."""
+    """Entry point of the core process (started by the supervisor).
+
+    ``SALVO_PROFILE=DIR`` runs it under cProfile (see :func:`salvo.actors.signer.profiled`);
+    the core stops on SIGTERM by itself, so its stats are written after the drain.
+    """
     config = load_config(config_path)
-    trio.run(run_core, config, work_endpoint)
+    with profiled("core"):
+        trio.run(run_core, config, work_endpoint)

@@ -10,8 +10,13 @@ comes back with its error instead: that recipient bounces, the others go on.
 
 from __future__ import annotations
 
+import contextlib
+import cProfile
 import os
 import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import msgspec
 import zmq
@@ -53,8 +58,37 @@ def sign_batch(composer: Composer, batch: SignBatch) -> tuple[SignedBatch, list[
     return SignedBatch(batch.batch, results), bodies
 
 
+@contextlib.contextmanager
+def profiled(name: str) -> Iterator[None]:
+    """Run the body under cProfile when ``SALVO_PROFILE=DIR`` is set (a diagnostic hook).
+
+    The stats go to ``DIR/<name>-<pid>.prof`` when the body ends, also on SIGTERM (which
+    then exits the process through ``SystemExit``). Read them with ``pstats`` or
+    ``python -m salvo.bench.node --profile DIR``. Only the calling thread is profiled.
+    """
+    folder = os.environ.get("SALVO_PROFILE")
+    if not folder:
+        yield
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    profile = cProfile.Profile()
+    profile.enable()
+    try:
+        yield
+    finally:
+        profile.disable()
+        profile.dump_stats(os.path.join(folder, f"{name}-{os.getpid()}.prof"))
+
+
 def signer_main(config_path: str | None, endpoint: str, index: int) -> None:
     """Entry point of a signer process (started by the supervisor with spawn)."""
+    with profiled(f"signer-{index}"):
+        _signer_main(config_path, endpoint, index)
+
+
+def _signer_main(config_path: str | None, endpoint: str, index: int) -> None:
     # The supervisor stops signers with a Stop message or SIGTERM; Ctrl-C goes to it alone.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     config = load_config(config_path)

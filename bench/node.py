@@ -112,6 +112,28 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
 
 
+def core_threads(pid: int) -> dict[str, float]:
+    """CPU seconds of a process's threads, grouped: the main (Trio) thread, ZeroMQ's I/O
+    threads, and the rest (Trio's worker threads: the spool's LMDB transactions)."""
+    groups = {"core: trio thread": 0.0, "core: zmq threads": 0.0, "core: spool threads": 0.0}
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                comm = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    fields = f.read().rpartition(")")[2].split()
+            except OSError:
+                continue  # a worker thread that just ended
+            cpu = (int(fields[11]) + int(fields[12])) / TICK
+            if int(tid) == pid:
+                groups["core: trio thread"] += cpu
+            elif comm.startswith("ZMQ"):
+                groups["core: zmq threads"] += cpu
+            else:
+                groups["core: spool threads"] += cpu
+    return groups
+
+
 def stop_process(proc: subprocess.Popen, timeout: float = 30.0) -> None:
     """SIGTERM, then SIGKILL to its process group if it does not exit in time."""
     if proc.poll() is None:
@@ -308,11 +330,12 @@ def e2e_row(
     with contextlib.ExitStack() as stack:
         sink = Sink(tmp, SINK_HOST, stop_after=messages)
         stack.callback(sink.stop)
-        node = Node(tmp / name, sink, profile=profile)
+        node = Node(tmp / name, sink, profile=profile / name if profile else None)
         stack.callback(node.stop)
         pids = {"core": node.pids["core"]}
         pids |= {k: v for k, v in node.pids.items() if k.startswith("signer")}
         cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
+        threads0 = core_threads(node.pids["core"])
         own0 = time.process_time()
         timeout = 60 + messages / 200
 
@@ -334,6 +357,8 @@ def e2e_row(
                     await trio.sleep(0.002)
                 out["done"] = time.perf_counter()
                 out["cpu"] = {k: cpu_seconds(p) - cpu0[k] for k, p in pids.items()}
+                threads = core_threads(node.pids["core"])
+                out["threads"] = {k: v - threads0[k] for k, v in threads.items()}
                 out["cpu"]["smtp-sink"] = sink_cpu
             return out
 
@@ -353,6 +378,7 @@ def e2e_row(
         "delivered_events": delivered,
         "cpu_us_per_msg": {k: v * 1e6 / messages for k, v in out["cpu"].items()},
         "cpu_cores": {k: v / seconds for k, v in out["cpu"].items()},
+        "core_threads_us_per_msg": {k: v * 1e6 / messages for k, v in out["threads"].items()},
     }
 
 
@@ -397,15 +423,77 @@ def rsa_row(seconds: int) -> dict:
 
 
 def print_profiles(folder: Path, top: int = 25) -> None:
-    for path in sorted(folder.glob("*.prof")):
+    for path in sorted(folder.glob("*/*.prof")):
         stats = pstats.Stats(str(path))
-        print(f"\n--- profile {path.name}: total {stats.total_tt:.2f} s (top {top} by cumulative)")
+        label = f"{path.parent.name}/{path.name}"
+        print(f"\n--- profile {label}: total {stats.total_tt:.2f} s (top {top} by cumulative)")
         stats.sort_stats("cumulative").print_stats(top)
-        print(f"--- profile {path.name}: top {top} by own time")
+        print(f"--- profile {label}: top {top} by own time")
         stats.sort_stats("tottime").print_stats(top)
 
 
 # -- main -----------------------------------------------------------------------------------
+
+
+def report(rows: dict[str, dict]) -> None:
+    """Print the table (rows missing from a ``--rows`` subset are left out)."""
+    nan = float("nan")
+    rsa = rows.get("rsa", {}).get("sign_per_s", nan)
+    ceiling = rows.get("ceiling", {}).get("msg_per_s", nan)
+    target = REFERENCES[2][1]
+    e2e = [key for key in ("e2e_1000", "e2e_1") if key in rows]
+    print("\nsalvo node, one producer, 2 signers, durable spool, DKIM RSA-2048, 4 KB messages")
+    print(f"{'row':<52}{'per s':>10}{'seconds':>9}{'vs SMTP':>9}{'vs RSA':>8}{'vs 4,500':>10}")
+
+    def line(label: str, rate: float, seconds: float | str = "", ratios: bool = False) -> None:
+        sec = f"{seconds:>9.2f}" if isinstance(seconds, float) else f"{seconds:>9}"
+        extra = ""
+        if ratios:
+            extra = f"{rate / ceiling:>8.2f}x{rate / rsa:>7.2f}x{rate / target:>9.2f}x"
+        print(f"{label:<52}{rate:>10,.0f}{sec}{extra}")
+
+    for key, per_job in (("accept_1", 1), ("accept_1000", 1000)):
+        if key not in rows:
+            continue
+        r = rows[key]
+        line(
+            f"accepted jobs/s, {per_job:,} rcpt/job ({r['jobs']:,} jobs)",
+            r["jobs_per_s"],
+            r["seconds"],
+        )
+        line(
+            f"  = recipients/s (delivered meanwhile: {r['delivered_meanwhile']:,})",
+            r["recipients_per_s"],
+        )
+    for key in e2e:
+        r = rows[key]
+        label = f"e2e msg/s into smtp-sink, {r['per_job']:,} rcpt/job ({r['messages']:,})"
+        line(label, r["msg_per_s"], r["seconds"], ratios=True)
+    if "ceiling" in rows:
+        label = "ceiling: smtp-source -> smtp-sink, 4 KB, 50 sessions"
+        line(label, ceiling, rows["ceiling"]["seconds"], True)
+    if "rsa" in rows:
+        line("ceiling: RSA-2048 signatures/s, 2 cores (openssl)", rsa, "", True)
+    print("references, NOT measured in this run:")
+    for label, rate in REFERENCES:
+        line(f"  {label}", rate, "-", True)
+    for key in e2e:
+        ratio = rows[key]["msg_per_s"] / REFERENCES[0][1]
+        print(f"{'  salvo ' + key + ' / Postfix relay reference':<52}{ratio:>10.1f}x")
+
+    for key in e2e:
+        r = rows[key]
+        print(
+            f"\n{key}: CPU per delivered message (us) and cores busy; all acked after "
+            f"{r['accepted_after_s']:.2f} s; delivered events {r['delivered_events']:,}"
+        )
+        for proc, us in r["cpu_us_per_msg"].items():
+            print(f"  {proc:<20}{us:>10.0f} us{r['cpu_cores'].get(proc, 0):>8.2f} cores")
+            if proc == "core":
+                for thread, t_us in r["core_threads_us_per_msg"].items():
+                    print(f"    {thread:<20}{t_us:>8.0f} us")
+        total = sum(r["cpu_us_per_msg"].values())
+        print(f"  {'all':<20}{total:>10.0f} us   (2 cores at 4,500 msg/s allow 444 us)")
 
 
 def _interrupt(*_: object) -> None:
@@ -425,7 +513,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m salvo.bench.node", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a few thousand messages (CI smoke)")
     parser.add_argument("--json", help="also write the figures to this file")
-    parser.add_argument("--profile", type=Path, help="cProfile the 1,000-rcpt e2e node into DIR")
+    parser.add_argument("--profile", type=Path, help="cProfile the e2e rows' nodes into DIR")
+    parser.add_argument(
+        "--rows", help="comma-separated subset: rsa,ceiling,accept_1,accept_1000,e2e_1000,e2e_1"
+    )
     args = parser.parse_args(argv)
     size = {k: v[1 if args.quick else 0] for k, v in SIZES.items()}
     for tool in (SMTP_SINK, SMTP_SOURCE):
@@ -446,66 +537,16 @@ def main(argv: list[str] | None = None) -> int:
                 "e2e_1000",
                 lambda: e2e_row(tmp, "e2e_1000", size["e2e_1000"], 1000, 50, args.profile),
             ),
-            ("e2e_1", lambda: e2e_row(tmp, "e2e_1", size["e2e_1"], 1, 1000)),
+            ("e2e_1", lambda: e2e_row(tmp, "e2e_1", size["e2e_1"], 1, 1000, args.profile)),
         ]
+        wanted = set(args.rows.split(",")) if args.rows else {name for name, _ in steps}
         for name, step in steps:
+            if name not in wanted:
+                continue
             print(f"{name} ...", file=sys.stderr, flush=True)
             rows[name] = step()
 
-    rsa, ceiling = rows["rsa"]["sign_per_s"], rows["ceiling"]["msg_per_s"]
-    target = REFERENCES[2][1]
-    print("\nsalvo node, one producer, 2 signers, durable spool, DKIM RSA-2048, 4 KB messages")
-    print(f"{'row':<52}{'per s':>10}{'seconds':>9}{'vs SMTP':>9}{'vs RSA':>8}{'vs 4,500':>10}")
-
-    def line(label: str, rate: float, seconds: float | str = "", ratios: bool = False) -> None:
-        sec = f"{seconds:>9.2f}" if isinstance(seconds, float) else f"{seconds:>9}"
-        extra = ""
-        if ratios:
-            extra = f"{rate / ceiling:>8.2f}x{rate / rsa:>7.2f}x{rate / target:>9.2f}x"
-        print(f"{label:<52}{rate:>10,.0f}{sec}{extra}")
-
-    for key, per_job in (("accept_1", 1), ("accept_1000", 1000)):
-        r = rows[key]
-        line(
-            f"accepted jobs/s, {per_job:,} rcpt/job ({r['jobs']:,} jobs)",
-            r["jobs_per_s"],
-            r["seconds"],
-        )
-        line(
-            f"  = recipients/s (delivered meanwhile: {r['delivered_meanwhile']:,})",
-            r["recipients_per_s"],
-        )
-    for key in ("e2e_1000", "e2e_1"):
-        r = rows[key]
-        label = f"e2e msg/s into smtp-sink, {r['per_job']:,} rcpt/job ({r['messages']:,})"
-        line(label, r["msg_per_s"], r["seconds"], ratios=True)
-    line(
-        "ceiling: smtp-source -> smtp-sink, 4 KB, 50 sessions",
-        ceiling,
-        rows["ceiling"]["seconds"],
-        True,
-    )
-    line("ceiling: RSA-2048 signatures/s, 2 cores (openssl)", rsa, "", True)
-    print("references, NOT measured in this run:")
-    for label, rate in REFERENCES:
-        line(f"  {label}", rate, "-", True)
-        if label.startswith("Postfix"):
-            for key in ("e2e_1000", "e2e_1"):
-                print(
-                    f"{'    salvo ' + key + ' vs this':<52}{rows[key]['msg_per_s'] / rate:>10.1f}x"
-                )
-
-    for key in ("e2e_1000", "e2e_1"):
-        r = rows[key]
-        print(
-            f"\n{key}: CPU per delivered message (us) and cores busy; all acked after "
-            f"{r['accepted_after_s']:.2f} s; delivered events {r['delivered_events']:,}"
-        )
-        for proc, us in r["cpu_us_per_msg"].items():
-            print(f"  {proc:<20}{us:>10.0f} us{r['cpu_cores'].get(proc, 0):>8.2f} cores")
-        total = sum(r["cpu_us_per_msg"].values())
-        print(f"  {'all':<20}{total:>10.0f} us   (2 cores at 4,500 msg/s allow 444 us)")
-
+    report(rows)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
