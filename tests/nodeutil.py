@@ -564,3 +564,88 @@ def final_states(events: list[dict]) -> dict[str, str]:
     for e in events:
         last[e["message_id"]] = e["type"]
     return last
+
+
+class ContinuousProducer:
+    """A thread submitting small jobs (1-3 recipients) until stopped, recording the
+    Message-ID -> recipient of every recipient whose reply said it was accepted."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        prefix: str,
+        *,
+        domain: str = "example.org",
+        window: int = 16,
+        pause: float = 0.0,
+        timeout: float = 3.0,
+        attempts: int = 40,
+        seed: int = 0,
+    ) -> None:
+        import random
+
+        self.endpoint = endpoint
+        self.prefix = prefix
+        self.domain = domain
+        self.window = window
+        self.pause = pause
+        self.timeout = timeout
+        self.attempts = attempts
+        self.random = random.Random(seed)
+        self.acked: dict[str, str] = {}  # message id -> recipient
+        self.statuses: Counter[str] = Counter()
+        self.lock = threading.Lock()
+        self.stop_event = threading.Event()
+        self.failure: BaseException | None = None
+        self.submitted = 0
+        self._thread = threading.Thread(target=self._run, name=f"producer-{prefix}", daemon=True)
+
+    def __enter__(self) -> ContinuousProducer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def acked_count(self) -> int:
+        with self.lock:
+            return len(self.acked)
+
+    def _jobs(self) -> Iterator[dict]:
+        n = 0
+        while not self.stop_event.is_set():
+            k = self.random.randint(1, 3)
+            rcpts = [f"{self.prefix}{n}-{i}@{self.domain}" for i in range(k)]
+            self.submitted += 1
+            yield job(f"{self.prefix}-{n}", rcpts)
+            n += 1
+            if self.pause:
+                time.sleep(self.pause)
+
+    def _run(self) -> None:
+        from salvo.client import Producer
+
+        try:
+            with Producer(
+                self.endpoint,
+                timeout=self.timeout,
+                attempts=self.attempts,
+                backoff=0.2,
+                max_backoff=1.0,
+            ) as producer:
+                for reply in producer.submit_many(self._jobs(), window=self.window):
+                    with self.lock:
+                        self.statuses[reply.status] += 1
+                        if reply.status in ("accepted", "partial"):
+                            for a in reply.accepted:
+                                self.acked[a.message_id] = a.to
+        except BaseException as exc:  # reported by stop()
+            self.failure = exc
+
+    def stop(self, timeout: float = 120.0) -> None:
+        """Stop making jobs and wait (bounded) for the replies of those in flight."""
+        self.stop_event.set()
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the producer thread did not finish"
+        if self.failure is not None:
+            raise AssertionError(f"the producer failed: {self.failure!r}") from self.failure

@@ -1,0 +1,170 @@
+"""The node under failure: SIGKILLs of the whole node under continuous submission, an
+orderly SIGTERM, and a killed signer process. Nothing acknowledged to a producer is lost."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+from nodeutil import (
+    AioSink,
+    ContinuousProducer,
+    NodeProcess,
+    NodeSetup,
+    children_of,
+    final_states,
+    running_node,
+    wait_for,
+)
+
+KILLS = 20
+MAX_READY = 64
+SETTLE_BOUND = 120.0  # seconds for the last restart to deliver what is left
+
+
+def _missing(acked: dict[str, str], sink: AioSink, setup: NodeSetup) -> list[str]:
+    """Acked Message-IDs neither at the sink nor finally bounced/expired (per events)."""
+    arrived = set(sink.by_message_id())
+    left = [m for m in acked if m not in arrived]
+    if not left:
+        return []
+    final = final_states(setup.events())
+    return [m for m in left if final.get(m) not in ("bounced", "expired")]
+
+
+def test_sigkill_loop_under_continuous_submission_loses_nothing(tmp_path: Path):
+    rng = random.Random(20240611)
+    with AioSink("127.0.0.6") as sink:
+        sink.data_delay = 0.002  # keep some deliveries in flight when the kill comes
+        setup = NodeSetup(
+            tmp_path / "node",
+            {"example.org": sink.address},
+            max_ready=MAX_READY,
+            first_retry="1s",
+            max_retry="2s",
+        )
+        node = NodeProcess(setup)
+        kills = 0
+        delivered_between = []
+        try:
+            with ContinuousProducer(setup.endpoint, "crash", window=16, seed=7) as producer:
+                for i in range(KILLS):
+                    if i % 4 == 3:  # sometimes during start-up (recovery, binding)
+                        node.start(wait=False)
+                        time.sleep(rng.uniform(0.0, 1.2))
+                    else:
+                        node.start()
+                        time.sleep(rng.uniform(0.2, 1.5))
+                    node.kill()
+                    kills += 1
+                    delivered_between.append(len(sink.snapshot()))
+                node.start()
+                # Let the producer see the node up for a moment, then stop it.
+                wait_for(lambda: producer.acked_count() > 0, 30, 0.1)
+                time.sleep(1.0)
+            acked = dict(producer.acked)
+            wait_for(lambda: not _missing(acked, sink, setup), SETTLE_BOUND, 0.25)
+            missing = _missing(acked, sink, setup)
+            copies = sink.by_message_id()
+            status = node.terminate()
+        finally:
+            node.close()
+
+    assert kills >= KILLS
+    assert node.starts == KILLS + 1
+    assert len(acked) >= 100, f"too little work acked to mean anything: {producer.statuses}"
+    assert delivered_between[-1] > 0
+    assert missing == [], f"{len(missing)} acked recipients lost, e.g. {missing[:5]}"
+    # Every message arrived for the right recipient, and duplicates stay in the window.
+    for m in sink.snapshot():
+        if m.message_id in acked:
+            assert m.rcpts == [acked[m.message_id]]
+    duplicates = sum(n - 1 for n in copies.values() if n > 1)
+    assert duplicates <= kills * MAX_READY, f"{duplicates} duplicates after {kills} kills"
+    assert max(copies.values()) <= kills + 1
+    assert status == 0, node.log()[-3000:]
+    print(
+        f"\ncrash loop: {kills} kills, {len(acked)} recipients acked, {len(copies)} delivered, "
+        f"{duplicates} duplicates; producer replies {dict(producer.statuses)}"
+    )
+
+
+def test_sigterm_drains_and_exits_0_with_nothing_lost(tmp_path: Path):
+    with AioSink("127.0.0.7") as sink:
+        sink.data_delay = 0.02  # a backlog: deliveries are in flight at SIGTERM
+        setup = NodeSetup(tmp_path / "node", {"example.org": sink.address}, max_ready=MAX_READY)
+        node = NodeProcess(setup)
+        try:
+            node.start()
+            with ContinuousProducer(setup.endpoint, "term", window=16, timeout=5) as producer:
+                assert wait_for(lambda: producer.acked_count() >= 200, 60, 0.05)
+                node.proc.send_signal(signal.SIGTERM)
+                status = node.proc.wait(timeout=60)
+                producer.stop_event.set()
+                with producer.lock:
+                    acked = dict(producer.acked)
+                states = setup.queue_states()
+                arrived = sink.by_message_id()
+                log = node.log()
+                # Restarted, the node answers the jobs still in flight and delivers the rest.
+                node.start()
+                producer.stop()
+            every_ack = dict(producer.acked)
+            assert wait_for(lambda: set(every_ack) <= set(sink.by_message_id()), SETTLE_BOUND, 0.2)
+            node.terminate()
+        finally:
+            node.close()
+
+    assert status == 0, log[-3000:]
+    assert "node stopped" in log
+    assert states.get("in-flight", 0) == 0, states
+    not_delivered = [m for m in acked if m not in arrived]
+    assert len(not_delivered) <= states.get("queued", 0) + states.get("deferred", 0), states
+    assert states.get("delivered", 0) == len(arrived), (states, len(arrived))
+    assert max(arrived.values()) == 1  # an orderly stop makes no duplicates
+    assert {k for k, n in states.items() if n} <= {"queued", "deferred", "delivered"}, states
+    assert max(sink.by_message_id().values()) == 1
+
+
+def test_a_killed_signer_is_restarted_and_no_job_is_lost(tmp_path: Path):
+    with AioSink("127.0.0.8") as sink:
+        sink.data_delay = 0.005
+        setup = NodeSetup(tmp_path / "node", {"example.org": sink.address}, signers=2)
+        with running_node(setup) as node:
+            with ContinuousProducer(setup.endpoint, "sig", window=16, timeout=5) as producer:
+                killed = []
+                for _ in range(2):
+                    old = wait_for(lambda: node.child_pid("signer-0"), 30, 0.1)
+                    assert old, node.log()[-3000:]
+                    start = len(sink.snapshot())
+                    assert wait_for(lambda s=start: len(sink.snapshot()) > s + 20, 60, 0.05)
+                    os.kill(old, signal.SIGKILL)
+                    killed.append(old)
+
+                    def restarted(old: int = old) -> int | None:
+                        pid = node.child_pid("signer-0")
+                        return pid if pid and pid != old else None
+
+                    new = wait_for(restarted, 30, 0.1)
+                    assert new, f"signer-0 was not restarted:\n{node.log()[-3000:]}"
+                    assert new in children_of(node.pid)
+                    assert old not in children_of(node.pid)
+                assert wait_for(lambda: producer.acked_count() >= 200, 60, 0.05)
+            acked = dict(producer.acked)
+            assert wait_for(lambda: set(acked) <= set(sink.by_message_id()), SETTLE_BOUND, 0.2)
+            copies = sink.by_message_id()
+            core_starts = node.log().count("started core ")
+            assert node.terminate() == 0
+
+    missing = [m for m in acked if m not in copies]
+    assert missing == []
+    assert max(copies.values()) == 1, "a signer's death duplicated messages"
+    assert core_starts == 1  # the core process was not restarted along with the signer
+    assert len(killed) == 2
+    assert Counter(m.rcpts[0] for m in sink.snapshot() if m.message_id in acked) == Counter(
+        acked.values()
+    )
