@@ -21,6 +21,8 @@ system_packages() {
         # A producer written in JavaScript from docs/protocol.md is part of the tests.
         command -v node >/dev/null || need+=(nodejs)
         command -v npm >/dev/null || need+=(npm)
+        # Postfix's smtp-sink is a destination in the node's end-to-end tests.
+        [ -x /usr/sbin/smtp-sink ] || need+=(postfix)
     fi
     [ ${#need[@]} -eq 0 ] && return 0
     echo "dev.sh: installing Debian packages: ${need[*]}" >&2
@@ -28,6 +30,10 @@ system_packages() {
     [ "$(id -u)" -eq 0 ] || sudo=sudo
     $sudo apt-get update -qq
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    # Only smtp-sink is wanted: no Postfix daemon may hold port 25.
+    if [[ " ${need[*]} " == *" postfix "* ]]; then
+        $sudo postfix stop >/dev/null 2>&1 || true
+    fi
 }
 
 python_packages() {
