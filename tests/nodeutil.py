@@ -562,7 +562,7 @@ def final_states(events: list[dict]) -> dict[str, str]:
     """The last event type per message id (events in the order they were emitted)."""
     last: dict[str, str] = {}
     for e in events:
-        last[e["message_id"]] = e["type"]
+        last[e.get("message_id", "")] = e["type"]
     return last
 
 

@@ -162,3 +162,52 @@ def test_the_node_keeps_serving_other_producers(node, producer):
 
 def _rcpts(sink: AioSink) -> set[str]:
     return {r for m in sink.snapshot() for r in m.rcpts}
+
+
+def test_req_style_delimiter_frame(node):
+    """A REQ socket puts an empty delimiter before the job; the reply comes back to it."""
+    import msgspec
+    import zmq
+
+    setup, _, _ = node
+    req = zmq.Context.instance().socket(zmq.REQ)
+    req.setsockopt(zmq.LINGER, 0)
+    req.connect(setup.endpoint)
+    try:
+        req.send(msgspec.msgpack.encode(job("req-1", ["req@example.org"])))
+        assert req.poll(30_000, zmq.POLLIN), "no reply to a REQ socket"
+        reply = msgspec.msgpack.decode(req.recv())
+    finally:
+        req.close()
+    assert reply["id"] == "req-1" and reply["status"] == "accepted", reply
+
+
+def test_cr_lf_or_missing_variable_bounces_only_that_recipient(producer, node):
+    """Variables are rendered at send time: one that would inject a header (or is missing)
+    bounces its recipient (5.6.0, not suppressed); the job's other recipients go out."""
+    setup, _, sink = node
+    bad = job("vars", ["v-ok@example.org", "v-crlf@example.org", "v-missing@example.org"])
+    bad["recipients"][1]["vars"] = {"name": "x\r\nBcc: victim@example.org"}
+    bad["recipients"][2]["vars"] = {}
+    reply = producer.request(bad)
+    assert reply is not None and reply["status"] == "accepted", reply
+    mids = {a["to"]: a["message_id"] for a in reply["accepted"]}
+
+    def final() -> dict[str, dict]:
+        events = {
+            e["message_id"]: e for e in setup.events() if e.get("message_id") in mids.values()
+        }
+        return events if all(e["type"] != "accepted" for e in events.values()) else {}
+
+    assert wait_for(lambda: len(final()) == 3, 60, 0.1), setup.events()[-10:]
+    events = final()
+    assert events[mids["v-ok@example.org"]]["type"] == "delivered"
+    for to in ("v-crlf@example.org", "v-missing@example.org"):
+        event = events[mids[to]]
+        assert (event["type"], event["status"]) == ("bounced", "5.6.0"), event
+    assert "control character" in events[mids["v-crlf@example.org"]]["text"]
+    assert "missing variable" in events[mids["v-missing@example.org"]]["text"]
+    assert "victim@example.org" not in _rcpts(sink)
+    assert "v-crlf@example.org" not in _rcpts(sink)
+    check = setup.cli("suppress", "--data", str(setup.data_dir), "check", "v-crlf@example.org")
+    assert check.returncode == 0, check.stdout  # not a mailbox problem: not suppressed
