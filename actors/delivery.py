@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import ssl
 from dataclasses import dataclass, field
 
 import trio
@@ -74,6 +75,17 @@ class Route:
         self.connections = 0
         self._idle = 0
         self._ready = trio.Event()
+        self._ssl: ssl.SSLContext | None = None
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        """The route's TLS context, made once: loading the system's trust store takes
+        about 18 ms of CPU, which per connection blocked the whole core process."""
+        if self._ssl is None and self.settings.tls != "off":
+            self._ssl = ssl.create_default_context()
+            if self.settings.tls == "opportunistic":  # as SMTPSession.connect's default
+                self._ssl.check_hostname = False
+                self._ssl.verify_mode = ssl.CERT_NONE
+        return self._ssl
 
     @property
     def label(self) -> str:
@@ -116,6 +128,7 @@ class Route:
                     ehlo_name=settings.ehlo,
                     source_address=self.source,
                     tls=settings.tls,
+                    ssl_context=self._ssl_context(),
                     timeouts=settings.timeouts,
                 )
             except SMTPSessionError as exc:
