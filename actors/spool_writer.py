@@ -5,11 +5,15 @@ commit is running goes into the next transaction, and each submitter gets its re
 after the transaction holding its job has committed (``sync=True``). Outcomes are batched
 the same way. All transactions run on one worker thread (a limiter of one), each begun and
 committed inside a single ``trio.to_thread.run_sync`` call, as py-lmdb requires.
+
+Submissions wait on their batch (one ``trio.Event`` per transaction, not per job) and take
+their result from the batch by position.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -43,6 +47,18 @@ class _Slot:
         return self.result
 
 
+class _Batch:
+    """The jobs of one transaction; ``done`` is set after it committed (or failed)."""
+
+    __slots__ = ("done", "error", "jobs", "results")
+
+    def __init__(self) -> None:
+        self.jobs: list[Job] = []
+        self.done = trio.Event()
+        self.results: list[Submitted] = []
+        self.error: BaseException | None = None
+
+
 class WriterStatistics:
     """Counters: transactions committed, jobs and outcomes written, largest batch."""
 
@@ -65,7 +81,7 @@ class SpoolWriter:
         self.spool = spool
         self._clock = clock
         self._max_jobs = max_jobs
-        self._jobs: list[tuple[Job, _Slot]] = []
+        self._batches: deque[_Batch] = deque()  # the last one is open for more jobs
         self._outcomes: list[tuple[list[Outcome], _Slot]] = []
         self._wake = trio.Event()
         self._limiter = trio.CapacityLimiter(1)
@@ -82,8 +98,23 @@ class SpoolWriter:
 
         Raises SpoolFullError (temporary) when the spool refused the batch.
         """
-        slot = self._enqueue(self._jobs, job)
-        return await slot.wait()
+        if self._closed:
+            raise trio.ClosedResourceError("the spool writer is closed")
+        batches = self._batches
+        if batches and len(batches[-1].jobs) < self._max_jobs:
+            batch = batches[-1]
+        else:
+            batch = _Batch()
+            batches.append(batch)
+        position = len(batch.jobs)
+        batch.jobs.append(job)
+        self._wake.set()
+        await batch.done.wait()
+        if batch.error is not None:
+            # A fresh instance per waiter: one exception object raised in many tasks
+            # would chain their tracebacks together.
+            raise type(batch.error)(*batch.error.args) from batch.error
+        return batch.results[position]
 
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> list[Change]:
         """Record delivery outcomes in the next transaction; return the changes made."""
@@ -116,7 +147,7 @@ class SpoolWriter:
     async def run(self) -> None:
         """The commit loop: one transaction per turn for jobs, one for outcomes."""
         while True:
-            if not self._jobs and not self._outcomes:
+            if not self._batches and not self._outcomes:
                 if self._closed:
                     return
                 await self._wake.wait()
@@ -125,9 +156,19 @@ class SpoolWriter:
             if self._outcomes:
                 batch, self._outcomes = self._outcomes, []
                 await self._commit(batch, self._write_outcomes)
-            if self._jobs:
-                batch, self._jobs = self._jobs[: self._max_jobs], self._jobs[self._max_jobs :]
-                await self._commit(batch, self._write_jobs)
+            if self._batches:
+                await self._commit_jobs(self._batches.popleft())
+
+    async def _commit_jobs(self, batch: _Batch) -> None:
+        try:
+            # Shielded: once begun, the transaction's outcome must reach its submitters.
+            with trio.CancelScope(shield=True):
+                batch.results = await trio.to_thread.run_sync(
+                    self._write_jobs, batch.jobs, limiter=self._limiter
+                )
+        except SalvoError as exc:
+            batch.error = exc
+        batch.done.set()
 
     async def _commit(self, batch: list, write: Callable[[list], list]) -> None:
         slots = [slot for _, slot in batch]
@@ -144,9 +185,9 @@ class SpoolWriter:
             slot.result = result
             slot.done.set()
 
-    def _write_jobs(self, batch: list) -> list:
-        results = self.spool.submit_many([job for job, _ in batch], self._clock())
-        self._count(len(batch), 0)
+    def _write_jobs(self, jobs: list[Job]) -> list[Submitted]:
+        results = self.spool.submit_many(jobs, self._clock())
+        self._count(len(jobs), 0)
         return results
 
     def _write_outcomes(self, batch: list) -> list:

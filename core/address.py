@@ -26,6 +26,7 @@ __all__ = [
     "Address",
     "bare_address",
     "domain_of_mailbox",
+    "mailbox_key",
     "normalize_domain",
     "parse_address",
     "parse_mailbox",
@@ -131,7 +132,35 @@ def parse_address(text: str) -> Address:
         raise InvalidAddressError(text, exc.detail) from None
     if len(local.encode("utf-8")) + 1 + len(a_label) > MAX_ADDRESS:
         raise InvalidAddressError(text, f"address longer than {MAX_ADDRESS} octets")
-    return Address(local, a_label, f"{local.casefold()}@{a_label}")
+    return _new_address(Address, (local, a_label, f"{local.casefold()}@{a_label}"))
+
+
+_new_address = tuple.__new__  # Address(...) without the namedtuple's Python-level __new__
+
+
+def mailbox_key(text: str) -> tuple[str, str]:
+    """``(lookup key, A-label domain)`` of ``addr``, ``<addr>`` or ``Name <addr>``.
+
+    The same result and errors as :func:`parse_mailbox`, for the hot paths (the spool's
+    screening, batched suppression checks): an ASCII dot-atom local part takes one regex
+    match and a cached domain lookup, and no :class:`Address` is made.
+    """
+    bare = text
+    if text.endswith(">"):
+        start = text.rfind("<")
+        if start >= 0:
+            bare = text[start + 1 : -1]
+    local, at, domain = bare.rpartition("@")
+    if at and len(local) <= MAX_LOCAL and _ASCII_LOCAL.fullmatch(local):
+        try:
+            a_label = normalize_domain(domain)
+        except InvalidAddressError as exc:
+            raise InvalidAddressError(text, exc.detail) from None
+        if len(local) + 1 + len(a_label) > MAX_ADDRESS:  # local is ASCII: chars = octets
+            raise InvalidAddressError(text, f"address longer than {MAX_ADDRESS} octets")
+        return f"{local.lower()}@{a_label}", a_label  # casefold == lower for ASCII
+    address = parse_mailbox(text)
+    return address.key, address.domain
 
 
 def bare_address(text: str) -> str:

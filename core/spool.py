@@ -8,16 +8,18 @@ durability promise: docs/spool.md.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import os
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgspec
 
 from salvo.core import spool_records as r
-from salvo.core.address import bare_address, domain_of_mailbox, parse_address, parse_mailbox
+from salvo.core.address import bare_address, domain_of_mailbox, mailbox_key, parse_address
 from salvo.core.errors import InvalidAddressError
-from salvo.core.protocol import Accepted, Job, Rejected, Reply
+from salvo.core.protocol import MAX_ID_CHARS, Accepted, Job, Rejected, Reply
 from salvo.core.spool_env import Store
 from salvo.core.spool_records import (
     DEC_HEAD,
@@ -46,6 +48,8 @@ __all__ = [
 ]
 
 DAY = 86400.0
+NO_BODY = (None, None, None, {}, None)  # JobRecord's subject, text, html, headers, raw
+MID_POOL = 4096  # Message-IDs made from one os.urandom call
 OUTCOME_STATES = frozenset({r.QUEUED, r.DELIVERED, r.DEFERRED, r.BOUNCED, r.EXPIRED, r.SUPPRESSED})
 
 
@@ -60,7 +64,7 @@ class SpoolConfig(msgspec.Struct, frozen=True, kw_only=True):
     check_suppression: bool = True
 
 
-class Submitted(NamedTuple):
+class Submitted(msgspec.Struct, frozen=True):
     """The result of one submission: the producer's reply, sent only after the commit.
 
     ``duplicate`` is True when the id was already known for its tenant: ``reply`` is then
@@ -172,110 +176,179 @@ class Spool:
         return self.store.write(lambda txn: self._submit_in(txn, jobs, now), submit=True)
 
     def _submit_in(self, txn: Any, jobs: Sequence[Job], now: float) -> list[Submitted]:
+        """Three passes over the batch: check and screen every job (parsing only), check
+        all new recipients against the suppression list (one lookup per tenant), then
+        queue, collecting the puts of the whole batch per sub-database (``putmulti``)."""
         db = self._db
-        next_seq = int(txn.get(b"next_seq", b"1", db=db["meta"]))
-        results = []
-        for job in jobs:
-            problem, from_domain = _job_problem(job, self.config)
+        config = self.config
+        idem_get = txn.get
+        idem_db = db["idem"]
+        results: list[Submitted | None] = [None] * len(jobs)
+        pending = []  # (pos, job, ikey, keep, rejected, from_domain)
+        firsts: dict[bytes, int] = {}  # idempotency key -> position of its job in this batch
+        dups = []  # (position, position of the first job with that key)
+        for pos, job in enumerate(jobs):
+            problem, from_domain = _job_problem(job, config)
             if problem:
-                results.append(Submitted(Reply(id=job.id, status="rejected", error=problem)))
+                results[pos] = Submitted(Reply(id=job.id, status="rejected", error=problem))
                 continue
-            ikey = r.idem_key(job.id, job.tenant)
-            known = txn.get(ikey, db=db["idem"])
+            ikey = f"{job.id}\0{job.tenant}".encode()  # r.idem_key
+            if ikey in firsts:
+                dups.append((pos, firsts[ikey]))
+                continue
+            known = idem_get(ikey, db=idem_db)
             if known is not None:
-                results.append(self._replay_in(txn, r.seq_of(known)))
+                results[pos] = self._replay_in(txn, r.seq_of(known))
                 continue
-            keep, rejected = self._screen(txn, job, now)
-            seq, next_seq = next_seq, next_seq + 1
-            results.append(self._queue_in(txn, seq, job, keep, rejected, from_domain, now))
-            txn.put(ikey, r.seq_key(seq), db=db["idem"])
-        txn.put(b"next_seq", str(next_seq).encode(), db=db["meta"])
-        return results
+            firsts[ikey] = pos
+            keep, rejected = _screen(job)
+            pending.append((pos, job, ikey, keep, rejected, from_domain))
+        if config.check_suppression and pending:
+            self._drop_suppressed(txn, pending, now)
+        if pending:
+            self._queue_in(txn, pending, results, now)
+        for pos, first in dups:  # the same id twice in one batch: the first one's reply
+            results[pos] = Submitted(results[first].reply, True)  # type: ignore[union-attr]
+        return results  # type: ignore[return-value]
 
-    def _screen(self, txn: Any, job: Job, now: float) -> tuple[list, list[Rejected]]:
-        """Split recipients into (recipient, address) to queue and rejections."""
-        keep, rejected, seen = [], [], set()
-        for rcpt in job.recipients:
-            try:
-                address = parse_mailbox(rcpt.to)
-            except InvalidAddressError:
-                rejected.append(Rejected(rcpt.to, "invalid-address"))
-                continue
-            if rcpt.message_id is not None and not _valid_message_id(rcpt.message_id):
-                rejected.append(Rejected(rcpt.to, "invalid-message-id"))
-            elif address.key in seen:
-                rejected.append(Rejected(rcpt.to, "duplicate"))
-            else:
-                seen.add(address.key)
-                keep.append((rcpt, address))
-        if keep and self.config.check_suppression:
-            keys = [a.key for _, a in keep]
-            hits = self.suppression.check_in(txn, keys, job.tenant, now)
-            if any(hits):
-                rejected += [
-                    Rejected(rc.to, "suppressed")
-                    for (rc, _), h in zip(keep, hits, strict=True)
-                    if h
-                ]
-                keep = [item for item, h in zip(keep, hits, strict=True) if not h]
-        return keep, rejected
+    def _drop_suppressed(self, txn: Any, pending: list, now: float) -> None:
+        """Move suppressed recipients of ``pending`` jobs from keep to rejected."""
+        by_tenant: dict[str, list[str]] = {}
+        for _, job, _, keep, _, _ in pending:
+            keys = by_tenant.setdefault(job.tenant, [])
+            keys += [key for _, key, _ in keep]
+        hit: dict[str, set[str]] = {}
+        for tenant, keys in by_tenant.items():
+            found = self.suppression.check_in(txn, keys, tenant, now)
+            if any(found):
+                hit[tenant] = {k for k, e in zip(keys, found, strict=True) if e is not None}
+        if not hit:
+            return
+        for i, (pos, job, ikey, keep, rejected, from_domain) in enumerate(pending):
+            bad = hit.get(job.tenant)
+            if bad and any(item[1] in bad for item in keep):
+                rejected += [Rejected(item[0].to, "suppressed") for item in keep if item[1] in bad]
+                keep = [item for item in keep if item[1] not in bad]
+                pending[i] = (pos, job, ikey, keep, rejected, from_domain)
 
-    def _queue_in(
-        self,
-        txn: Any,
-        seq: int,
-        job: Job,
-        keep: list,
-        rejected: list[Rejected],
-        from_domain: str,
-        now: float,
-    ) -> Submitted:
+    def _queue_in(self, txn: Any, pending: list, results: list, now: float) -> None:
+        """Write the records of ``pending`` jobs; their replies go to ``results``.
+
+        Keys and values are gathered per sub-database in plain lists (bytes: nothing for
+        the garbage collector to track) and written with one ``putmulti`` each.
+        """
         db = self._db
-        put = txn.put
-        send_after = job.not_before()
-        start = max(now, send_after or 0.0)
-        expires_at = now + (job.expires_in if job.expires_in is not None else self.config.max_age)
-        accepted = []
-        ids = os.urandom(16 * len(keep)).hex()
-        for idx, (rcpt, address) in enumerate(keep):
-            mid = rcpt.message_id or f"<{ids[32 * idx : 32 * idx + 32]}@{from_domain}>"
-            rec = RcptRecord(rcpt.to, address.key, mid, r.QUEUED, 0, start, expires_at)
-            rkey = r.rcpt_key(seq, idx)
-            put(rkey, ENC.encode(rec), db=db["rcpts"])
-            put(rkey, ENC.encode(rcpt.vars), db=db["vars"])
-            put(r.due_key(start, seq, idx), b"", db=db["due"])
-            put(r.dom_key(address.domain, seq, idx), b"", db=db["dom"])
-            accepted.append(Accepted(rcpt.to, mid))
-        status = "partial" if rejected else "accepted"
-        if not keep:
-            status = "rejected"
-        campaign = job.campaign or ""
-        record = JobRecord(
-            job.id,
-            job.tenant,
-            campaign,
-            job.traffic,
-            job.from_,
-            job.return_path or "",
-            now,
-            send_after,
-            expires_at,
-            len(keep),
-            status,
-            rejected,
-            None,
-            None if keep else now,
-            *((job.subject, job.text, job.html, job.headers, job.raw) if keep else ()),
-        )
-        skey = r.seq_key(seq)
-        put(skey, ENC.encode(record), db=db["jobs"])
-        put(r.tc_key(job.tenant, campaign, seq), b"", db=db["tc"])
-        if keep:
-            put(skey, r.U32.pack(len(keep)), db=db["left"])
-            put(r.time_seq_key(expires_at, seq), b"", db=db["exp"])
+        meta = db["meta"]
+        next_seq = int(txn.get(b"next_seq", b"1", db=meta))
+        max_age = self.config.max_age
+        encode = ENC.encode
+        pack_rcpt = r.RCPT.pack
+        pack_due = r.TIME_RCPT.pack
+        pack_seq = r.SEQ.pack
+        pack_time_seq = r.TIME_SEQ.pack
+        pack_u32 = r.U32.pack
+        queued = r.QUEUED
+        rkeys, rvals, vvals, dkeys, okeys = [], [], [], [], []
+        jkeys, jvals, tkeys, lvals, ekeys, pkeys, ikeys = [], [], [], [], [], [], []
+        n_ids = sum(len(p[3]) for p in pending)
+        hexes = os.urandom(16 * min(n_ids, MID_POOL)).hex()
+        used = 0
+        for pos, job, ikey, keep, rejected, from_domain in pending:
+            seq = next_seq
+            next_seq += 1
+            skey = pack_seq(seq)
+            send_after = job.not_before()
+            start = now if send_after is None or send_after < now else send_after
+            expires_at = now + (job.expires_in if job.expires_in is not None else max_age)
+            start_ms = r.ms(start)
+            accepted = []
+            for idx, (rcpt, key, domain) in enumerate(keep):
+                mid = rcpt.message_id
+                if mid is None:
+                    if used == len(hexes):
+                        hexes = os.urandom(16 * min(n_ids, MID_POOL)).hex()
+                        used = 0
+                    mid = f"<{hexes[used : used + 32]}@{from_domain}>"
+                    used += 32
+                rkey = pack_rcpt(seq, idx)
+                rkeys.append(rkey)
+                # RcptRecord(to, key, message_id, QUEUED, 0, start, expires_at) as a tuple:
+                # an array_like Struct and a tuple encode to the same msgpack array.
+                rvals.append(encode((rcpt.to, key, mid, queued, 0, start, expires_at, None, ())))
+                vvals.append(encode(rcpt.vars))
+                dkeys.append(pack_due(start_ms, seq, idx))
+                okeys.append(f"{domain}\0".encode() + rkey)
+                accepted.append(Accepted(rcpt.to, mid))
+            n_ids -= len(keep)
+            status = ("partial" if rejected else "accepted") if keep else "rejected"
+            campaign = job.campaign or ""
+            body = (job.subject, job.text, job.html, job.headers, job.raw) if keep else NO_BODY
+            jkeys.append(skey)
+            jvals.append(
+                encode(
+                    (  # JobRecord, field by field
+                        job.id,
+                        job.tenant,
+                        campaign,
+                        job.traffic,
+                        job.from_,
+                        job.return_path or "",
+                        now,
+                        send_after,
+                        expires_at,
+                        len(keep),
+                        status,
+                        rejected,
+                        None,
+                        None if keep else now,
+                        *body,
+                    )
+                )
+            )
+            tkeys.append(f"{job.tenant}\0{campaign}\0".encode() + skey)
+            if keep:
+                lvals.append(pack_u32(len(keep)))
+                ekeys.append(pack_time_seq(r.ms(expires_at), seq))
+            else:
+                lvals.append(None)
+                pkeys.append(pack_time_seq(r.ms(self._purge_at(now, now)), seq))
+            ikeys.append(ikey)
+            results[pos] = Submitted(
+                Reply(id=job.id, status=status, accepted=accepted, rejected=rejected)
+            )
+        if None in lvals:
+            lkeys = [k for k, v in zip(jkeys, lvals, strict=True) if v is not None]
+            lvals = [v for v in lvals if v is not None]
         else:
-            put(r.time_seq_key(self._purge_at(now, now), seq), b"", db=db["purge"])
-        return Submitted(Reply(id=job.id, status=status, accepted=accepted, rejected=rejected))
+            lkeys = jkeys
+        # Keys of these three start with the new job numbers, above every key stored:
+        # appending fills pages (a 2 KB value and its neighbour share a page) and writes
+        # about half the bytes of a B-tree insert. Should a key not be above the last one
+        # (it cannot, next_seq only grows), LMDB refuses it and a plain put follows.
+        # Not for ``rcpts``: its records grow with each attempt, and half-full pages take
+        # that growth without splitting.
+        for name, keys, values in (
+            ("vars", rkeys, vvals),
+            ("jobs", jkeys, jvals),
+            ("left", lkeys, lvals),
+        ):
+            if keys:
+                cursor = txn.cursor(db=db[name])
+                if cursor.putmulti(zip(keys, values, strict=True), append=True)[1] != len(keys):
+                    cursor.putmulti(zip(keys, values, strict=True))
+        empty = itertools.repeat(b"")
+        for name, keys, values in (
+            ("rcpts", rkeys, rvals),
+            ("due", dkeys, empty),
+            ("dom", okeys, empty),
+            ("tc", tkeys, empty),
+            ("exp", ekeys, empty),
+            ("purge", pkeys, empty),
+            ("idem", ikeys, jkeys),
+        ):
+            if keys:
+                txn.cursor(db=db[name]).putmulti(zip(keys, values, strict=False))
+        txn.put(b"next_seq", str(next_seq).encode(), db=meta)
 
     def _replay_in(self, txn: Any, seq: int) -> Submitted:
         head = DEC_HEAD.decode(txn.get(r.seq_key(seq), db=self._db["jobs"]))
@@ -625,9 +698,16 @@ class Spool:
         return self.store.read(lambda txn: summarize(self.store, txn, now))
 
 
+# Senders repeat from job to job: parse each once (errors are not cached).
+_sender = functools.lru_cache(maxsize=4096)(parse_address)
+_from_domain = functools.lru_cache(maxsize=4096)(domain_of_mailbox)
+
+
 def _job_problem(job: Job, config: SpoolConfig) -> tuple[str | None, str]:
     """Why a job cannot be queued at all (None when it can), and its From domain."""
-    for name in ("id", "tenant", "campaign", "traffic"):
+    if len(job.id) > MAX_ID_CHARS or not job.id.isprintable():
+        return f"id must be at most {MAX_ID_CHARS} printable characters", ""
+    for name in ("tenant", "campaign", "traffic"):
         value = getattr(job, name) or ""
         if len(value) > 200 or not value.isprintable():
             return f"{name} must be at most 200 printable characters", ""
@@ -644,10 +724,32 @@ def _job_problem(job: Job, config: SpoolConfig) -> tuple[str | None, str]:
             return f"header {name!r} contains CR, LF or NUL", ""
     try:
         if job.return_path:
-            parse_address(job.return_path)
-        return None, domain_of_mailbox(job.from_)
+            _sender(job.return_path)
+        return None, _from_domain(job.from_)
     except InvalidAddressError as exc:
         return f"bad sender: {exc}", ""
+
+
+def _screen(job: Job) -> tuple[list, list[Rejected]]:
+    """Split a job's recipients into (recipient, lookup key, A-label domain) to queue and
+    rejections (invalid address or Message-ID, the same address twice); suppression is
+    checked later, for the whole batch at once. ``to`` may be ``Name <addr>``: the bare
+    address is what is checked (see :func:`salvo.core.address.mailbox_key`)."""
+    keep, rejected, seen = [], [], set()
+    for rcpt in job.recipients:
+        try:
+            key, domain = mailbox_key(rcpt.to)
+        except InvalidAddressError:
+            rejected.append(Rejected(rcpt.to, "invalid-address"))
+            continue
+        if rcpt.message_id is not None and not _valid_message_id(rcpt.message_id):
+            rejected.append(Rejected(rcpt.to, "invalid-message-id"))
+        elif key in seen:
+            rejected.append(Rejected(rcpt.to, "duplicate"))
+        else:
+            seen.add(key)
+            keep.append((rcpt, key, domain))
+    return keep, rejected
 
 
 def _valid_message_id(value: str) -> bool:

@@ -115,10 +115,10 @@ class JobRecord(msgspec.Struct, frozen=True, array_like=True):
 
 # ---- keys --------------------------------------------------------------------------------
 
-_SEQ = struct.Struct(">Q")
-_RCPT = struct.Struct(">QI")
-_TIME_SEQ = struct.Struct(">QQ")
-_TIME_RCPT = struct.Struct(">QQI")
+SEQ = _SEQ = struct.Struct(">Q")
+RCPT = _RCPT = struct.Struct(">QI")
+TIME_SEQ = _TIME_SEQ = struct.Struct(">QQ")
+TIME_RCPT = _TIME_RCPT = struct.Struct(">QQI")
 U32 = struct.Struct(">I")
 
 

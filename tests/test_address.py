@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from salvo.core.address import (
     bare_address,
     domain_of_mailbox,
+    mailbox_key,
     normalize_domain,
     parse_address,
     parse_mailbox,
@@ -123,3 +124,31 @@ def test_parse_mailbox_validates_the_bare_address() -> None:
         with pytest.raises(InvalidAddressError) as err:
             parse_mailbox(bad)
         assert err.value.text == bad  # the error names what was given
+
+
+@given(st.text(st.characters(codec="utf-8"), max_size=40), st.sampled_from(["", "<", "N <"]))
+@settings(max_examples=500, deadline=None)
+def test_mailbox_key_agrees_with_parse_mailbox(text: str, prefix: str) -> None:
+    for candidate in (text, f"{prefix}{text}>" if prefix else f"{text}@example.org"):
+        try:
+            expected = parse_mailbox(candidate)
+        except InvalidAddressError as exc:
+            with pytest.raises(InvalidAddressError) as err:
+                mailbox_key(candidate)
+            assert err.value.text == exc.text
+        else:
+            assert mailbox_key(candidate) == (expected.key, expected.domain)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Ann@Example.ORG", "Ann <A.B+x@Bücher.Example>", "<ÄNN@example.org>", "x@" + "a" * 250],
+)
+def test_mailbox_key_examples(text: str) -> None:
+    try:
+        expected = parse_mailbox(text)
+    except InvalidAddressError:
+        with pytest.raises(InvalidAddressError):
+            mailbox_key(text)
+    else:
+        assert mailbox_key(text) == (expected.key, expected.domain)

@@ -6,9 +6,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import trio
 
+from salvo.actors.spool_writer import SpoolWriter
+from salvo.core.errors import SpoolFullError
 from salvo.core.protocol import Accepted, Job, Recipient, Rejected, Reply
-from salvo.core.spool import Spool
+from salvo.core.spool import Spool, Submitted
 
 NOW = 1_700_000_000.0
 
@@ -88,3 +91,60 @@ def test_job_level_problem_is_a_rejected_reply(spool: Spool) -> None:
     (res,) = spool.submit_many([job(["ann@example.org"], from_="no domain")], NOW)
     assert res.reply.status == "rejected" and res.reply.error.startswith("bad sender")
     assert spool.find_jobs("j1") == []
+
+
+def test_writer_groups_jobs_and_hands_each_its_own_result(spool: Spool) -> None:
+    writer = SpoolWriter(spool, clock=lambda: NOW, max_jobs=7)
+    replies: dict[str, Submitted] = {}
+
+    async def submitter(n: int) -> None:
+        for k in range(5):
+            job_id = f"w{n}-{k}"
+            replies[job_id] = await writer.submit(job([f"r{n}.{k}@example.org"], id=job_id))
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.run)
+            async with trio.open_nursery() as subs:
+                for n in range(20):
+                    subs.start_soon(submitter, n)
+            dup = await writer.submit(job(["x@example.org"], id="w3-1"))
+            assert dup.duplicate and dup.reply == replies["w3-1"].reply
+            writer.close()
+
+    trio.run(main)
+    assert len(replies) == 100
+    for job_id, result in replies.items():
+        n, k = job_id[1:].split("-")
+        assert result.reply.id == job_id and not result.duplicate
+        assert [a.to for a in result.reply.accepted] == [f"r{n}.{k}@example.org"]
+    stats = writer.statistics()
+    assert stats.jobs == 101 and stats.largest_batch <= 7 and stats.commits < 101
+
+
+def test_writer_gives_every_submitter_of_a_failed_batch_the_error(spool: Spool) -> None:
+    writer = SpoolWriter(spool, clock=lambda: NOW)
+    errors = []
+
+    def full(jobs: list, now: float) -> list:
+        raise SpoolFullError("spool is full; retry later")
+
+    spool.submit_many = full  # type: ignore[method-assign]
+
+    async def submitter(n: int) -> None:
+        try:
+            await writer.submit(job([f"r{n}@example.org"], id=f"f{n}"))
+        except SpoolFullError as exc:
+            errors.append(exc)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.run)
+            async with trio.open_nursery() as subs:
+                for n in range(10):
+                    subs.start_soon(submitter, n)
+            writer.close()
+
+    trio.run(main)
+    assert len(errors) == 10 and all(e.temporary for e in errors)
+    assert len({id(e) for e in errors}) == 10  # one instance per waiter
