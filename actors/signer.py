@@ -26,6 +26,7 @@ from salvo.core.config import Config, load_config
 from salvo.core.messages import FromSigner, Hello, SignBatch, Signed, SignedBatch, Stop, ToSigner
 from salvo.ext.errors import SalvoError
 
+STOP_IDLE_MS = 250  # after SIGTERM, exit once no batch came for this long
 CREDITS = 2  # one batch being signed, one waiting: the signer never idles, little is queued
 
 
@@ -90,7 +91,17 @@ def signer_main(config_path: str | None, endpoint: str, index: int) -> None:
 
 def _signer_main(config_path: str | None, endpoint: str, index: int) -> None:
     # The supervisor stops signers with a Stop message or SIGTERM; Ctrl-C goes to it alone.
+    # SIGTERM finishes the work in hand first: when the whole process group gets it (a
+    # service manager's stop), the core is still draining and needs the batches it gave
+    # out signed; exiting at once would leave them to the core's drain timeout.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
     config = load_config(config_path)
     composer = Composer(keys_from_config(config))
     context = zmq.Context()
@@ -103,6 +114,10 @@ def _signer_main(config_path: str | None, endpoint: str, index: int) -> None:
     sock.send(encode(hello))
     try:
         while True:
+            if not sock.poll(STOP_IDLE_MS, zmq.POLLIN):
+                if stopping:
+                    break  # asked to stop, and no work came for a while
+                continue
             frames = sock.recv_multipart(copy=False)
             match decode(frames[0].buffer):
                 case Stop():
