@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import AsyncIterator
 
 import trio
 
@@ -94,6 +95,11 @@ async def run_core(config: Config, work_endpoint: str) -> None:
                 async for signum in signals:
                     log.info("%s: stopping", signal.Signals(signum).name)
                     break
+                # A second signal (the supervisor's, after the process group got one) must
+                # not end the drain: left pending, Trio would re-raise it at the end of this
+                # block and kill the process before the spool is closed.
+                absorb = trio.CancelScope()
+                outer.start_soon(_absorb_signals, signals, absorb)
                 ingress.draining = True
                 with trio.move_on_after(DRAIN_TIMEOUT):
                     while ingress.in_progress:
@@ -104,8 +110,15 @@ async def run_core(config: Config, work_endpoint: str) -> None:
                 work.cancel_scope.cancel()
             writer.close()
             await events_send.aclose()
+            absorb.cancel()
     spool.close()
     log.info("node stopped")
+
+
+async def _absorb_signals(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
+    with scope:
+        async for signum in signals:
+            log.info("%s: already stopping", signal.Signals(signum).name)
 
 
 def core_main(config_path: str | None, work_endpoint: str) -> None:
