@@ -367,6 +367,9 @@ class _Handler:
         reply = self.sink.rcpt_replies.get(address.lower())
         if reply is not None:
             return reply
+        once = self.sink.rcpt_once.pop(address.lower(), None)
+        if once is not None:
+            return once
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
@@ -385,7 +388,7 @@ class AioSink:
     """An aiosmtpd server in a thread that records every message.
 
     ``rcpt_replies`` maps an address (lowercase) to the reply its RCPT gets instead of 250
-    (e.g. ``"550 5.1.1 no such user"``).
+    (e.g. ``"550 5.1.1 no such user"``); ``rcpt_once`` likewise, for the first RCPT only.
     """
 
     def __init__(self, host: str = "127.0.0.2", port: int | None = None) -> None:
@@ -394,6 +397,7 @@ class AioSink:
         self.messages: list[Received] = []
         self.lock = threading.Lock()
         self.rcpt_replies: dict[str, str] = {}
+        self.rcpt_once: dict[str, str] = {}  # the first RCPT only, then 250
         self.data_delay = 0.0
         self._controller = Controller(
             _Handler(self),

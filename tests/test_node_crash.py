@@ -168,3 +168,34 @@ def test_a_killed_signer_is_restarted_and_no_job_is_lost(tmp_path: Path):
     assert Counter(m.rcpts[0] for m in sink.snapshot() if m.message_id in acked) == Counter(
         acked.values()
     )
+
+
+def test_sigterm_or_sigint_to_the_whole_process_group_exits_0(tmp_path: Path):
+    """As a terminal's Ctrl-C or systemd's stop do: every process gets the signal."""
+    with AioSink("127.0.0.7") as sink:
+        setup = NodeSetup(tmp_path / "node", {"example.org": sink.address}, signers=2)
+        node = NodeProcess(setup)
+        try:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                node.start()
+                with ContinuousProducer(setup.endpoint, f"g{signum}", timeout=5) as producer:
+                    assert wait_for(lambda: producer.acked_count() >= 50, 60, 0.05)
+                    os.killpg(node.pid, signum)
+                    status = node.proc.wait(timeout=60)
+                    log = node.log()
+                    producer.stop_event.set()
+                    states = setup.queue_states()
+                    node.start()  # answers what is in flight, delivers the rest
+                    producer.stop()
+                assert status == 0, f"{signal.Signals(signum).name}: exit {status}\n{log[-3000:]}"
+                assert "node stopped" in log, log[-3000:]  # the core finished its cleanup
+                # The sink answers at once: the drain finishes the in-flight deliveries
+                # (the signers too must finish their batches) instead of timing out.
+                assert "handed back to the queue" not in log, log[-3000:]
+                assert states.get("in-flight", 0) == 0, states
+                acked = set(producer.acked)
+                assert wait_for(lambda a=acked: a <= set(sink.by_message_id()), SETTLE_BOUND, 0.2)
+                assert node.terminate() == 0
+        finally:
+            node.close()
+    assert max(sink.by_message_id().values()) == 1

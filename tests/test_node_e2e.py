@@ -217,3 +217,32 @@ def test_hard_bounce_is_suppressed_and_soft_failure_deferred(tmp_path: Path):
         assert states.get("bounced") == 1, states
     assert [m.rcpts for m in sink.snapshot()].count(["ok@example.org"]) == 1
     assert all("gone@example.org" not in m.rcpts for m in sink.snapshot())
+
+
+def test_a_deferred_recipient_is_retried_and_an_unroutable_one_deferred(tmp_path: Path):
+    with AioSink("127.0.0.2") as sink:
+        sink.rcpt_once["retry@example.org"] = "421 4.7.0 greylisted, come back later"
+        setup = NodeSetup(
+            tmp_path / "node", {"example.org": sink.address}, first_retry="1s", max_retry="2s"
+        )
+        with running_node(setup):
+            reply = _submit(
+                setup.endpoint, [job("retry", ["retry@example.org", "x@nowhere.example"])]
+            )["retry"]
+            assert reply.status == "accepted"
+            mids = {a.to: a.message_id for a in reply.accepted}
+            mid = mids["retry@example.org"]
+            assert wait_for(lambda: mid in sink.by_message_id(), 60, 0.1), setup.events()
+            wait_for(lambda: final_states(setup.events()).get(mid) == "delivered", 20, 0.1)
+            log = [e for e in setup.events() if e.get("message_id") == mid]
+            unroutable = [
+                e for e in setup.events() if e.get("message_id") == mids["x@nowhere.example"]
+            ]
+    assert [e["type"] for e in log] == ["accepted", "deferred", "delivered"], log
+    assert (log[1]["code"], log[1]["status"], log[1]["attempt"]) == (421, "4.7.0", 1)
+    assert log[1]["next_attempt"] > log[1]["ts"]
+    assert log[2]["attempt"] == 2
+    assert sink.by_message_id()[mid] == 1
+    assert unroutable[0]["type"] == "accepted"
+    assert unroutable[1]["type"] == "deferred", unroutable
+    assert "no route for nowhere.example" in unroutable[1]["text"]
