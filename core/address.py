@@ -145,6 +145,8 @@ def mailbox_key(text: str) -> tuple[str, str]:
     screening, batched suppression checks): an ASCII dot-atom local part takes one regex
     match and a cached domain lookup, and no :class:`Address` is made.
     """
+    if not isinstance(text, str):
+        raise InvalidAddressError(repr(text), "not a string")
     bare = text
     if text.endswith(">"):
         start = text.rfind("<")

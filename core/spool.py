@@ -64,7 +64,7 @@ class SpoolConfig(msgspec.Struct, frozen=True, kw_only=True):
     check_suppression: bool = True
 
 
-class Submitted(msgspec.Struct, frozen=True):
+class Submitted(msgspec.Struct, frozen=True, gc=False):
     """The result of one submission: the producer's reply, sent only after the commit.
 
     ``duplicate`` is True when the id was already known for its tenant: ``reply`` is then

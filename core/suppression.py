@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from salvo.core.address import normalize_domain, parse_mailbox
+from salvo.core.address import mailbox_key, normalize_domain, parse_mailbox
 from salvo.core.spool_records import ENC, time_seq_key
 
 __all__ = ["REASONS", "SuppressionEntry", "SuppressionStore", "Target", "parse_target"]
@@ -176,31 +176,51 @@ class SuppressionStore:
     def check_in(
         self, txn: Any, keys: Sequence[str], tenant: str, now: float
     ) -> list[SuppressionEntry | None]:
-        """For each lookup key (``casefold(local)@a-label``) the entry suppressing it."""
-        scopes = [tenant.encode() + b"\0", b"\0"] if tenant else [b"\0"]
-        domains = {k[k.rindex("@") + 1 :] for k in keys}
-        wanted = [s + b"a" + k.encode() for s in scopes for k in keys]
-        wanted += [s + b"d" + d.encode() for s in scopes for d in domains]
-        found = dict(txn.cursor(db=self._db).getmulti(wanted))
+        """For each lookup key (``casefold(local)@a-label``) the entry suppressing it.
+
+        One ``getmulti`` for every address entry (tenant and global scope) and every
+        distinct domain entry; the per-key work is only done for keys with a hit.
+        """
+        scopes = (tenant.encode() + b"\0", b"\0") if tenant else (b"\0",)
+        encoded = [k.encode() for k in keys]
+        domains = {k[k.rindex(b"@") + 1 :] for k in encoded}
+        wanted = [s + b"a" + k for s in scopes for k in encoded]
+        wanted += [s + b"d" + d for s in scopes for d in domains]
+        found = txn.cursor(db=self._db).getmulti(wanted)
         if not found:
             return [None] * len(keys)
-        results: list[SuppressionEntry | None] = []
-        for k in keys:
-            hit = None
-            dom = k[k.rindex("@") + 1 :].encode()
-            for cand in [s + b"a" + k.encode() for s in scopes] + [s + b"d" + dom for s in scopes]:
-                raw = found.get(cand)
-                if raw is not None and (entry := _DEC.decode(raw)).active(now):
-                    hit = entry
-                    break
-            results.append(hit)
-        return results
+        # The first active entry wins: address before domain, tenant scope before global.
+        by_address: dict[bytes, SuppressionEntry] = {}
+        by_domain: dict[bytes, SuppressionEntry] = {}
+        for scope in scopes:
+            as_address, as_domain, cut = scope + b"a", scope + b"d", len(scope) + 1
+            for cand, raw in found:
+                if cand.startswith(as_address):
+                    hits = by_address
+                elif cand.startswith(as_domain):
+                    hits = by_domain
+                else:
+                    continue
+                target = cand[cut:]
+                if target not in hits and (entry := _DEC.decode(raw)).active(now):
+                    hits[target] = entry
+        if not by_domain:
+            return [by_address.get(k) for k in encoded]
+        return [by_address.get(k) or by_domain.get(k[k.rindex(b"@") + 1 :]) for k in encoded]
+
+    def check_keys(
+        self, keys: Sequence[str], *, tenant: str = "", now: float
+    ) -> list[SuppressionEntry | None]:
+        """Check normalized lookup keys (``casefold(local)@a-label``, as the spool stores
+        them in ``RcptRecord.key``) in one read transaction; keys are not validated."""
+        return self.store.read(lambda txn: self.check_in(txn, keys, tenant, now))
 
     def check_many(
         self, addresses: Iterable[str], *, tenant: str = "", now: float
     ) -> list[SuppressionEntry | None]:
-        """Check many addresses in one read transaction (raises InvalidAddressError)."""
-        keys = [parse_mailbox(a).key for a in addresses]
+        """Check addresses (``addr``, ``<addr>`` or ``Name <addr>``) in one read
+        transaction; raises InvalidAddressError for the first invalid one."""
+        keys = [mailbox_key(a)[0] for a in addresses]
         return self.store.read(lambda txn: self.check_in(txn, keys, tenant, now))
 
     def entries(

@@ -73,6 +73,27 @@ def test_tenant_scope_and_global_scope(supp: SuppressionStore) -> None:
     assert supp.remove(["t@example.org"], tenant="acme") == 1
 
 
+def test_precedence_and_the_keys_path(supp: SuppressionStore) -> None:
+    """Address before domain, tenant before global, expired entries skipped; the keys
+    path (normalized lookup keys, as the spool has them) agrees with the parse path."""
+    supp.add(["a@x.example"], now=NOW, tenant="acme", reason="unsubscribe", expires=NOW + 10)
+    supp.add(["a@x.example"], now=NOW, reason="complaint")
+    supp.add(["x.example"], now=NOW, tenant="acme", reason="manual")
+    supp.add(["b@y.example"], now=NOW, tenant="acme", reason="hard-bounce")
+    addresses = ["A@X.example", "Bea <other@x.example>", "b@Y.example", "c@z.example"]
+    keys = ["a@x.example", "other@x.example", "b@y.example", "c@z.example"]
+    for when, first in ((NOW, "unsubscribe"), (NOW + 10, "complaint")):
+        parsed = supp.check_many(addresses, tenant="acme", now=when)
+        assert [e and e.reason for e in parsed] == [first, "manual", "hard-bounce", None]
+        assert supp.check_keys(keys, tenant="acme", now=when) == parsed
+    assert [e and e.reason for e in supp.check_keys(keys, now=NOW)] == [
+        "complaint",
+        None,
+        None,
+        None,
+    ]
+
+
 def test_expiry_with_a_fake_clock(supp: SuppressionStore) -> None:
     supp.add(["soon@example.org"], now=NOW, expires=NOW + 60)
     assert hits(supp, ["soon@example.org"], now=NOW + 59) == [True]
