@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import math
 import ssl
 from dataclasses import dataclass, field
 
@@ -153,8 +154,16 @@ class Route:
                     if session.reusable:
                         await session.quit()
                     await session.aclose()
-            # Messages may have arrived while this connection was closing.
-            if self.queue and self.connections < settings.max_connections and not self._idle:
+            # Messages may have arrived while this connection was closing. Not when it was
+            # cancelled (the node is stopping): the new one would be cancelled at once and
+            # start another in its turn, for ever, and the core would never stop.
+            cancelled = trio.current_effective_deadline() == -math.inf
+            if (
+                self.queue
+                and self.connections < settings.max_connections
+                and not self._idle
+                and not cancelled
+            ):
                 self.connections += 1
                 self._delivery.nursery.start_soon(self._connection)
 
