@@ -199,3 +199,63 @@ def test_sigterm_or_sigint_to_the_whole_process_group_exits_0(tmp_path: Path):
         finally:
             node.close()
     assert max(sink.by_message_id().values()) == 1
+
+
+def test_sigterm_with_a_hung_destination_hands_in_flight_work_back(tmp_path: Path):
+    """The destination holds every DATA: the drain gives up after its bound, returns the
+    in-flight recipients to the queue and the node still exits 0; restarted, it sends them."""
+    with AioSink("127.0.0.9") as sink:
+        sink.data_delay = 300.0  # longer than the test: only the node's drain bound ends it
+        setup = NodeSetup(tmp_path / "node", {"example.org": sink.address}, max_ready=MAX_READY)
+        node = NodeProcess(setup)
+        try:
+            node.start()
+            with ContinuousProducer(setup.endpoint, "hung", window=8, timeout=5) as producer:
+                assert wait_for(lambda: producer.acked_count() >= 100, 60, 0.05)
+                producer.stop_event.set()
+            acked = dict(producer.acked)
+            node.proc.send_signal(signal.SIGTERM)
+            status = node.proc.wait(timeout=90)
+            log = node.log()
+            states = setup.queue_states()
+            sink.data_delay = 0.0
+            node.start()
+            assert wait_for(lambda: set(acked) <= set(sink.by_message_id()), SETTLE_BOUND, 0.2)
+            assert node.terminate() == 0
+        finally:
+            node.close()
+
+    assert status == 0, log[-3000:]
+    assert "handed back to the queue" in log, log[-3000:]
+    assert states.get("in-flight", 0) == 0, states
+    assert states.get("delivered", 0) == 0, states
+    assert states.get("queued", 0) >= len(acked), states
+    assert max(sink.by_message_id().values()) == 1
+
+
+def test_a_killed_core_process_restarts_with_the_signers_and_loses_nothing(tmp_path: Path):
+    with AioSink("127.0.0.10") as sink:
+        sink.data_delay = 0.002
+        setup = NodeSetup(tmp_path / "node", {"example.org": sink.address}, max_ready=MAX_READY)
+        with running_node(setup) as node:
+            with ContinuousProducer(setup.endpoint, "core", window=16, timeout=3) as producer:
+                assert wait_for(lambda: len(sink.snapshot()) > 50, 60, 0.05)
+                core = node.child_pid("core")
+                signer = node.child_pid("signer-0")
+                assert core and signer
+                os.kill(core, signal.SIGKILL)
+
+                def restarted() -> bool:
+                    new_core, new_signer = node.child_pid("core"), node.child_pid("signer-0")
+                    return bool(
+                        new_core and new_signer and new_core != core and new_signer != signer
+                    )
+
+                assert wait_for(restarted, 30, 0.1), node.log()[-3000:]
+                before = producer.acked_count()
+                assert wait_for(lambda: producer.acked_count() > before + 50, 60, 0.05)
+            acked = dict(producer.acked)
+            assert wait_for(lambda: set(acked) <= set(sink.by_message_id()), SETTLE_BOUND, 0.2)
+            copies = sink.by_message_id()
+            assert node.terminate() == 0
+    assert sum(n - 1 for n in copies.values()) <= MAX_READY
