@@ -100,18 +100,22 @@ class Route:
             self._delivery.nursery.start_soon(self._connection)
 
     async def _get(self) -> Message | None:
-        """The next message, or None after the idle timeout."""
+        """The next message, or None once the connection has been idle ``idle_timeout``.
+
+        A put wakes every idle connection; those that find the queue empty again (another
+        took the message) keep waiting: only the idle timeout closes a connection.
+        """
+        deadline = trio.current_time() + self.settings.idle_timeout
         while not self.queue:
+            if self._ready.is_set():  # set by a put whose message another connection took
+                self._ready = trio.Event()
             self._idle += 1
             try:
-                with trio.move_on_after(self.settings.idle_timeout):
+                with trio.move_on_at(deadline):
                     await self._ready.wait()
             finally:
                 self._idle -= 1
-            if not self.queue:
-                if self._ready.is_set():
-                    self._ready = trio.Event()
-                    continue
+            if not self.queue and trio.current_time() >= deadline:
                 return None
         message = self.queue.popleft()
         if not self.queue:
