@@ -15,8 +15,10 @@ from nodeutil import (
     ContinuousProducer,
     NodeProcess,
     NodeSetup,
+    RawProducer,
     children_of,
     final_states,
+    job,
     running_node,
     wait_for,
 )
@@ -215,6 +217,13 @@ def test_sigterm_with_a_hung_destination_hands_in_flight_work_back(tmp_path: Pat
                 producer.stop_event.set()
             acked = dict(producer.acked)
             node.proc.send_signal(signal.SIGTERM)
+            # While it drains (the deliveries hang), a new job is refused with "retry".
+            assert wait_for(lambda: "SIGTERM: stopping" in node.log(), 30, 0.05)
+            late = RawProducer(setup.endpoint)
+            try:
+                refused = late.request(job("late", ["late@example.org"]), timeout=10)
+            finally:
+                late.close()
             status = node.proc.wait(timeout=90)
             log = node.log()
             states = setup.queue_states()
@@ -225,6 +234,8 @@ def test_sigterm_with_a_hung_destination_hands_in_flight_work_back(tmp_path: Pat
         finally:
             node.close()
 
+    assert refused is not None and refused["status"] == "retry", refused
+    assert refused["id"] == "late" and "stopping" in refused["error"], refused
     assert status == 0, log[-3000:]
     assert "handed back to the queue" in log, log[-3000:]
     assert states.get("in-flight", 0) == 0, states
