@@ -3,11 +3,15 @@
 The core process binds a ROUTER; each signer connects a DEALER and says :class:`Hello`
 with the number of batches it wants in flight (its credits). A batch goes only to a signer
 with a free credit, so work never piles up in a dead or slow signer's pipe; each answer
-returns the credit. The dispatcher remembers which batches each signer holds: when a
-signer with the same index says Hello again (the supervisor restarted it), or a batch
-has been out for ``batch_timeout`` seconds, its batches go to the front of the queue
-again. A late answer for a batch that was given to another signer is dropped, so every
-recipient is delivered from one answer only.
+returns the credit. A credit stands for a full batch (``ITEMS_PER_CREDIT`` recipients):
+small batches (jobs of one recipient) share credits, so that a signer is not left idle
+waiting for round trips to the core process while there is work.
+
+The dispatcher remembers which batches each signer holds: when a signer with the same
+index says Hello again (the supervisor restarted it), or a batch has been out for
+``batch_timeout`` seconds, its batches go to the front of the queue again. A late answer
+for a batch that was given to another signer is dropped, so every recipient is delivered
+from one answer only.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ log = logging.getLogger("salvo.dispatch")
 # (seq, idx, message or None, error)
 SignedCallback = Callable[[int, int, bytes | None, str], None]
 
+ITEMS_PER_CREDIT = 32  # recipients a credit stands for: the scheduler's SIGN_BATCH
+
 
 @dataclass
 class _Signer:
@@ -38,6 +44,11 @@ class _Signer:
     pid: int
     credits: int
     out: dict[int, tuple[SignBatch, float]] = field(default_factory=dict)
+    items: int = 0  # recipients in the batches out
+
+    def has_room(self, batch: SignBatch) -> bool:
+        """A free credit: nothing out, or room for the batch's recipients."""
+        return not self.out or self.items + len(batch.items) <= self.credits * ITEMS_PER_CREDIT
 
 
 class Dispatcher:
@@ -107,7 +118,7 @@ class Dispatcher:
 
     def _send_ready(self, router: TrioSocket) -> None:
         for signer in list(self._signers.values()):
-            while self._pending and signer.credits > 0:
+            while self._pending and signer.has_room(self._pending[0]):
                 batch = self._pending.popleft()
                 try:
                     router.send_multipart_nowait([signer.identity, self._encode(batch)])
@@ -116,7 +127,7 @@ class Dispatcher:
                     self._pending.appendleft(batch)
                     self._drop(signer)
                     break
-                signer.credits -= 1
+                signer.items += len(batch.items)
                 signer.out[batch.batch] = (batch, time.monotonic())
 
     def _handle(self, frames: list) -> None:
@@ -135,9 +146,10 @@ class Dispatcher:
                 log.info("signer %d (pid %d) ready", index, pid)
             case SignedBatch(batch=number, items=items):
                 signer = self._signers.get(identity)
-                if signer is None or signer.out.pop(number, None) is None:
+                sent = signer.out.pop(number, None) if signer is not None else None
+                if signer is None or sent is None:
                     return  # given to another signer meanwhile: that answer counts
-                signer.credits += 1
+                signer.items -= len(sent[0].items)
                 bodies = iter(frames[2:])
                 for item in items:
                     body = next(bodies).bytes if item.size else None
