@@ -483,7 +483,7 @@ def report(rows: dict[str, dict]) -> None:
         )
         if r["late_replies"]:
             line(
-                f"  LOST REPLIES: {r['late_replies']:,} came after a resend; jobs/s of the rest",
+                f"  {r['late_replies']:,} replies LOST (resent); jobs/s of the rest",
                 r["jobs_per_s_on_time"],
             )
     for key in e2e:
