@@ -68,29 +68,7 @@ class RcptRecord(msgspec.Struct, frozen=True, array_like=True):
 
 
 class JobHead(msgspec.Struct, frozen=True, array_like=True):
-    """The leading fields of a JobRecord: decoding this skips the bodies."""
-
-    id: str
-    tenant: str
-    campaign: str
-    traffic: str
-    from_: str
-    return_path: str
-    submitted: float
-    send_after: float | None
-    expires_at: float
-    n_recipients: int
-    status: str
-    rejected: list[Rejected]
-    error: str | None
-    finished: float | None
-
-
-class JobRecord(msgspec.Struct, frozen=True, array_like=True):
-    """A job stored once: its fields, the reply parts not kept per recipient, the bodies.
-
-    The bodies come last; a finished job is rewritten without them (the small record).
-    """
+    """The leading fields of a JobRecord: decoding a record as this skips the bodies."""
 
     id: str
     tenant: str
@@ -106,6 +84,14 @@ class JobRecord(msgspec.Struct, frozen=True, array_like=True):
     rejected: list[Rejected]
     error: str | None
     finished: float | None = None
+
+
+class JobRecord(JobHead, frozen=True, array_like=True):
+    """A job stored once: its fields, the reply parts not kept per recipient, the bodies.
+
+    The bodies come last; a finished job is rewritten without them (the small record).
+    """
+
     subject: str | None = None
     text: str | None = None
     html: str | None = None
