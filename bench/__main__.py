@@ -2,7 +2,7 @@
 
 import importlib
 
-BENCHMARKS = ("hotpath", "node")
+BENCHMARKS = ("hotpath", "node", "smtp")
 
 for name in BENCHMARKS:
     print(f"== salvo.bench.{name}", flush=True)
