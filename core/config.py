@@ -120,6 +120,61 @@ class DeliverySection(_Section):
     max_ready: int = 4096  # messages claimed from the spool and not yet finished, at most
 
 
+class DnsSection(_Section):
+    """MX routing: where DNS questions go and which answers may be used."""
+
+    nameservers: list[str] = []  # "host" or "host:port", IPv6 as "[::1]:5353"; [] = resolv.conf
+    timeout: Duration = "10s"  # one lookup (one name and type), over every try
+    max_mx_hosts: int = 5  # hosts tried per attempt, in preference order
+    allow_private_destinations: bool = False  # tests and labs only
+    cache_size: int = 10_000  # answers kept (positive and negative, for their TTL)
+    smtp_port: int = 25  # the port of MX hosts; tests and labs only
+
+    def nameserver_addresses(self) -> list[tuple[str, int]]:
+        """The nameservers as (address, port); [] = the system's /etc/resolv.conf."""
+        return [_nameserver(value) for value in self.nameservers]
+
+
+def _nameserver(value: str) -> tuple[str, int]:
+    """``"127.0.0.1"``, ``"127.0.0.1:5353"``, ``"::1"``, ``"[::1]:5353"`` -> (address, port)."""
+    text = value.strip()
+    port = 53
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(value)
+        if rest:
+            port = int(rest[1:])
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+        port = int(port_text)
+    else:
+        host = text
+    ipaddress.ip_address(host)
+    if not 0 < port < 65536:
+        raise ValueError(value)
+    return host, port
+
+
+def _validate_dns(dns: DnsSection) -> None:
+    for value in dns.nameservers:
+        try:
+            _nameserver(value)
+        except ValueError:
+            raise ConfigError(
+                f"config: [dns] nameservers: {value!r} is not an IP address with an optional "
+                "port, like '127.0.0.1', '127.0.0.1:5353' or '[::1]:5353'"
+            ) from None
+    if parse_duration(dns.timeout, key="[dns] timeout") <= 0:
+        raise ConfigError("config: [dns] timeout: must be more than 0")
+    if dns.max_mx_hosts < 1:
+        raise ConfigError("config: [dns] max_mx_hosts: 1 or more")
+    if dns.cache_size < 0:
+        raise ConfigError("config: [dns] cache_size: 0 (no cache) or more")
+    if not 0 < dns.smtp_port < 65536:
+        raise ConfigError("config: [dns] smtp_port: a port from 1 to 65535")
+
+
 class Config(_Section):
     """The whole configuration; every section has defaults."""
 
@@ -136,6 +191,7 @@ class Config(_Section):
         default_factory=lambda: {"default": TrafficSection()}
     )
     delivery: DeliverySection = DeliverySection()
+    dns: DnsSection = DnsSection()
     # Where relative paths start: the config file's folder.
     base_dir: str = ""
 
@@ -223,6 +279,7 @@ def _validate(config: Config) -> None:
         parse_size(getattr(getattr(config, section), key), key=f"[{section}] {key}")
     if config.node.signers < 0:
         raise ConfigError("config: [node] signers: 0 (one per core) or more")
+    _validate_dns(config.dns)
 
 
 def _readable_path(path: str) -> str:
