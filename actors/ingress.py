@@ -62,6 +62,12 @@ class Ingress:
         # (docs/protocol.md); ZeroMQ would drop the producer's connection without a word.
         # Only frames past a far higher cap, a guard for memory, are dropped that way.
         sock.setsockopt(zmq.MAXMSGSIZE, max(4 * self._max_bytes, HARD_FRAME_CAP))
+        # A ROUTER drops what it cannot queue, silently: past the send high-water mark a
+        # producer with many jobs in flight would lose replies. Replies are bounded by the
+        # jobs in flight, so queue them all; and learn of a producer that is gone
+        # (ROUTER_MANDATORY) instead of queueing for no one.
+        sock.setsockopt(zmq.SNDHWM, 0)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.bind(self.listen)
         router = TrioSocket(sock)
         try:
@@ -81,11 +87,14 @@ class Ingress:
 
     def _flush(self, router: TrioSocket) -> None:
         while self._outbox:
+            frames = self._outbox.popleft()
             try:
-                router.send_multipart_nowait(self._outbox[0])
-            except trio.WouldBlock:
-                return  # the producer's queue is full: ROUTER drops, so try again later
-            self._outbox.popleft()
+                router.send_multipart_nowait(frames)
+            except zmq.ZMQError as exc:
+                if exc.errno != zmq.EHOSTUNREACH:
+                    raise
+                # The producer disconnected; a resubmission of the id gets this reply.
+                log.debug("reply for a producer that is gone: dropped")
 
     def _reply(self, envelope: list, reply: protocol.Reply) -> None:
         self._outbox.append([*envelope, protocol.encode_reply(reply)])

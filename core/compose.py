@@ -51,7 +51,7 @@ class Composer:
     def __init__(self, keys: dict[str, list[KeySpec]], *, cache_size: int = 256) -> None:
         self._keys = keys
         self._signers: dict[str, list[DKIMSigner]] = {}
-        self._templates: OrderedDict[object, MessageTemplate | bytes] = OrderedDict()
+        self._templates: OrderedDict[object, tuple] = OrderedDict()
         self._cache_size = cache_size
 
     def signers_for(self, domain: str) -> list[DKIMSigner]:
@@ -77,25 +77,31 @@ class Composer:
             self._signers[domain] = signers
         return signers
 
-    def _compiled(self, key: object, job: Content) -> MessageTemplate | bytes:
-        compiled = self._templates.get(key)
-        if compiled is None:
+    def _prepared(
+        self, key: object, job: Content
+    ) -> tuple[MessageTemplate | bytes, list[DKIMSigner]]:
+        """The job's compiled template (or normalized raw message) and its signers, cached:
+        one job's recipients arrive in batches, and parsing From per message is costly."""
+        prepared = self._templates.get(key)
+        if prepared is None:
             if job.raw is not None:
-                compiled = normalize_line_endings(job.raw.encode("utf-8"))
+                raw = normalize_line_endings(job.raw.encode("utf-8"))
+                prepared = (raw, self.signers_for(_raw_from_domain(raw)))
             else:
-                compiled = MessageTemplate(
+                template = MessageTemplate(
                     job.from_,
                     job.subject or "",
                     text=job.text,
                     html=job.html,
                     headers=job.headers or None,
                 )
-            self._templates[key] = compiled
+                prepared = (template, self.signers_for(from_domain(job.from_)))
+            self._templates[key] = prepared
             if len(self._templates) > self._cache_size:
                 self._templates.popitem(last=False)
         else:
             self._templates.move_to_end(key)
-        return compiled
+        return prepared
 
     def compose(
         self, key: object, job: Content, to: str, variables: dict, message_id: str
@@ -104,14 +110,11 @@ class Composer:
 
         Raises :class:`TemplateError` (permanent for this recipient) or :class:`DKIMError`.
         """
-        compiled = self._compiled(key, job)
+        compiled, signers = self._prepared(key, job)
         if isinstance(compiled, bytes):
             message = _complete_raw(compiled, message_id)
-            domain = _raw_from_domain(message)
         else:
             message = compiled.render(to, variables, message_id=message_id)
-            domain = from_domain(job.from_)
-        signers = self.signers_for(domain)
         if signers:
             return sign_many(message, signers) + message
         return message
