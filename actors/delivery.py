@@ -37,6 +37,10 @@ class Message:
     rcpt: str
     mail_from: str
     data: bytes
+    # MX routing: every (host name, address, port) to try, in order (salvo.core.mx's
+    # MXPlan.destinations(); a static route is one entry). The scheduler queues the message
+    # on the first; moving on to the next after a soft failure is the delivery engine's.
+    hosts: list[tuple[str, str, int]] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -21,12 +21,14 @@ import trio
 
 from salvo.actors.delivery import Delivery, Message, Result, RouteSettings
 from salvo.actors.dispatch import Dispatcher
+from salvo.actors.resolver import Resolver
 from salvo.actors.smtp_session import SMTPTimeouts
 from salvo.actors.spool_writer import SpoolWriter
 from salvo.core import protocol
 from salvo.core.config import Config, parse_duration
 from salvo.core.events import Event
 from salvo.core.messages import Content, SignItem
+from salvo.core.mx import FailureReason, MXPlan, RouteFailure
 from salvo.core.retry import next_attempt
 from salvo.core.smtp import Outcome, Scope, Status
 from salvo.core.spool import Change, Claim, Claimed
@@ -74,6 +76,7 @@ class Scheduler:
         events: trio.MemorySendChannel[list[Event]],
         *,
         clock: Callable[[], float] = time.time,
+        resolver: Resolver | None = None,
     ) -> None:
         self.config = config
         self.writer = writer
@@ -89,6 +92,9 @@ class Scheduler:
         self._wake = trio.Event()
         self._idle = trio.Event()
         self.claiming = True
+        # MX routing: domains being resolved, and the messages waiting for each.
+        self.resolver = resolver or Resolver.from_config(config)
+        self._resolving: dict[str, list[tuple[Message, str]]] = {}
         self.settings = {
             name: RouteSettings(
                 ehlo=pool.ehlo or config.hostname,
@@ -192,15 +198,53 @@ class Scheduler:
             )
             self._results_send.send_nowait(Result(message, outcome, "", ""))
             return
+        traffic = self.config.traffic_class(job.traffic)
         route = self.config.route(claimed.domain)
         if route is None:
-            self.delivery.defer_unroutable(
-                message, f"no route for {claimed.domain}: add it to [routes] (or a '*' smarthost)"
-            )
+            self._route_by_mx(message, claimed.domain, traffic.pool)
             return
-        traffic = self.config.traffic_class(job.traffic)
         pool = self.config.pools[traffic.pool]
+        message.hosts = [(route[0], route[0], route[1])]
         self.delivery.send(message, route[0], route[1], pool.sources, self.settings[traffic.pool])
+
+    # -- MX routing (docs/routing.md) -------------------------------------------------------
+
+    def _route_by_mx(self, message: Message, domain: str, pool: str) -> None:
+        """Queue a message for its domain's MX lookup; one lookup task per domain at a
+        time (the resolver's cache and coalescing spare DNS the rest)."""
+        domain = domain.rstrip(".").lower()
+        waiting = self._resolving.get(domain)
+        if waiting is None:
+            waiting = self._resolving[domain] = []
+            self.delivery.nursery.start_soon(self._resolve, domain)
+        waiting.append((message, pool))
+
+    async def _resolve(self, domain: str) -> None:
+        try:
+            try:
+                result = await self.resolver.route(domain)
+            except Exception as exc:  # never leave the waiting messages without an outcome
+                log.exception("MX routing of %s failed", domain)
+                result = RouteFailure(
+                    domain, FailureReason.TEMPORARY, False, f"{domain}: routing: {exc}", (4, 4, 3)
+                )
+        finally:  # cancelled (the node stops): the messages stay in flight, drain hands back
+            waiting = self._resolving.pop(domain, [])
+        for message, pool in waiting:
+            self._send_routed(message, pool, result)
+
+    def _send_routed(self, message: Message, pool: str, result: MXPlan | RouteFailure) -> None:
+        """Deliver on the plan's first destination, or end the recipient as DNS said:
+        bounced (permanent: null MX, NXDOMAIN, only refused hosts) or deferred."""
+        if isinstance(result, RouteFailure):
+            status = Status.BOUNCED if result.permanent else Status.DEFERRED
+            outcome = Outcome(message.rcpt, status, Scope.SITE, None, result.esc, result.text)
+            self._results_send.send_nowait(Result(message, outcome, "", ""))
+            return
+        message.hosts = result.destinations()
+        _name, address, port = message.hosts[0]
+        sources = self.config.pools[pool].sources
+        self.delivery.send(message, address, port, sources, self.settings[pool])
 
     # -- outcomes ---------------------------------------------------------------------------
 

@@ -246,3 +246,68 @@ def test_a_deferred_recipient_is_retried_and_an_unroutable_one_deferred(tmp_path
     assert unroutable[0]["type"] == "accepted"
     assert unroutable[1]["type"] == "deferred", unroutable
     assert "no route for nowhere.example" in unroutable[1]["text"]
+
+
+def test_a_domain_without_a_route_is_delivered_by_mx_and_a_null_mx_one_bounces(tmp_path: Path):
+    import socket
+
+    from nodeutil import free_port
+    from test_resolver import DNSMASQ, Dnsmasq
+
+    if not os.path.exists(DNSMASQ):
+        pytest.skip("dnsmasq is not installed (apt: dnsmasq)")
+    port = free_port("127.0.0.6")
+    # A listener where null-mx.test's A record points: a router that ignored the null MX
+    # (RFC 7505) and fell back to the implicit MX would connect here.
+    trap = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    trap.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    trap.bind(("127.0.0.7", port))
+    trap.listen(8)
+    trap.setblocking(False)
+    records = [
+        "--mx-host=mx-routed.test,mx.mx-routed.test,10",
+        "--host-record=mx.mx-routed.test,127.0.0.6",
+        "--dns-rr=null-mx.test,15,000000",
+        "--host-record=null-mx.test,127.0.0.7",
+    ]
+    with (
+        trap,
+        Dnsmasq(records, tmp_path / "dns.log") as dns_server,
+        AioSink("127.0.0.6", port) as sink,
+    ):
+        setup = NodeSetup(
+            tmp_path / "node",
+            {},
+            extra=f"""
+[dns]
+nameservers = ["{dns_server.nameserver}"]
+timeout = "5s"
+allow_private_destinations = true
+smtp_port = {port}
+""",
+        )
+        with running_node(setup):
+            reply = _submit(setup.endpoint, [job("mx", ["ann@mx-routed.test", "bob@null-mx.test"])])
+            assert reply["mx"].status == "accepted"
+            mids = {a.to: a.message_id for a in reply["mx"].accepted}
+
+            def settled() -> dict[str, str]:
+                states = final_states(setup.events())
+                if any(states.get(m, "accepted") == "accepted" for m in mids.values()):
+                    return {}
+                return states
+
+            states = wait_for(settled, 60, 0.1)
+            assert states, f"no final events: {setup.events()}"
+            log = {e["message_id"]: e for e in setup.events() if e["type"] != "accepted"}
+        with pytest.raises(BlockingIOError):
+            trap.accept()
+    assert states[mids["ann@mx-routed.test"]] == "delivered", log
+    assert sink.by_message_id()[mids["ann@mx-routed.test"]] == 1
+    assert log[mids["ann@mx-routed.test"]]["host"] == "127.0.0.6"
+    bounced = log[mids["bob@null-mx.test"]]
+    assert states[mids["bob@null-mx.test"]] == "bounced", bounced
+    assert bounced["status"] == "5.1.10", bounced
+    assert "null MX" in bounced["text"], bounced
+    assert dns_server.queries("null-mx.test", "A") == 0  # no address was even looked up
+    assert all("bob@null-mx.test" not in m.rcpts for m in sink.snapshot())
