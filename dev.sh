@@ -23,6 +23,8 @@ system_packages() {
         command -v npm >/dev/null || need+=(npm)
         # Postfix's smtp-sink is a destination in the node's end-to-end tests.
         [ -x /usr/sbin/smtp-sink ] || need+=(postfix)
+        # dnsmasq is the DNS server of the MX routing tests (each test runs its own).
+        [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq)
     fi
     [ ${#need[@]} -eq 0 ] && return 0
     echo "dev.sh: installing Debian packages: ${need[*]}" >&2
@@ -33,6 +35,11 @@ system_packages() {
     # Only smtp-sink is wanted: no Postfix daemon may hold port 25.
     if [[ " ${need[*]} " == *" postfix "* ]]; then
         $sudo postfix stop >/dev/null 2>&1 || true
+    fi
+    # Nor a dnsmasq daemon on port 53: the tests start their own on high ports.
+    if [[ " ${need[*]} " == *" dnsmasq "* ]]; then
+        $sudo service dnsmasq stop >/dev/null 2>&1 || true
+        $sudo systemctl disable --now dnsmasq >/dev/null 2>&1 || true
     fi
 }
 
