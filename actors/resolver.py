@@ -112,6 +112,14 @@ class Resolver:
     async def route(self, domain: str) -> mx.Route:
         """Where mail for ``domain`` goes: an MXPlan, or a RouteFailure."""
         domain = domain.rstrip(".").lower()
+        literal = mx.literal_plan(
+            domain,
+            own_addresses=self.own_addresses,
+            allow_private=self.settings.allow_private_destinations,
+            port=self.settings.smtp_port,
+        )
+        if literal is not None:
+            return literal
         hosts = mx.mx_hosts(
             domain, await self.lookup(domain, "MX"), self._rng, self.settings.max_mx_hosts
         )

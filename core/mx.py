@@ -215,6 +215,37 @@ def mx_hosts(
     return MXHosts(domain, tuple(ordered[: max(1, max_hosts)]))
 
 
+def literal_plan(
+    domain: str,
+    *,
+    own_addresses: Collection[str] = (),
+    allow_private: bool = False,
+    port: int = SMTP_PORT,
+) -> Route | None:
+    """A domain literal (``[192.0.2.1]``, ``[IPv6:2001:db8::1]``, RFC 5321 4.1.3) is its
+    own destination, without DNS; None when ``domain`` is not a literal."""
+    if not (domain.startswith("[") and domain.endswith("]")):
+        return None
+    inner = domain[1:-1]
+    if inner[:5].lower() == "ipv6:":
+        inner = inner[5:]
+    try:
+        address = str(ipaddress.ip_address(inner))
+    except ValueError:
+        return _fail(
+            domain, FailureReason.INVALID_DOMAIN, f"{domain}: not an address literal", (5, 1, 2)
+        )
+    why = refused_address(address, own_addresses, allow_private)
+    if why is not None:
+        return _fail(
+            domain,
+            FailureReason.REFUSED_DESTINATION,
+            f"{domain}: a refused destination ({why}; [dns] allow_private_destinations allows it)",
+            (5, 4, 6) if "own address" in why else (5, 4, 4),
+        )
+    return MXPlan(domain, (Candidate(address, (address,), port),))
+
+
 def refused_address(
     address: str, own_addresses: Collection[str] = (), allow_private: bool = False
 ) -> str | None:

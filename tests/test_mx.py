@@ -16,6 +16,7 @@ from salvo.core.mx import (
     MXHosts,
     MXPlan,
     RouteFailure,
+    literal_plan,
     mx_hosts,
     plan,
     refused_address,
@@ -293,3 +294,25 @@ def test_plan_never_keeps_a_refused_address(addresses, allow):
         assert isinstance(result, MXPlan)
     else:
         assert isinstance(result, MXPlan) or result.permanent
+
+
+@pytest.mark.parametrize(
+    ("domain", "allow", "expected"),
+    [
+        ("[192.0.43.10]", False, ("192.0.43.10", None)),
+        ("[IPv6:2606:2800:21f:cb07::1]", False, ("2606:2800:21f:cb07::1", None)),
+        ("[127.0.0.2]", False, (None, FailureReason.REFUSED_DESTINATION)),
+        ("[127.0.0.2]", True, ("127.0.0.2", None)),
+        ("[not-an-ip]", True, (None, FailureReason.INVALID_DOMAIN)),
+    ],
+)
+def test_address_literals_need_no_dns(domain, allow, expected):
+    result = literal_plan(domain, allow_private=allow, port=2525)
+    address, reason = expected
+    if address:
+        assert isinstance(result, MXPlan)
+        assert result.destinations() == [(address, address, 2525)]
+    else:
+        assert isinstance(result, RouteFailure) and result.permanent
+        assert result.reason is reason
+    assert literal_plan("example.org") is None
