@@ -30,6 +30,12 @@ _ESC = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?: +|$)")
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
+# One-line replies by their exact bytes (CR included): a server answers MAIL, RCPT and
+# DATA with the same lines all day, and a Reply is immutable. Bounded: cleared when full.
+_CACHE: dict[bytes, Reply] = {}
+_CACHE_SIZE = 1024
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     """One complete SMTP reply.
@@ -121,6 +127,7 @@ class ReplyParser:
         buf = self._buf + data if self._buf else data
         replies = []
         start = 0
+        cache = _CACHE
         while True:
             end = buf.find(b"\n", start)
             if end < 0:
@@ -129,9 +136,18 @@ class ReplyParser:
                 raise SMTPProtocolError(f"reply line longer than {MAX_LINE} octets")
             line = buf[start:end]
             start = end + 1
+            if self._code is None:  # a one-line reply seen before: same bytes, same Reply
+                reply = cache.get(line)
+                if reply is not None:
+                    replies.append(reply)
+                    continue
             reply = self._line(line[:-1] if line.endswith(b"\r") else line)
             if reply is not None:
                 replies.append(reply)
+                if len(reply.lines) == 1:
+                    if len(cache) >= _CACHE_SIZE:
+                        cache.clear()
+                    cache[line] = reply
         rest = buf[start:]
         if len(rest) > MAX_LINE:
             raise SMTPProtocolError(f"reply line longer than {MAX_LINE} octets")
