@@ -49,6 +49,8 @@ __all__ = ["Phase", "SMTPClient", "State"]
 class State(enum.Enum):
     """Where the session is."""
 
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash is Python code
+
     GREETING = "greeting"  # connected, waiting for the 220 banner
     EHLO = "ehlo"  # EHLO sent
     HELO = "helo"  # EHLO refused with 5yz, HELO sent
@@ -64,6 +66,8 @@ class State(enum.Enum):
 
 class _T(enum.Enum):
     """Triggers of state transitions: what we asked, or how a reply ended a command."""
+
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash is Python code
 
     OK = "ok"  # the awaited reply was positive
     FAILED = "failed"  # the awaited reply was negative
@@ -116,6 +120,8 @@ _ESTABLISHING = frozenset({S.GREETING, S.EHLO, S.HELO})
 
 class Phase(enum.Enum):
     """Which reply is awaited: the transport picks its deadline from this."""
+
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash is Python code
 
     GREETING = "greeting"
     EHLO = "ehlo"
@@ -430,8 +436,7 @@ class SMTPClient:
         cmd = self._awaiting.popleft()
         if reply.code == 421 and cmd.phase is not Phase.QUIT:
             return self._shutdown(reply)
-        handler = getattr(self, "_on_" + cmd.phase.value)
-        return handler(reply, cmd)
+        return _HANDLERS[cmd.phase](self, reply, cmd)
 
     def _shutdown(self, reply: Reply) -> list[Event]:
         refused = self._state in _ESTABLISHING
@@ -580,6 +585,9 @@ class SMTPClient:
 
             self._encoder = smtp_data
         return self._encoder(message)
+
+
+_HANDLERS = {phase: getattr(SMTPClient, "_on_" + phase.value) for phase in Phase}
 
 
 def _too_many(reply: Reply, some_accepted: bool) -> bool:
