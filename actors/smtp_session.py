@@ -134,7 +134,7 @@ class SMTPSession:
     def __init__(self, stream: trio.abc.Stream, client: SMTPClient, timeouts: SMTPTimeouts):
         self._stream = stream
         # Plain TCP: read and write the socket directly (see _PlainIO); TLS: the stream.
-        self._io: _PlainIO | trio.abc.Stream = stream
+        self._io: _PlainIO | _StreamIO = _StreamIO(stream)
         if isinstance(stream, trio.SocketStream) and os.name == "posix":
             self._io = _PlainIO(stream.socket.fileno())
         self._client = client
@@ -242,7 +242,7 @@ class SMTPSession:
             if tls == "opportunistic":
                 raise _TLSFailed from exc
             raise SMTPSessionError(f"TLS handshake with {hostname} failed: {exc!r}") from exc
-        self._stream = self._io = stream
+        self._stream, self._io = stream, _StreamIO(stream)
         self._client.tls_established()
         await self._establish()
 
@@ -323,7 +323,7 @@ class SMTPSession:
         await self._close_transport()
 
     async def _close_transport(self) -> None:
-        self._io = self._stream  # a closed stream raises ClosedResourceError; a stale fd might not
+        self._io = _StreamIO(self._stream)  # closed, it raises; a stale fd number might not
         await trio.aclose_forcefully(self._stream)
 
     # -- internals --------------------------------------------------------------------
@@ -364,9 +364,10 @@ class SMTPSession:
     async def _pump(self, *stop: type, until: float = math.inf) -> list[Event]:
         """Write what is due, then read reply after reply until an event in ``stop``.
 
-        One cancel scope for the whole exchange, its deadline moved before every write
+        One cancel scope for the whole exchange, with the deadline of every write
         (``data_block``) and every awaited reply (that reply's timeout, over all the reads
-        it takes), never beyond ``until``. Raises ``trio.TooSlowError`` when it expires.
+        it takes), never beyond ``until``; the transport moves it there before it waits.
+        Raises ``trio.TooSlowError`` when it expires.
         """
         client, events, deadlines = self._client, [], self._deadlines
         block = self._timeouts.data_block
@@ -374,15 +375,15 @@ class SMTPSession:
             while True:
                 data = client.data_to_send()
                 for start in range(0, len(data), _SEND):
-                    scope.deadline = min(trio.current_time() + block, until)
-                    await self._io.send_all(data[start : start + _SEND])
+                    deadline = min(trio.current_time() + block, until)
+                    await self._io.send_all(data[start : start + _SEND], scope, deadline)
                 phase = client.awaiting
                 if phase is None or any(isinstance(e, stop) for e in events):
                     return events
                 count = client.reply_count
-                scope.deadline = min(trio.current_time() + deadlines[phase], until)
+                deadline = min(trio.current_time() + deadlines[phase], until)
                 while client.reply_count == count:  # each pass reads; the deadline ends it
-                    data = await self._io.receive_some(_RECV)
+                    data = await self._io.receive_some(_RECV, scope, deadline)
                     events += client.receive_data(data)
                     if not data:
                         return events
@@ -405,27 +406,46 @@ class _PlainIO:
     def __init__(self, fd: int) -> None:
         self._fd = fd
 
-    async def send_all(self, data: bytes) -> None:
+    async def send_all(self, data: bytes, scope: trio.CancelScope, deadline: float) -> None:
         view, fd = memoryview(data), self._fd
         while view:
             try:
                 sent = os.write(fd, view)
             except BlockingIOError:
+                scope.deadline = deadline
                 await trio.lowlevel.wait_writable(fd)
                 continue
             except OSError as exc:
                 raise trio.BrokenResourceError(f"send failed: {exc!r}") from exc
             view = view[sent:]
 
-    async def receive_some(self, max_bytes: int) -> bytes:
+    async def receive_some(self, max_bytes: int, scope: trio.CancelScope, deadline: float) -> bytes:
         fd = self._fd
         while True:
             try:
                 return os.read(fd, max_bytes)
             except BlockingIOError:
+                scope.deadline = deadline  # only now: setting it costs more than a read
                 await trio.lowlevel.wait_readable(fd)
             except OSError as exc:
                 raise trio.BrokenResourceError(f"receive failed: {exc!r}") from exc
+
+
+class _StreamIO:
+    """Any Trio stream (TLS, or a closed one) behind :class:`_PlainIO`'s interface."""
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._stream = stream
+
+    async def send_all(self, data: bytes, scope: trio.CancelScope, deadline: float) -> None:
+        scope.deadline = deadline
+        await self._stream.send_all(data)
+
+    async def receive_some(self, max_bytes: int, scope: trio.CancelScope, deadline: float) -> bytes:
+        scope.deadline = deadline
+        return await self._stream.receive_some(max_bytes)
 
 
 def _describe(exc: BaseException) -> str:
