@@ -54,6 +54,7 @@ from salvo.core.smtp import (
     SMTPClient,
     StartTLS,
     StartTLSRefused,
+    State,
     TransactionDone,
 )
 from salvo.core.smtp.reply import Reply
@@ -348,6 +349,7 @@ class SMTPSession:
             await self._close_transport()
             raise
         if not self._client.reusable:
+            self._broken = self._broken or self._client.state is State.BROKEN
             await self.aclose()
         done = next(e for e in events if isinstance(e, TransactionDone))
         return done.outcomes

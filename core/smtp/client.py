@@ -234,17 +234,24 @@ class SMTPClient:
             raise LocalProtocolError("plaintext after STARTTLS; do the handshake first")
         if not data:
             return self._eof()
-        try:
-            replies = self._parser.feed(data)
-        except SMTPProtocolError:
-            self._state = State.BROKEN
-            raise
+        replies, error = self._parser.feed_partial(data)
         events: list[Event] = []
-        for reply in replies:
-            self.reply_count += 1
-            events += self._on_reply(reply)
-            if self._state in (State.TLS, State.CLOSED):
-                break  # whatever follows was read ahead and must not be trusted
+        try:
+            for reply in replies:
+                self.reply_count += 1
+                events += self._on_reply(reply)
+                if self._state in (State.TLS, State.CLOSED):
+                    return events  # whatever follows was read ahead and must not be trusted
+        except SMTPProtocolError as exc:
+            error = exc
+        if error is not None:
+            self._state = State.BROKEN
+            self._unsent.clear()
+            self._awaiting.clear()
+            if not any(isinstance(e, TransactionDone) for e in events):
+                raise error
+            # The transaction was complete before the server went wrong: its outcomes
+            # stand (a 250 to the dot means delivered); the connection is BROKEN.
         return events
 
     def abort(self, reason: str) -> list[Event]:

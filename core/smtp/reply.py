@@ -114,18 +114,27 @@ class ReplyParser:
 
     def feed(self, data: bytes) -> list[Reply]:
         """Take more bytes from the server and return the replies they complete."""
+        replies, error = self.feed_partial(data)
+        if error is not None:
+            raise error
+        return replies
+
+    def feed_partial(self, data: bytes) -> tuple[list[Reply], SMTPProtocolError | None]:
+        """As :meth:`feed`, but the replies completed before a protocol error come back
+        with it: a 250 to the final dot followed by garbage still delivered the message."""
         if self._failed:
-            raise SMTPProtocolError("reply parser used after a protocol error")
+            return [], SMTPProtocolError("reply parser used after a protocol error")
+        replies: list[Reply] = []
         try:
-            return self._feed(data)
-        except SMTPProtocolError:
+            self._feed(data, replies)
+        except SMTPProtocolError as exc:
             self._failed = True
             self.clear()
-            raise
+            return replies, exc
+        return replies, None
 
-    def _feed(self, data: bytes) -> list[Reply]:
+    def _feed(self, data: bytes, replies: list[Reply]) -> None:
         buf = self._buf + data if self._buf else data
-        replies = []
         start = 0
         cache = _CACHE
         while True:
@@ -152,7 +161,6 @@ class ReplyParser:
         if len(rest) > MAX_LINE:
             raise SMTPProtocolError(f"reply line longer than {MAX_LINE} octets")
         self._buf = rest
-        return replies
 
     def _line(self, line: bytes) -> Reply | None:
         m = _LINE.fullmatch(line)
