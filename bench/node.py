@@ -36,33 +36,33 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import pstats
-import re
-import shutil
 import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import trio
 
-from salvo.bench import samples
+from salvo.bench import harness, samples
+from salvo.bench.harness import (
+    SMTP_SINK,
+    SMTP_SOURCE,
+    Sink,
+    ceiling_row,
+    core_threads,
+    cpu_seconds,
+    interrupt,
+    print_profiles,
+    rsa_row,
+    workdir,
+)
 from salvo.client import open_trio_producer
-from salvo.core.dkimkeys import generate_private_key
 
 INGRESS = "tcp://127.0.0.1:25557"
 EVENTS = "tcp://127.0.0.1:25558"
 SINK_HOST = "127.0.0.50"
 CEILING_HOST = "127.0.0.51"
-SMTP_SINK = "/usr/sbin/smtp-sink"
-SMTP_SOURCE = "/usr/sbin/smtp-source"
 SIGNERS = 2
-TICK = os.sysconf("SC_CLK_TCK")
 
 # Figures of issue 4 / TARGETS.md / issue 6: printed for orientation, never measured here.
 REFERENCES = [
@@ -84,182 +84,17 @@ SIZES = {
 # -- processes ------------------------------------------------------------------------------
 
 
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def wait_listening(host: str, port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection((host, port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"nothing listens on {host}:{port}") from None
-            time.sleep(0.05)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a live process (0 if it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
-
-
-def core_threads(pid: int) -> dict[str, float]:
-    """CPU seconds of a process's threads, grouped: the main (Trio) thread, ZeroMQ's I/O
-    threads, and the rest (Trio's worker threads: the spool's LMDB transactions)."""
-    groups = {"core: trio thread": 0.0, "core: zmq threads": 0.0, "core: spool threads": 0.0}
-    with contextlib.suppress(OSError):
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            try:
-                comm = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
-                with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                    fields = f.read().rpartition(")")[2].split()
-            except OSError:
-                continue  # a worker thread that just ended
-            cpu = (int(fields[11]) + int(fields[12])) / TICK
-            if int(tid) == pid:
-                groups["core: trio thread"] += cpu
-            elif comm.startswith("ZMQ"):
-                groups["core: zmq threads"] += cpu
-            else:
-                groups["core: spool threads"] += cpu
-    return groups
-
-
-def stop_process(proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    """SIGTERM, then SIGKILL to its process group if it does not exit in time."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)  # the group: also any orphaned child
-    proc.wait()
-
-
-class Sink:
-    """A Postfix ``smtp-sink`` on (host, free port); ``stop_after`` = ``-M``: exit after N."""
-
-    def __init__(self, folder: Path, host: str, stop_after: int | None = None) -> None:
-        if not Path(SMTP_SINK).exists():
-            raise SystemExit(f"{SMTP_SINK} is missing: apt-get install postfix")
-        self.host, self.port = host, free_port(host)
-        self.out = folder / f"sink-{host}-{self.port}.txt"
-        self.cpu = 0.0
-        cmd = [SMTP_SINK, "-c"]
-        if os.geteuid() == 0:
-            cmd += ["-u", "root"]  # smtp-sink refuses to run as root without it
-        if stop_after:
-            cmd += ["-M", str(stop_after)]
-        cmd += [f"{host}:{self.port}", "1000"]
-        with open(self.out, "wb") as out:
-            self.proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        try:
-            wait_listening(host, self.port)
-        except BaseException:
-            self.stop()
-            raise
-
-    def exited(self) -> float | None:
-        """None while it runs; once it has exited (``-M``), the CPU seconds it used."""
-        if self.proc.returncode is not None:
-            return self.cpu
-        pid, status, usage = os.wait4(self.proc.pid, os.WNOHANG)
-        if pid == 0:
-            return None
-        self.proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-        self.cpu = usage.ru_utime + usage.ru_stime
-        return self.cpu
-
-    def received(self) -> int:
-        """Messages received so far (the last ``mesg=`` of ``-c``)."""
-        counts = re.findall(rb"mesg=(\d+)", self.out.read_bytes()[-200:])
-        return int(counts[-1]) if counts else 0
-
-    def stop(self) -> None:
-        stop_process(self.proc, timeout=5)
-
-
-class Node:
-    """``salvo node`` with a fresh data dir, a route to ``sink`` and an RSA-2048 DKIM key."""
-
-    def __init__(
-        self, folder: Path, sink: Sink, *, signers: int = SIGNERS, profile: Path | None = None
-    ) -> None:
-        self.folder = folder
-        folder.mkdir(parents=True)
-        (folder / "s1.pem").write_bytes(generate_private_key("rsa-sha256", 2048))
-        (folder / "salvo.toml").write_text(
-            f"""\
-[node]
-data_dir = "data"
-signers = {signers}
-hostname = "bench.salvo.test"
-[ingress]
-listen = "{INGRESS}"
-[events]
-publish = "{EVENTS}"
-[routes]
-"example.org" = "{sink.host}:{sink.port}"
-[dkim."acme.example"]
-selector = "s1"
-private_key = "s1.pem"
-algorithm = "rsa-sha256"
-"""
-        )
-        self.log = folder / "node.log"
-        env = dict(os.environ)
-        env.pop("SALVO_PROFILE", None)
-        if profile is not None:
-            env["SALVO_PROFILE"] = str(profile)
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "salvo", "node", "--config", str(folder / "salvo.toml")],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=folder,
-                env=env,
-                start_new_session=True,
-            )
-        try:
-            self.pids = self._wait_ready(signers)
-        except BaseException:
-            self.stop()
-            raise
-
-    def _wait_ready(self, signers: int, timeout: float = 60.0) -> dict[str, int]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.log.read_text(errors="replace")
-            ready = len(re.findall(r"signer \d+ \(pid \d+\) ready", text))
-            if "node ready" in text and ready >= signers:
-                return {
-                    name: int(pid) for name, pid in re.findall(r"started (\S+) \(pid (\d+)\)", text)
-                }
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise RuntimeError(f"the node did not start; its log:\n{self.log.read_text()[-3000:]}")
-
-    def delivered_events(self) -> int:
-        """``delivered`` lines in the node's events.jsonl (read after :meth:`stop`)."""
-        path = self.folder / "data" / "events" / "events.jsonl"
-        if not path.exists():
-            return 0
-        return sum(1 for line in path.open("rb") if b'"type":"delivered"' in line)
-
-    def stop(self) -> None:
-        stop_process(self.proc, timeout=60)
+def Node(folder: Path, sink: Sink, *, signers: int = SIGNERS, profile: Path | None = None):
+    """A node with a route for example.org to ``sink`` and an RSA-2048 DKIM key."""
+    return harness.Node(
+        folder,
+        {"example.org": sink.address},
+        ingress=INGRESS,
+        events=EVENTS,
+        signers=signers,
+        dkim="rsa",
+        profile=profile,
+    )
 
 
 # -- the producer ---------------------------------------------------------------------------
@@ -398,56 +233,6 @@ def e2e_row(
     }
 
 
-def ceiling_row(tmp: Path, messages: int) -> dict:
-    """Postfix smtp-source -> smtp-sink, 4 KB, 50 reused sessions."""
-    with contextlib.ExitStack() as stack:
-        sink = Sink(tmp, CEILING_HOST)
-        stack.callback(sink.stop)
-        start = time.perf_counter()
-        subprocess.run(
-            [
-                *(SMTP_SOURCE, "-s", "50", "-m", str(messages), "-l", "4096", "-d"),
-                *("-f", "bench@acme.example", "-t", "user@example.org"),
-                f"{sink.host}:{sink.port}",
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        seconds = time.perf_counter() - start
-        received = sink.received()
-    return {
-        "messages": messages,
-        "received": received,
-        "seconds": seconds,
-        "msg_per_s": messages / seconds,
-    }
-
-
-def rsa_row(seconds: int) -> dict:
-    """RSA-2048 signatures/s on both cores: ``openssl speed -multi 2 -mr rsa2048``."""
-    out = subprocess.run(
-        ["openssl", "speed", "-seconds", str(seconds), "-multi", "2", "-mr", "rsa2048"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    total = [line for line in out.splitlines() if line.startswith("+F2:")]
-    return {"sign_per_s": float(total[-1].split(":")[3])}
-
-
-# -- profiles -------------------------------------------------------------------------------
-
-
-def print_profiles(folder: Path, top: int = 25) -> None:
-    for path in sorted(folder.glob("*/*.prof")):
-        stats = pstats.Stats(str(path))
-        label = f"{path.parent.name}/{path.name}"
-        print(f"\n--- profile {label}: total {stats.total_tt:.2f} s (top {top} by cumulative)")
-        stats.sort_stats("cumulative").print_stats(top)
-        print(f"--- profile {label}: top {top} by own time")
-        stats.sort_stats("tottime").print_stats(top)
-
-
 # -- main -----------------------------------------------------------------------------------
 
 
@@ -517,19 +302,6 @@ def report(rows: dict[str, dict]) -> None:
         print(f"  {'all':<20}{total:>10.0f} us   (2 cores at 4,500 msg/s allow 444 us)")
 
 
-def _interrupt(*_: object) -> None:
-    raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def workdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="salvo-bench-node-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m salvo.bench.node", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a few thousand messages (CI smoke)")
@@ -547,11 +319,11 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: dict[str, dict] = {}
     # Ctrl-C or SIGTERM: unwind through every stop() below.
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     with workdir() as tmp:
         steps = [
             ("rsa", lambda: rsa_row(1 if args.quick else 3)),
-            ("ceiling", lambda: ceiling_row(tmp, size["ceiling"])),
+            ("ceiling", lambda: ceiling_row(tmp, CEILING_HOST, size["ceiling"])),
             ("accept_1", lambda: accept_row(tmp, "accept_1", size["accept_1"], 1, 1000)),
             ("accept_1000", lambda: accept_row(tmp, "accept_1000", size["accept_1000"], 1000, 50)),
             (
