@@ -270,7 +270,9 @@ class Scheduler:
             job = self._job_of(change.seq)
             event = self._event(change, job, result)
             events.append(event)
-            if event.type == "bounced" and event.status.startswith("5.1."):
+            # Only a remote server's 5.1.x (a reply code) suppresses: a local DNS verdict
+            # could come from a broken resolver and must not poison the list.
+            if event.type == "bounced" and event.code >= 500 and event.status.startswith("5.1."):
                 hard.append((change.record.to, event))
         for result in batch:
             key = (result.message.seq, result.message.idx)
