@@ -19,6 +19,8 @@ from pathlib import Path
 
 import msgspec
 
+from salvo.core.providers import ProviderTable
+from salvo.core.shaping import Limits
 from salvo.ext.errors import SalvoError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
@@ -100,7 +102,48 @@ class DkimKey(_Section):
 
 class PoolSection(_Section):
     sources: list[str] = []  # [] = the system's choice of source address
+    weights: list[int] = []  # parallel to sources; [] = equal weights
     ehlo: str = ""  # "": the node's hostname
+
+    def weighted_sources(self) -> list[tuple[str, int]]:
+        """(address, weight) for each source; equal weights when none are given."""
+        weights = self.weights or [1] * len(self.sources)
+        return list(zip(self.sources, weights, strict=True))
+
+
+class ProviderSection(_Section):
+    """``[providers.NAME]``: any key left out keeps the built-in (or default) value."""
+
+    mx: list[str] | None = None  # MX host patterns: ["*.google.com"]; replaces the built-in
+    throttle: list[str] | None = None  # regexes on 4xx reply text; replaces the built-in
+    max_connections: int | None = None
+    max_messages_per_connection: int | None = None
+    max_new_connections_per_minute: float | None = None
+    max_messages_per_second: float | None = None
+    max_messages_per_hour: float | None = None
+    max_ready: int | None = None
+    idle_timeout: Duration | None = None
+    backoff_time: Duration | None = None
+    recovery_interval: Duration | None = None
+    connect_backoff: Duration | None = None
+    max_connect_backoff: Duration | None = None
+
+    def values(self, name: str) -> dict:
+        """The keys given, durations in seconds."""
+        out = {}
+        for key in self.__struct_fields__:
+            value = getattr(self, key)
+            if value is None:
+                continue
+            if key in _PROVIDER_DURATIONS:
+                value = parse_duration(value, key=f"[providers.{name}] {key}")
+            out[key] = value
+        return out
+
+
+_PROVIDER_DURATIONS = frozenset(
+    ("idle_timeout", "backoff_time", "recovery_interval", "connect_backoff", "max_connect_backoff")
+)
 
 
 class TrafficSection(_Section):
@@ -192,6 +235,7 @@ class Config(_Section):
     )
     delivery: DeliverySection = DeliverySection()
     dns: DnsSection = DnsSection()
+    providers: dict[str, ProviderSection] = {}
     # Where relative paths start: the config file's folder.
     base_dir: str = ""
 
@@ -226,6 +270,18 @@ class Config(_Section):
     def traffic_class(self, name: str) -> TrafficSection:
         return self.traffic.get(name) or self.traffic["default"]
 
+    def provider_table(self) -> ProviderTable:
+        """The built-in provider table with ``[providers]`` applied (docs/delivery.md);
+        providers without their own limits take ``[delivery]``'s."""
+        d = self.delivery
+        base = Limits(
+            max_connections=d.max_connections,
+            max_messages_per_connection=d.max_messages_per_connection,
+            idle_timeout=parse_duration(d.idle_timeout),
+        )
+        overrides = {name: section.values(name) for name, section in self.providers.items()}
+        return ProviderTable.build(overrides, base)
+
 
 def _domain_key(domain: str) -> str:
     return domain if domain == "*" else domain.lower().rstrip(".")
@@ -251,6 +307,13 @@ def _validate(config: Config) -> None:
                 raise ConfigError(
                     f"config: [pools.{name}] sources: {source!r} is not an IP address"
                 ) from None
+        if pool.weights and len(pool.weights) != len(pool.sources):
+            raise ConfigError(
+                f"config: [pools.{name}] weights: {len(pool.weights)} weights for "
+                f"{len(pool.sources)} sources; give one per source, in the same order"
+            )
+        if any(w < 1 for w in pool.weights):
+            raise ConfigError(f"config: [pools.{name}] weights: each weight is 1 or more")
     for name, traffic in config.traffic.items():
         if traffic.pool not in config.pools:
             raise ConfigError(
@@ -279,7 +342,27 @@ def _validate(config: Config) -> None:
         parse_size(getattr(getattr(config, section), key), key=f"[{section}] {key}")
     if config.node.signers < 0:
         raise ConfigError("config: [node] signers: 0 (one per core) or more")
+    try:
+        config.provider_table()
+    except ValueError as exc:  # ConfigError (a duration) included: it names the key
+        raise ConfigError(f"config: {str(exc).removeprefix('config: ')}") from None
     _validate_dns(config.dns)
+
+
+def _named_table(text: str | bytes, where: str, key: str) -> str:
+    """``$.providers[...]`` (msgspec does not name dict keys) as ``$.providers.google``:
+    the first table of that section that has the unknown key."""
+    match = re.fullmatch(r"\$\.(\w+)\[\.\.\.\]", where)
+    if not match:
+        return where
+    try:
+        tables = msgspec.toml.decode(text).get(match.group(1), {})
+    except (msgspec.DecodeError, AttributeError):
+        return where
+    for name, table in tables.items():
+        if isinstance(table, dict) and key in table:
+            return f"$.{match.group(1)}.{name}"
+    return where
 
 
 def _readable_path(path: str) -> str:
@@ -301,6 +384,7 @@ def parse_config(text: str | bytes, *, base_dir: str = "", source: str = "config
         where = where.rstrip("`")
         unknown = re.match(r"Object contains unknown field `(.+)`", message)
         if unknown:
+            where = _named_table(text, where, unknown.group(1))
             raise ConfigError(
                 f"{source}: {_readable_path(where + '.' + unknown.group(1))}: unknown key"
             ) from None
