@@ -287,24 +287,53 @@ class SMTPSession:
 
         Returns each recipient's outcome, in order; see the module docstring.
         """
+        [outcomes] = await self.send_many([(mail_from, recipients, message, smtputf8)])
+        return outcomes
+
+    async def send_many(self, transactions: Sequence[Sequence]) -> list[list[Outcome]]:
+        """Deliver several messages, one transaction each, pipelined across transactions.
+
+        Each item is ``(mail_from, recipients, message)`` or ``(mail_from, recipients,
+        message, smtputf8)``. Returns, for each item in order, each recipient's outcome
+        in order, exactly as :meth:`send` would; the failure rules are the same, per
+        transaction: a refused RCPT or DATA in one transaction does not touch the next;
+        a 421 defers (site scope) and a timeout, EOF or bad reply defers (stream scope)
+        everything still pending in every transaction of the batch, while transactions
+        already answered keep their outcomes. With PIPELINING each message and its
+        final dot leave in the same write as the next envelope: one write and one read
+        per message in steady state.
+        """
         if self._busy:
             raise trio.BusyResourceError("another task is sending on this SMTP session")
         if self._broken or self._closed:
             raise trio.ClosedResourceError("this SMTP session is closed; connect again")
         self._busy = True
         try:
-            final: dict[int, Outcome] = {}
-            todo = list(range(len(recipients)))
-            for _ in range(len(recipients)):  # each round settles at least one recipient
-                batch = [recipients[i] for i in todo]
-                result = await self._transaction(mail_from, batch, message, smtputf8)
-                again = [i for i, o in zip(todo, result, strict=True) if o.split]
-                for i, outcome in zip(todo, result, strict=True):
-                    final[i] = outcome
-                if not again or len(again) == len(todo) or not self.reusable:
+            recipients = [list(item[1]) for item in transactions]
+            finals: list[list[Outcome | None]] = [[None] * len(r) for r in recipients]
+            # (item index, positions of its recipients still to send)
+            todo = [(k, list(range(len(r)))) for k, r in enumerate(recipients)]
+            for _ in range(1 + sum(map(len, recipients))):  # each round settles a recipient
+                batch = []
+                for k, positions in todo:
+                    item = transactions[k]
+                    smtputf8 = len(item) > 3 and item[3]
+                    rcpts = [recipients[k][i] for i in positions]
+                    batch.append((item[0], rcpts, item[2], smtputf8))
+                outcomes = await self._transactions(batch)
+                again = []
+                for (k, positions), result in zip(todo, outcomes, strict=True):
+                    split = []
+                    for i, outcome in zip(positions, result, strict=True):
+                        finals[k][i] = outcome
+                        if outcome.split:
+                            split.append(i)
+                    if split and len(split) < len(positions):  # progress: send the rest
+                        again.append((k, split))
+                if not again or not self.reusable:
                     break
                 todo = again
-            return [final[i] for i in range(len(recipients))]
+            return finals  # type: ignore[return-value]
         finally:
             self._busy = False
 
@@ -329,30 +358,71 @@ class SMTPSession:
 
     # -- internals --------------------------------------------------------------------
 
-    async def _transaction(
-        self, mail_from: str, recipients: list[str], message: bytes, smtputf8: bool
-    ) -> tuple[Outcome, ...]:
+    async def _transactions(self, batch: list[tuple]) -> list[tuple[Outcome, ...]]:
+        """One round of transactions on the wire; each one's outcomes, in order."""
+        done: list[tuple[Outcome, ...] | None] = [None] * len(batch)
+        client = self._client
         try:
-            events = self._client.send_mail(mail_from, recipients, message, smtputf8=smtputf8)
-            if not events:
-                until = trio.current_time() + self._timeouts.transaction
-                events = await self._pump(TransactionDone, until=until)
+            for event in client.send_many(batch):
+                if type(event) is TransactionDone:
+                    done[event.index] = event.outcomes
+            if client.state is State.TRANSACTION:
+                await self._pump_transactions(done)
+            if client.state is State.BROKEN:  # a protocol error after some were answered
+                for event in client.abort(f"protocol error: {client.error}"):
+                    done[event.index] = event.outcomes  # type: ignore[attr-defined]
         except LocalProtocolError:
             raise
         except Exception as exc:
             self._broken = True
-            events = self._client.abort(_describe(exc))
+            for event in client.abort(_describe(exc)):
+                done[event.index] = event.outcomes  # type: ignore[attr-defined]
             await self._close_transport()
         except BaseException:
             self._broken = True
-            self._client.abort("cancelled")
+            client.abort("cancelled")
             await self._close_transport()
             raise
-        if not self._client.reusable:
-            self._broken = self._broken or self._client.state is State.BROKEN
+        if not client.reusable:
+            self._broken = self._broken or client.state is State.BROKEN
             await self.aclose()
-        done = next(e for e in events if isinstance(e, TransactionDone))
-        return done.outcomes
+        return done  # type: ignore[return-value]
+
+    async def _pump_transactions(self, done: list[tuple[Outcome, ...] | None]) -> None:
+        """As :meth:`_pump`, until every transaction in flight has ended.
+
+        Each transaction's outcomes go into ``done`` as soon as they are known, so that
+        those answered before a failure keep them. ``transaction`` bounds each one,
+        counted from the end of the one before.
+        """
+        client, io, deadlines = self._client, self._io, self._deadlines
+        block, bound = self._timeouts.data_block, self._timeouts.transaction
+        now = trio.current_time
+        until = now() + bound
+        with trio.CancelScope() as scope:
+            while True:
+                data = client.data_to_send()
+                if data:
+                    if len(data) <= _SEND:
+                        await io.send_all(data, scope, min(now() + block, until))
+                    else:
+                        for start in range(0, len(data), _SEND):
+                            deadline = min(now() + block, until)
+                            await io.send_all(data[start : start + _SEND], scope, deadline)
+                phase = client.awaiting
+                if phase is None:
+                    return
+                count = client.reply_count
+                deadline = min(now() + deadlines[phase], until)
+                while client.reply_count == count:  # each pass reads; the deadline ends it
+                    data = await io.receive_some(_RECV, scope, deadline)
+                    for event in client.receive_data(data):
+                        if type(event) is TransactionDone:
+                            done[event.index] = event.outcomes
+                            until = now() + bound
+                    if not data:
+                        return
+        raise trio.TooSlowError  # only reached when the scope's deadline cancelled it
 
     async def _guard(self, pump: Awaitable[list[Event]]) -> list[Event]:
         try:

@@ -26,7 +26,6 @@ import enum
 import re
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from .capabilities import Capabilities
 from .errors import LocalProtocolError, SMTPProtocolError
@@ -142,30 +141,57 @@ _UTF8_REFUSED = (5, 6, 7)  # RFC 6533: non-ASCII address not permitted
 _TOO_BIG = (5, 3, 4)  # RFC 3463: message too big for system
 
 
-@dataclass(slots=True)
-class _Command:
-    phase: Phase
-    line: bytes
-    rcpt: int = -1  # index of the recipient for RCPT
-    pipelinable: bool = True
-    discard: bool = False  # the reply does not matter (a lone dot after a wrong 354)
-
-
 class _Transaction:
-    __slots__ = ("accepted", "mail_ok", "message", "outcomes", "recipients", "unknown")
+    __slots__ = (
+        "accepted",
+        "bdat",
+        "index",
+        "leaves_open",
+        "mail_ok",
+        "message",
+        "open",
+        "outcomes",
+        "recipients",
+        "unknown",
+    )
 
-    def __init__(self, recipients: Sequence[str], message: bytes) -> None:
+    def __init__(self, index: int, recipients: Sequence[str], message: bytes) -> None:
+        self.index = index
         self.recipients = list(recipients)
         self.outcomes: list[Outcome | None] = [None] * len(self.recipients)
         self.accepted: list[int] = []
         self.mail_ok: bool | None = None
         self.unknown = 0  # RCPTs sent or to send whose reply is not in yet
         self.message = message
+        self.open = 0  # commands queued or sent whose reply is not handled yet
+        self.bdat = False
+        # The server may still hold this transaction after its last command (a refused
+        # DATA or BDAT, no accepted recipient): the next MAIL needs an RSET first.
+        self.leaves_open = False
 
     def fail_pending(self, make: Callable[[str], Outcome]) -> None:
         for i, outcome in enumerate(self.outcomes):
             if outcome is None:
                 self.outcomes[i] = make(self.recipients[i])
+
+
+class _Command:
+    __slots__ = ("discard", "line", "phase", "pipelinable", "rcpt", "txn")
+
+    def __init__(
+        self,
+        phase: Phase,
+        line: bytes,
+        txn: _Transaction | None = None,
+        rcpt: int = -1,
+        pipelinable: bool = True,
+    ) -> None:
+        self.phase = phase
+        self.line = line
+        self.txn = txn
+        self.rcpt = rcpt  # index of the recipient for RCPT
+        self.pipelinable = pipelinable
+        self.discard = False  # the reply does not matter (a lone dot after a wrong 354)
 
 
 class SMTPClient:
@@ -194,12 +220,15 @@ class SMTPClient:
         self._out = bytearray()
         self._unsent: deque[_Command] = deque()
         self._awaiting: deque[_Command] = deque([_Command(Phase.GREETING, b"")])
-        self._txn: _Transaction | None = None
-        self._need_rset = False
+        self._txns: deque[_Transaction] = deque()  # unfinished, in wire order
+        self._wire_txn: _Transaction | None = None  # owner of the last command sent
+        self._data_waits = 0  # DATA commands sent whose 354 is not in: a group ends there
+        self._events: list[Event] = []
         self._auth_steps: deque[bytes] = deque()
         self.capabilities = Capabilities()
         self.tls = False
         self.reply_count = 0
+        self.error: SMTPProtocolError | None = None  # why the session is BROKEN, if it is
 
     # -- what the transport asks ------------------------------------------------------
 
@@ -218,10 +247,15 @@ class SMTPClient:
         """Another transaction may start on this connection."""
         return self._state is State.READY
 
-    def data_to_send(self) -> bytes:
-        """Bytes to write to the server now, in order; empties the outbound buffer."""
-        out = bytes(self._out)
-        self._out.clear()
+    def data_to_send(self) -> bytes | bytearray:
+        """Bytes to write to the server now, in order; empties the outbound buffer.
+
+        The buffer itself is handed over (no copy); the client starts a new one.
+        """
+        out = self._out
+        if not out:
+            return b""
+        self._out = bytearray()
         return out
 
     def receive_data(self, data: bytes) -> list[Event]:
@@ -235,34 +269,37 @@ class SMTPClient:
         if not data:
             return self._eof()
         replies, error = self._parser.feed_partial(data)
-        events: list[Event] = []
+        events = self._events = []
         try:
             for reply in replies:
                 self.reply_count += 1
-                events += self._on_reply(reply)
-                if self._state in (State.TLS, State.CLOSED):
+                self._on_reply(reply)
+                if self._state is State.TLS or self._state is State.CLOSED:
                     return events  # whatever follows was read ahead and must not be trusted
         except SMTPProtocolError as exc:
             error = exc
         if error is not None:
             self._state = State.BROKEN
+            self.error = error
             self._unsent.clear()
             self._awaiting.clear()
             if not any(isinstance(e, TransactionDone) for e in events):
                 raise error
-            # The transaction was complete before the server went wrong: its outcomes
-            # stand (a 250 to the dot means delivered); the connection is BROKEN.
+            # Transactions complete before the server went wrong keep their outcomes (a
+            # 250 to the dot means delivered); the connection is BROKEN, and abort()
+            # defers what is still pending.
         return events
 
     def abort(self, reason: str) -> list[Event]:
         """The connection failed (timeout, reset, cancelled...): give up on it.
 
-        Returns a :class:`TransactionDone` whose pending recipients are deferred with
-        stream scope, if a transaction was in flight. Idempotent.
+        Returns a :class:`TransactionDone` for every transaction still in flight, its
+        pending recipients deferred with stream scope. Idempotent.
         """
         self._state = State.BROKEN
         self._unsent.clear()
         self._awaiting.clear()
+        self._events = []
         return self._finish(lambda r: Outcome.deferred(r, Scope.STREAM, reason))
 
     # -- what the caller asks -----------------------------------------------------------
@@ -320,11 +357,45 @@ class SMTPClient:
         the server's RCPTMAX) get their outcome without a byte sent; if none is left the
         :class:`TransactionDone` is returned at once.
         """
-        if not recipients:
-            raise LocalProtocolError("a transaction needs at least one recipient")
+        return self.send_many(((mail_from, recipients, message, smtputf8),))
+
+    def send_many(self, transactions: Sequence[Sequence]) -> list[Event]:
+        """Start several mail transactions at once, pipelined across transactions.
+
+        Each item is ``(mail_from, recipients, message)`` or ``(mail_from, recipients,
+        message, smtputf8)``, as for :meth:`send_mail`. Every transaction ends in one
+        :class:`TransactionDone` whose ``index`` is its position here; those refused
+        entirely without a byte sent are returned at once, the others come back from
+        ``receive_data`` in order.
+
+        With PIPELINING (RFC 2920 3.1) the message and its final dot are followed in the
+        same write by the next transaction's ``MAIL RCPT.. DATA``; with CHUNKING the
+        whole batch can leave in one write, an ``RSET`` between transactions (the state
+        after a failed ``BDAT .. LAST`` is undefined in RFC 3030, and the next MAIL is
+        already on its way when that failure comes back).
+        """
+        if not transactions:
+            raise LocalProtocolError("send_many needs at least one transaction")
+        for item in transactions:
+            if not item[1]:
+                raise LocalProtocolError("a transaction needs at least one recipient")
         self._move(_T.SEND)
+        events = self._events = []
+        for index, item in enumerate(transactions):
+            self._queue(index, item[0], item[1], item[2], len(item) > 3 and item[3])
+        if self._txns:
+            self._flush()
+        else:
+            self._move(_T.DONE)
+        return events
+
+    # -- internals --------------------------------------------------------------------
+
+    def _queue(
+        self, index: int, mail_from: str, recipients: Sequence[str], message: bytes, smtputf8: bool
+    ) -> None:
         caps = self.capabilities
-        txn = self._txn = _Transaction(recipients, message)
+        txn = _Transaction(index, recipients, message)
         utf8 = smtputf8 or not mail_from.isascii()
         if _BAD_PATH.search(mail_from):
             esc = (5, 1, 7)
@@ -351,13 +422,10 @@ class SMTPClient:
                 utf8 = utf8 or not rcpt.isascii()
                 rcpts.append(i)
         if not rcpts:
-            self._move(_T.DONE)
-            return self._finish(None)
-        self._envelope(mail_from, rcpts, utf8)
-        self._flush()
-        return []
-
-    # -- internals --------------------------------------------------------------------
+            self._events.append(TransactionDone(tuple(txn.outcomes), txn.index))  # type: ignore[arg-type]
+            return
+        self._txns.append(txn)
+        self._envelope(txn, mail_from, rcpts, utf8)
 
     def _move(self, trigger: _T) -> None:
         new = _TRANSITIONS.get((self._state, trigger))
@@ -369,15 +437,11 @@ class SMTPClient:
         self._state = new
 
     def _command(self, phase: Phase, line: bytes, *, pipelinable: bool = True) -> None:
-        self._unsent.append(_Command(phase, line, pipelinable=pipelinable))
+        self._unsent.append(_Command(phase, line, None, -1, pipelinable))
         self._flush()
 
-    def _envelope(self, mail_from: str, rcpts: list[int], utf8: bool) -> None:
-        txn, caps = self._txn, self.capabilities
-        assert txn is not None
-        if self._need_rset:
-            self._unsent.append(_Command(Phase.RSET, b"RSET\r\n"))
-            self._need_rset = False
+    def _envelope(self, txn: _Transaction, mail_from: str, rcpts: list[int], utf8: bool) -> None:
+        caps, unsent = self.capabilities, self._unsent
         params = []
         if caps.size_offered:
             params.append(b" SIZE=%d" % len(txn.message))
@@ -386,44 +450,75 @@ class SMTPClient:
         if utf8:
             params.append(b" SMTPUTF8")
         line = b"MAIL FROM:<%s>%s\r\n" % (mail_from.encode(), b"".join(params))
-        self._unsent.append(_Command(Phase.MAIL, line))
+        unsent.append(_Command(Phase.MAIL, line, txn))
         for i in rcpts:
             rcpt = txn.recipients[i].encode()
-            self._unsent.append(_Command(Phase.RCPT, b"RCPT TO:<%s>\r\n" % rcpt, rcpt=i))
+            unsent.append(_Command(Phase.RCPT, b"RCPT TO:<%s>\r\n" % rcpt, txn, i))
         txn.unknown = len(rcpts)
+        txn.open = len(rcpts) + 2
         if caps.chunking:
+            txn.bdat = True
             message = txn.message
             if not message.endswith(b"\r\n"):
                 message += b"\r\n"
             small = len(message) <= self._bdat_limit
             line = b"BDAT %d LAST\r\n%s" % (len(message), message)
-            self._unsent.append(_Command(Phase.DATA_END, line, pipelinable=small))
+            unsent.append(_Command(Phase.DATA_END, line, txn, -1, small))
         else:
-            self._unsent.append(_Command(Phase.DATA, b"DATA\r\n"))
+            unsent.append(_Command(Phase.DATA, b"DATA\r\n", txn))
 
     def _flush(self) -> None:
-        """Move commands from unsent to the wire, as far as pipelining allows."""
+        """Move commands from unsent to the wire, as far as pipelining allows.
+
+        A group ends at DATA (RFC 2920 3.1): nothing follows it before its 354 is in
+        and the message is written. The first command of a transaction is preceded by
+        ``RSET`` when the transaction sent before it may have left the server with an
+        open one.
+        """
         pipelining = self.capabilities.pipelining
-        txn = self._txn
-        while self._unsent:
-            cmd = self._unsent[0]
-            if self._awaiting and not (pipelining and cmd.pipelinable):
+        unsent, awaiting = self._unsent, self._awaiting
+        while unsent:
+            cmd = unsent[0]
+            if awaiting and (self._data_waits or not (pipelining and cmd.pipelinable)):
                 break
-            self._unsent.popleft()
+            txn = cmd.txn
+            if txn is not None and txn is not self._wire_txn:
+                prev, self._wire_txn = self._wire_txn, txn
+                if prev is not None and (prev.leaves_open or (prev.bdat and prev.open)):
+                    txn.open += 1
+                    unsent.appendleft(_Command(Phase.RSET, b"RSET\r\n", txn))
+                    continue
+            unsent.popleft()
             if txn is not None and self._pointless(cmd, txn):
                 continue
             self._out += cmd.line
-            self._awaiting.append(cmd)
+            awaiting.append(cmd)
+            if cmd.phase is Phase.DATA:
+                self._data_waits += 1
 
     def _pointless(self, cmd: _Command, txn: _Transaction) -> bool:
         """A command whose result is already known from earlier replies."""
         if cmd.phase is Phase.RCPT and txn.mail_ok is False:
             txn.unknown -= 1
+            self._settle(txn)
             return True
         if cmd.phase in (Phase.DATA, Phase.DATA_END) and txn.unknown == 0 and not txn.accepted:
-            self._need_rset = bool(txn.mail_ok)
+            txn.leaves_open = bool(txn.mail_ok)
+            self._settle(txn)
             return True
         return False
+
+    def _settle(self, txn: _Transaction) -> None:
+        """One command of ``txn`` is answered (or dropped); the last one ends it."""
+        txn.open -= 1
+        if txn.open:
+            return
+        txns = self._txns
+        if txns[0] is txn:
+            txns.popleft()
+        else:  # pragma: no cover - transactions end in wire order
+            txns.remove(txn)
+        self._events.append(TransactionDone(tuple(txn.outcomes), txn.index))  # type: ignore[arg-type]
 
     def _eof(self) -> list[Event]:
         if self._state in (State.READY, State.QUIT):
@@ -433,158 +528,176 @@ class SMTPClient:
         self._state = State.BROKEN
         raise SMTPProtocolError(f"connection closed by the server while waiting for {what}")
 
-    def _on_reply(self, reply: Reply) -> list[Event]:
+    def _on_reply(self, reply: Reply) -> None:
         if not self._awaiting:
             if reply.code == 421:
                 self._move(_T.SHUTDOWN)
-                return [Closed(reply)]
+                self._events.append(Closed(reply))
+                return
             self._state = State.BROKEN
             raise SMTPProtocolError(f"reply out of turn: {reply}")
         cmd = self._awaiting.popleft()
         if reply.code == 421 and cmd.phase is not Phase.QUIT:
-            return self._shutdown(reply)
-        return _HANDLERS[cmd.phase](self, reply, cmd)
+            self._shutdown(reply)
+            return
+        _HANDLERS[cmd.phase](self, reply, cmd)
 
-    def _shutdown(self, reply: Reply) -> list[Event]:
+    def _shutdown(self, reply: Reply) -> None:
         refused = self._state in _ESTABLISHING
         self._move(_T.SHUTDOWN)
         self._unsent.clear()
         self._awaiting.clear()
-        events = self._finish(lambda r: Outcome.deferred(r, Scope.SITE, "", reply))
-        return [*events, SessionRefused(reply) if refused else Closed(reply)]
+        self._finish(lambda r: Outcome.deferred(r, Scope.SITE, "", reply))
+        self._events.append(SessionRefused(reply) if refused else Closed(reply))
 
-    def _refused(self, reply: Reply) -> list[Event]:
+    def _refused(self, reply: Reply) -> None:
         self._move(_T.FAILED)
         self._out += b"QUIT\r\n"  # RFC 5321 3.1: a server that refused waits for QUIT
-        return [SessionRefused(reply)]
+        self._events.append(SessionRefused(reply))
 
-    def _on_greeting(self, reply: Reply, cmd: _Command) -> list[Event]:
+    def _on_greeting(self, reply: Reply, cmd: _Command) -> None:
         if reply.code != 220:
             return self._refused(reply)
         self._move(_T.OK)
         self._command(Phase.EHLO, b"EHLO %s\r\n" % self._ehlo_name.encode())
-        return []
 
-    def _on_ehlo(self, reply: Reply, cmd: _Command) -> list[Event]:
+    def _on_ehlo(self, reply: Reply, cmd: _Command) -> None:
         if reply.is_positive:
             self._move(_T.OK)
             self.capabilities = Capabilities.from_ehlo(reply)
-            return [Ready(self.capabilities)]
-        if reply.is_permanent:  # RFC 5321 4.1.4: an old server; HELO will do
+            self._events.append(Ready(self.capabilities))
+        elif reply.is_permanent:  # RFC 5321 4.1.4: an old server; HELO will do
             self._move(_T.FALLBACK)
             self._command(Phase.HELO, b"HELO %s\r\n" % self._ehlo_name.encode())
-            return []
-        return self._refused(reply)
+        else:
+            self._refused(reply)
 
-    def _on_helo(self, reply: Reply, cmd: _Command) -> list[Event]:
+    def _on_helo(self, reply: Reply, cmd: _Command) -> None:
         if not reply.is_positive:
             return self._refused(reply)
         self._move(_T.OK)
         self.capabilities = Capabilities()
-        return [Ready(self.capabilities)]
+        self._events.append(Ready(self.capabilities))
 
-    def _on_starttls(self, reply: Reply, cmd: _Command) -> list[Event]:
+    def _on_starttls(self, reply: Reply, cmd: _Command) -> None:
         if reply.code != 220:
             self._move(_T.FAILED)
-            return [StartTLSRefused(reply)]
+            self._events.append(StartTLSRefused(reply))
+            return
         self._move(_T.OK)
         self._parser.clear()  # CVE-2011-0411: nothing read before the handshake counts
-        return [StartTLS()]
+        self._events.append(StartTLS())
 
-    def _on_auth(self, reply: Reply, cmd: _Command) -> list[Event]:
+    def _on_auth(self, reply: Reply, cmd: _Command) -> None:
         if reply.code == 334:  # a challenge; with nothing left to say, cancel (RFC 4954 4)
             self._move(_T.MORE)
             step = self._auth_steps.popleft() if self._auth_steps else b"*"
             self._command(Phase.AUTH, step + b"\r\n")
-            return []
+            return
         self._auth_steps.clear()
         self._move(_T.OK if reply.is_positive else _T.FAILED)
-        return [AuthResult(reply)]
+        self._events.append(AuthResult(reply))
 
-    def _on_quit(self, reply: Reply, cmd: _Command) -> list[Event]:
+    def _on_quit(self, reply: Reply, cmd: _Command) -> None:
         self._move(_T.OK if reply.is_positive else _T.FAILED)
-        return [Closed(reply)]
+        self._events.append(Closed(reply))
 
-    def _on_rset(self, reply: Reply, cmd: _Command) -> list[Event]:
+    def _on_rset(self, reply: Reply, cmd: _Command) -> None:
         if reply.is_positive:
+            self._settle(cmd.txn)  # type: ignore[arg-type]
             return self._progress()
         # The server cannot clear its state: nothing on this connection can be trusted.
         self._move(_T.FAILED)
         self._unsent.clear()
         self._awaiting.clear()
         self._out += b"QUIT\r\n"
-        events = self._finish(lambda r: Outcome.deferred(r, Scope.SITE, "RSET failed", reply))
-        return [*events, Closed(reply)]
+        self._finish(lambda r: Outcome.deferred(r, Scope.SITE, "RSET failed", reply))
+        self._events.append(Closed(reply))
 
-    def _on_mail(self, reply: Reply, cmd: _Command) -> list[Event]:
-        txn = self._txn
+    def _on_mail(self, reply: Reply, cmd: _Command) -> None:
+        txn = cmd.txn
         assert txn is not None
-        txn.mail_ok = reply.is_positive
-        if not txn.mail_ok:  # Postfix smtp_mesg_fail: sender or message refused
+        txn.mail_ok = ok = 200 <= reply.code < 300
+        if not ok:  # Postfix smtp_mesg_fail: sender or message refused
             txn.fail_pending(lambda r: Outcome.from_reply(r, reply, Scope.MESSAGE))
-        return self._progress()
+        self._settle(txn)
+        self._progress()
 
-    def _on_rcpt(self, reply: Reply, cmd: _Command) -> list[Event]:
-        txn = self._txn
+    def _on_rcpt(self, reply: Reply, cmd: _Command) -> None:
+        txn = cmd.txn
         assert txn is not None
         txn.unknown -= 1
-        rcpt = txn.recipients[cmd.rcpt]
-        if txn.outcomes[cmd.rcpt] is not None:
+        i = cmd.rcpt
+        if txn.outcomes[i] is not None:
             pass  # MAIL was refused: this 503 adds nothing
-        elif reply.is_positive:
-            txn.accepted.append(cmd.rcpt)
+        elif 200 <= reply.code < 300:
+            txn.accepted.append(i)
         elif _too_many(reply, bool(txn.accepted)):
-            txn.outcomes[cmd.rcpt] = Outcome.split_off(rcpt, reply.text, reply)
+            txn.outcomes[i] = Outcome.split_off(txn.recipients[i], reply.text, reply)
         else:
-            txn.outcomes[cmd.rcpt] = Outcome.from_reply(rcpt, reply, Scope.RECIPIENT)
-        return self._progress()
+            txn.outcomes[i] = Outcome.from_reply(txn.recipients[i], reply, Scope.RECIPIENT)
+        self._settle(txn)
+        self._progress()
 
-    def _on_data(self, reply: Reply, cmd: _Command) -> list[Event]:
-        txn = self._txn
+    def _on_data(self, reply: Reply, cmd: _Command) -> None:
+        txn = cmd.txn
         assert txn is not None
+        self._data_waits -= 1
         if reply.code == 354:
+            # The DATA command becomes the wait for the reply to the final dot.
+            cmd.phase = Phase.DATA_END
             if txn.mail_ok and txn.accepted:
                 self._out += self._encode(txn.message)
-                self._awaiting.append(_Command(Phase.DATA_END, b""))
             else:  # RFC 2920 3.1: no recipient, yet 354: send an empty message and reset
                 self._out += b".\r\n"
-                self._awaiting.append(_Command(Phase.DATA_END, b"", discard=True))
-                self._need_rset = True
+                cmd.discard = True
+                txn.leaves_open = True
+            self._awaiting.append(cmd)
             return self._progress()
-        self._need_rset = bool(txn.mail_ok)
+        txn.leaves_open = bool(txn.mail_ok)
         for i in txn.accepted:
             txn.outcomes[i] = Outcome.from_reply(txn.recipients[i], reply, Scope.MESSAGE)
-        return self._progress()
+        self._settle(txn)
+        self._progress()
 
-    def _on_data_end(self, reply: Reply, cmd: _Command) -> list[Event]:
-        txn = self._txn
+    def _on_data_end(self, reply: Reply, cmd: _Command) -> None:
+        txn = cmd.txn
         assert txn is not None
         if not cmd.discard:
-            for i in txn.accepted:
-                rcpt = txn.recipients[i]
-                if reply.is_positive:
-                    txn.outcomes[i] = Outcome.delivered(rcpt, reply)
-                else:
-                    txn.outcomes[i] = Outcome.from_reply(rcpt, reply, Scope.MESSAGE)
-            if cmd.line.startswith(b"BDAT") and not reply.is_positive:
-                self._need_rset = True  # RFC 3030: after a failed BDAT the state is unknown
-        return self._progress()
+            recipients, outcomes = txn.recipients, txn.outcomes
+            if 200 <= reply.code < 300:
+                for i in txn.accepted:
+                    outcomes[i] = Outcome.delivered(recipients[i], reply)
+            else:
+                for i in txn.accepted:
+                    outcomes[i] = Outcome.from_reply(recipients[i], reply, Scope.MESSAGE)
+                if txn.bdat:
+                    txn.leaves_open = True  # RFC 3030: after a failed BDAT the state is unknown
+        self._settle(txn)
+        self._progress()
 
-    def _progress(self) -> list[Event]:
-        self._flush()
-        if self._awaiting or self._unsent:
+    def _progress(self) -> None:
+        if self._unsent:
+            self._flush()
+        if self._txns:
             self._move(_T.MORE)
-            return []
-        self._move(_T.DONE)
-        return self._finish(None)
+        else:
+            self._move(_T.DONE)
 
     def _finish(self, pending: Callable[[str], Outcome] | None) -> list[Event]:
-        txn, self._txn = self._txn, None
-        if txn is None:
+        """End every transaction in flight, ``pending`` giving the missing outcomes."""
+        events, txns = self._events, self._txns
+        if not txns:
             return []
-        if pending is not None:
-            txn.fail_pending(pending)
-        return [TransactionDone(tuple(o for o in txn.outcomes if o is not None))]
+        done = []
+        while txns:
+            txn = txns.popleft()
+            if pending is not None:
+                txn.fail_pending(pending)
+            done.append(TransactionDone(tuple(txn.outcomes), txn.index))  # type: ignore[arg-type]
+        self._data_waits = 0
+        events += done
+        return done
 
     def _encode(self, message: bytes) -> bytes:
         if self._encoder is None:

@@ -55,9 +55,14 @@ class AuthResult:
 
 @dataclass(frozen=True, slots=True)
 class TransactionDone:
-    """Every recipient of the transaction has its outcome, in the order given."""
+    """Every recipient of the transaction has its outcome, in the order given.
+
+    ``index`` is the transaction's position in the ``send_many`` call that started it
+    (0 for ``send_mail``).
+    """
 
     outcomes: tuple[Outcome, ...]
+    index: int = 0
 
 
 @dataclass(frozen=True, slots=True)
