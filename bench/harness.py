@@ -198,12 +198,13 @@ class Sink:
 # -- a node ---------------------------------------------------------------------------------
 
 
-def write_key(folder: Path, dkim: str) -> Path | None:
-    """A fresh DKIM key for ``dkim`` ("rsa", "ed25519" or "none") in ``folder``."""
+def write_key(folder: Path, dkim: str, pem: bytes | None = None) -> Path | None:
+    """A DKIM key for ``dkim`` ("rsa", "ed25519" or "none") in ``folder``: ``pem``, or a
+    fresh one."""
     if dkim == "none":
         return None
     path = folder / f"{dkim}.pem"
-    path.write_bytes(generate_private_key(DKIM_ALGORITHMS[dkim], 2048))
+    path.write_bytes(pem or generate_private_key(DKIM_ALGORITHMS[dkim], 2048))
     return path
 
 
@@ -221,13 +222,14 @@ class Node:
         events: str,
         signers: int = 2,
         dkim: str = "rsa",
+        key: bytes | None = None,
         extra: str = "",
         profile: Path | None = None,
     ) -> None:
         self.folder = folder
         self.ingress, self.events = ingress, events
         folder.mkdir(parents=True)
-        self.key = write_key(folder, dkim)
+        self.key = write_key(folder, dkim, key)
         lines = [
             "[node]",
             'data_dir = "data"',

@@ -13,7 +13,7 @@ import sys
 from salvo import __version__
 from salvo.ext.errors import SalvoError
 
-COMMANDS = ("node", "submit", "queue", "suppress", "dkim", "render", "demo")
+COMMANDS = ("node", "submit", "queue", "suppress", "dkim", "render", "demo", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
