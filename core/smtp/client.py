@@ -677,11 +677,11 @@ class SMTPClient:
         self._progress()
 
     def _progress(self) -> None:
-        if self._unsent:
+        # While a DATA waits for its 354 nothing more can go (the batch's next envelopes
+        # wait behind it), and TRANSACTION stays TRANSACTION while any is in flight.
+        if self._unsent and not (self._data_waits and self._awaiting):
             self._flush()
-        if self._txns:
-            self._move(_T.MORE)
-        else:
+        if not self._txns:
             self._move(_T.DONE)
 
     def _finish(self, pending: Callable[[str], Outcome] | None) -> list[Event]:
