@@ -398,30 +398,37 @@ class SMTPSession:
         client, io, deadlines = self._client, self._io, self._deadlines
         block, bound = self._timeouts.data_block, self._timeouts.transaction
         now = trio.current_time
-        until = now() + bound
+        t = now()  # when the last reply completed: the next one's deadline counts from it
+        until = t + bound
         with trio.CancelScope() as scope:
             while True:
                 data = client.data_to_send()
                 if data:
-                    if len(data) <= _SEND:
-                        await io.send_all(data, scope, min(now() + block, until))
-                    else:
-                        for start in range(0, len(data), _SEND):
-                            deadline = min(now() + block, until)
-                            await io.send_all(data[start : start + _SEND], scope, deadline)
+                    waited = False
+                    for start in range(0, len(data), _SEND):
+                        chunk = data[start : start + _SEND] if len(data) > _SEND else data
+                        waited |= await io.send_all_within(chunk, scope, block, until)
+                    if waited:  # a slow write does not eat into the reply's deadline
+                        t = now()
                 phase = client.awaiting
                 if phase is None:
                     return
                 count = client.reply_count
-                deadline = min(now() + deadlines[phase], until)
+                deadline = min(t + deadlines[phase], until)
+                ended = False
                 while client.reply_count == count:  # each pass reads; the deadline ends it
-                    data = await io.receive_some(_RECV, scope, deadline)
+                    # The reply cannot be there yet (we just wrote, or read a part of
+                    # it): wait first, and save a read that would only say EAGAIN.
+                    data = await io.receive_some(_RECV, scope, deadline, True)
                     for event in client.receive_data(data):
                         if type(event) is TransactionDone:
                             done[event.index] = event.outcomes
-                            until = now() + bound
+                            ended = True
                     if not data:
                         return
+                t = now()
+                if ended:
+                    until = t + bound
         raise trio.TooSlowError  # only reached when the scope's deadline cancelled it
 
     async def _guard(self, pump: Awaitable[list[Event]]) -> list[Event]:
@@ -478,6 +485,24 @@ class _PlainIO:
     def __init__(self, fd: int) -> None:
         self._fd = fd
 
+    async def send_all_within(
+        self, data: bytes, scope: trio.CancelScope, block: float, until: float
+    ) -> bool:
+        """:meth:`send_all` with the deadline ``min(now + block, until)``, computed only
+        if the write has to wait (nearly never: the socket buffer takes a message).
+        Returns whether it waited."""
+        view, fd = memoryview(data), self._fd
+        while view:
+            try:
+                sent = os.write(fd, view)
+            except BlockingIOError:
+                await self.send_all(view, scope, min(trio.current_time() + block, until))
+                return True
+            except OSError as exc:
+                raise trio.BrokenResourceError(f"send failed: {exc!r}") from exc
+            view = view[sent:]
+        return False
+
     async def send_all(self, data: bytes, scope: trio.CancelScope, deadline: float) -> None:
         view, fd = memoryview(data), self._fd
         while view:
@@ -491,8 +516,14 @@ class _PlainIO:
                 raise trio.BrokenResourceError(f"send failed: {exc!r}") from exc
             view = view[sent:]
 
-    async def receive_some(self, max_bytes: int, scope: trio.CancelScope, deadline: float) -> bytes:
+    async def receive_some(
+        self, max_bytes: int, scope: trio.CancelScope, deadline: float, wait: bool = False
+    ) -> bytes:
+        """Read what is there; ``wait``: wait for readability before the first read."""
         fd = self._fd
+        if wait:
+            scope.deadline = deadline
+            await trio.lowlevel.wait_readable(fd)
         while True:
             try:
                 return os.read(fd, max_bytes)
@@ -515,7 +546,15 @@ class _StreamIO:
         scope.deadline = deadline
         await self._stream.send_all(data)
 
-    async def receive_some(self, max_bytes: int, scope: trio.CancelScope, deadline: float) -> bytes:
+    async def send_all_within(
+        self, data: bytes, scope: trio.CancelScope, block: float, until: float
+    ) -> bool:
+        await self.send_all(data, scope, min(trio.current_time() + block, until))
+        return True
+
+    async def receive_some(
+        self, max_bytes: int, scope: trio.CancelScope, deadline: float, wait: bool = False
+    ) -> bytes:
         scope.deadline = deadline
         return await self._stream.receive_some(max_bytes)
 
