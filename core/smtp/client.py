@@ -135,6 +135,26 @@ class Phase(enum.Enum):
     QUIT = "quit"
 
 
+# Enum members as module constants: ``State.READY`` costs ~50 ns a lookup in 3.11 (the
+# EnumType attribute machinery), a module global ~7 ns; the hot path uses dozens.
+_P_AUTH = Phase.AUTH
+_P_DATA = Phase.DATA
+_P_DATA_END = Phase.DATA_END
+_P_EHLO = Phase.EHLO
+_P_GREETING = Phase.GREETING
+_P_HELO = Phase.HELO
+_P_MAIL = Phase.MAIL
+_P_QUIT = Phase.QUIT
+_P_RCPT = Phase.RCPT
+_P_RSET = Phase.RSET
+_P_STARTTLS = Phase.STARTTLS
+_S_BROKEN = State.BROKEN
+_S_CLOSED = State.CLOSED
+_S_GREETING = State.GREETING
+_S_QUIT = State.QUIT
+_S_READY = State.READY
+_S_TLS = State.TLS
+
 # RFC 5321 4.1.2 forbids these in a path; refusing them also stops command injection.
 _BAD_PATH = re.compile(r"[\x00-\x20\x7f<>]")
 _UTF8_REFUSED = (5, 6, 7)  # RFC 6533: non-ASCII address not permitted
@@ -215,11 +235,11 @@ class SMTPClient:
         self._ehlo_name = ehlo_name
         self._encoder = data_encoder
         self._bdat_limit = bdat_pipeline_limit
-        self._state = State.GREETING
+        self._state = _S_GREETING
         self._parser = ReplyParser()
         self._out = bytearray()
         self._unsent: deque[_Command] = deque()
-        self._awaiting: deque[_Command] = deque([_Command(Phase.GREETING, b"")])
+        self._awaiting: deque[_Command] = deque([_Command(_P_GREETING, b"")])
         self._txns: deque[_Transaction] = deque()  # unfinished, in wire order
         self._wire_txn: _Transaction | None = None  # owner of the last command sent
         self._data_waits = 0  # DATA commands sent whose 354 is not in: a group ends there
@@ -245,7 +265,7 @@ class SMTPClient:
     @property
     def reusable(self) -> bool:
         """Another transaction may start on this connection."""
-        return self._state is State.READY
+        return self._state is _S_READY
 
     def data_to_send(self) -> bytes | bytearray:
         """Bytes to write to the server now, in order; empties the outbound buffer.
@@ -260,11 +280,11 @@ class SMTPClient:
 
     def receive_data(self, data: bytes) -> list[Event]:
         """Take bytes read from the server (``b""`` at EOF); return what happened."""
-        if self._state is State.BROKEN:
+        if self._state is _S_BROKEN:
             raise LocalProtocolError("the connection is broken; close it")
-        if self._state is State.CLOSED:
+        if self._state is _S_CLOSED:
             return []  # the 221 after a refusal, or chatter after 421: nothing to act on
-        if self._state is State.TLS:
+        if self._state is _S_TLS:
             raise LocalProtocolError("plaintext after STARTTLS; do the handshake first")
         if not data:
             return self._eof()
@@ -274,12 +294,12 @@ class SMTPClient:
             for reply in replies:
                 self.reply_count += 1
                 self._on_reply(reply)
-                if self._state is State.TLS or self._state is State.CLOSED:
+                if self._state is _S_TLS or self._state is _S_CLOSED:
                     return events  # whatever follows was read ahead and must not be trusted
         except SMTPProtocolError as exc:
             error = exc
         if error is not None:
-            self._state = State.BROKEN
+            self._state = _S_BROKEN
             self.error = error
             self._unsent.clear()
             self._awaiting.clear()
@@ -296,7 +316,7 @@ class SMTPClient:
         Returns a :class:`TransactionDone` for every transaction still in flight, its
         pending recipients deferred with stream scope. Idempotent.
         """
-        self._state = State.BROKEN
+        self._state = _S_BROKEN
         self._unsent.clear()
         self._awaiting.clear()
         self._events = []
@@ -309,7 +329,7 @@ class SMTPClient:
         if not self.capabilities.starttls or self.tls:
             raise LocalProtocolError("STARTTLS not offered, or TLS already on")
         self._move(_T.STARTTLS)
-        self._command(Phase.STARTTLS, b"STARTTLS\r\n")
+        self._command(_P_STARTTLS, b"STARTTLS\r\n")
 
     def tls_established(self) -> None:
         """The TLS handshake is done: forget what was said in plaintext, EHLO again."""
@@ -317,7 +337,7 @@ class SMTPClient:
         self._parser.clear()
         self.tls = True
         self.capabilities = Capabilities()
-        self._command(Phase.EHLO, b"EHLO %s\r\n" % self._ehlo_name.encode())
+        self._command(_P_EHLO, b"EHLO %s\r\n" % self._ehlo_name.encode())
 
     def login(self, username: str, password: str, *, allow_plaintext: bool = False) -> None:
         """Authenticate with AUTH PLAIN, or LOGIN when PLAIN is not offered (RFC 4954)."""
@@ -334,12 +354,12 @@ class SMTPClient:
             raise LocalProtocolError("the server offers neither AUTH PLAIN nor AUTH LOGIN")
         self._move(_T.AUTH)
         self._auth_steps = deque(steps)
-        self._command(Phase.AUTH, line)
+        self._command(_P_AUTH, line)
 
     def quit(self) -> None:
         """Send QUIT; a 221 (or EOF) then closes the session."""
         self._move(_T.QUIT)
-        self._command(Phase.QUIT, b"QUIT\r\n")
+        self._command(_P_QUIT, b"QUIT\r\n")
 
     def send_mail(
         self,
@@ -432,7 +452,7 @@ class SMTPClient:
         if new is None:
             if trigger.value.startswith("call "):
                 raise LocalProtocolError(f"cannot {trigger.value[5:]} in state {self._state.name}")
-            state, self._state = self._state, State.BROKEN
+            state, self._state = self._state, _S_BROKEN
             raise SMTPProtocolError(f"unexpected {trigger.value} in state {state.name}")
         self._state = new
 
@@ -450,10 +470,10 @@ class SMTPClient:
         if utf8:
             params.append(b" SMTPUTF8")
         line = b"MAIL FROM:<%s>%s\r\n" % (mail_from.encode(), b"".join(params))
-        unsent.append(_Command(Phase.MAIL, line, txn))
+        unsent.append(_Command(_P_MAIL, line, txn))
         for i in rcpts:
             rcpt = txn.recipients[i].encode()
-            unsent.append(_Command(Phase.RCPT, b"RCPT TO:<%s>\r\n" % rcpt, txn, i))
+            unsent.append(_Command(_P_RCPT, b"RCPT TO:<%s>\r\n" % rcpt, txn, i))
         txn.unknown = len(rcpts)
         txn.open = len(rcpts) + 2
         if caps.chunking:
@@ -463,9 +483,9 @@ class SMTPClient:
                 message += b"\r\n"
             small = len(message) <= self._bdat_limit
             line = b"BDAT %d LAST\r\n%s" % (len(message), message)
-            unsent.append(_Command(Phase.DATA_END, line, txn, -1, small))
+            unsent.append(_Command(_P_DATA_END, line, txn, -1, small))
         else:
-            unsent.append(_Command(Phase.DATA, b"DATA\r\n", txn))
+            unsent.append(_Command(_P_DATA, b"DATA\r\n", txn))
 
     def _flush(self) -> None:
         """Move commands from unsent to the wire, as far as pipelining allows.
@@ -486,23 +506,23 @@ class SMTPClient:
                 prev, self._wire_txn = self._wire_txn, txn
                 if prev is not None and (prev.leaves_open or (prev.bdat and prev.open)):
                     txn.open += 1
-                    unsent.appendleft(_Command(Phase.RSET, b"RSET\r\n", txn))
+                    unsent.appendleft(_Command(_P_RSET, b"RSET\r\n", txn))
                     continue
             unsent.popleft()
             if txn is not None and self._pointless(cmd, txn):
                 continue
             self._out += cmd.line
             awaiting.append(cmd)
-            if cmd.phase is Phase.DATA:
+            if cmd.phase is _P_DATA:
                 self._data_waits += 1
 
     def _pointless(self, cmd: _Command, txn: _Transaction) -> bool:
         """A command whose result is already known from earlier replies."""
-        if cmd.phase is Phase.RCPT and txn.mail_ok is False:
+        if cmd.phase is _P_RCPT and txn.mail_ok is False:
             txn.unknown -= 1
             self._settle(txn)
             return True
-        if cmd.phase in (Phase.DATA, Phase.DATA_END) and txn.unknown == 0 and not txn.accepted:
+        if cmd.phase in (_P_DATA, _P_DATA_END) and txn.unknown == 0 and not txn.accepted:
             txn.leaves_open = bool(txn.mail_ok)
             self._settle(txn)
             return True
@@ -521,11 +541,11 @@ class SMTPClient:
         self._events.append(TransactionDone(tuple(txn.outcomes), txn.index))  # type: ignore[arg-type]
 
     def _eof(self) -> list[Event]:
-        if self._state in (State.READY, State.QUIT):
+        if self._state in (_S_READY, _S_QUIT):
             self._move(_T.EOF)
             return [Closed(None)]
         what = self.awaiting.value.upper() if self.awaiting else self._state.name
-        self._state = State.BROKEN
+        self._state = _S_BROKEN
         raise SMTPProtocolError(f"connection closed by the server while waiting for {what}")
 
     def _on_reply(self, reply: Reply) -> None:
@@ -534,10 +554,10 @@ class SMTPClient:
                 self._move(_T.SHUTDOWN)
                 self._events.append(Closed(reply))
                 return
-            self._state = State.BROKEN
+            self._state = _S_BROKEN
             raise SMTPProtocolError(f"reply out of turn: {reply}")
         cmd = self._awaiting.popleft()
-        if reply.code == 421 and cmd.phase is not Phase.QUIT:
+        if reply.code == 421 and cmd.phase is not _P_QUIT:
             self._shutdown(reply)
             return
         _HANDLERS[cmd.phase](self, reply, cmd)
@@ -559,7 +579,7 @@ class SMTPClient:
         if reply.code != 220:
             return self._refused(reply)
         self._move(_T.OK)
-        self._command(Phase.EHLO, b"EHLO %s\r\n" % self._ehlo_name.encode())
+        self._command(_P_EHLO, b"EHLO %s\r\n" % self._ehlo_name.encode())
 
     def _on_ehlo(self, reply: Reply, cmd: _Command) -> None:
         if reply.is_positive:
@@ -568,7 +588,7 @@ class SMTPClient:
             self._events.append(Ready(self.capabilities))
         elif reply.is_permanent:  # RFC 5321 4.1.4: an old server; HELO will do
             self._move(_T.FALLBACK)
-            self._command(Phase.HELO, b"HELO %s\r\n" % self._ehlo_name.encode())
+            self._command(_P_HELO, b"HELO %s\r\n" % self._ehlo_name.encode())
         else:
             self._refused(reply)
 
@@ -592,7 +612,7 @@ class SMTPClient:
         if reply.code == 334:  # a challenge; with nothing left to say, cancel (RFC 4954 4)
             self._move(_T.MORE)
             step = self._auth_steps.popleft() if self._auth_steps else b"*"
-            self._command(Phase.AUTH, step + b"\r\n")
+            self._command(_P_AUTH, step + b"\r\n")
             return
         self._auth_steps.clear()
         self._move(_T.OK if reply.is_positive else _T.FAILED)
@@ -645,7 +665,7 @@ class SMTPClient:
         self._data_waits -= 1
         if reply.code == 354:
             # The DATA command becomes the wait for the reply to the final dot.
-            cmd.phase = Phase.DATA_END
+            cmd.phase = _P_DATA_END
             if txn.mail_ok and txn.accepted:
                 self._out += self._encode(txn.message)
             else:  # RFC 2920 3.1: no recipient, yet 354: send an empty message and reset

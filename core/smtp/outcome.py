@@ -37,6 +37,9 @@ class Scope(enum.Enum):
     STREAM = "stream"  # the connection broke: defer, never reuse it
 
 
+_DELIVERED = Status.DELIVERED  # a module global: Enum member lookups cost ~50 ns in 3.11
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """One recipient's result. ``code``/``esc`` are None when no reply explains it.
@@ -56,7 +59,7 @@ class Outcome:
     @classmethod
     def delivered(cls, recipient: str, reply: Reply) -> Outcome:
         """The server took responsibility for this recipient."""
-        return cls(recipient, Status.DELIVERED, None, reply.code, reply.esc, reply.text)
+        return cls(recipient, _DELIVERED, None, reply.code, reply.esc, reply.text)
 
     @classmethod
     def from_reply(cls, recipient: str, reply: Reply, scope: Scope) -> Outcome:
