@@ -25,6 +25,8 @@ system_packages() {
         [ -x /usr/sbin/smtp-sink ] || need+=(postfix)
         # dnsmasq is the DNS server of the MX routing tests (each test runs its own).
         [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq)
+        # OpenDKIM signs for the Postfix relay row of `salvo bench --compare`.
+        [ -x /usr/sbin/opendkim ] || need+=(opendkim)
     fi
     [ ${#need[@]} -eq 0 ] && return 0
     echo "dev.sh: installing Debian packages: ${need[*]}" >&2

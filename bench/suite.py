@@ -320,6 +320,9 @@ def salvo_run(
             profile=profile / name if profile else None,
         )
         stack.callback(node.stop)
+        if LOG_DIR is not None:  # runs after node.stop: the whole log, also on errors
+            LOG_DIR.mkdir(parents=True, exist_ok=True)
+            stack.callback(shutil.copy, node.log, LOG_DIR / f"{name}.node.log")
         pids = {k: v for k, v in node.pids.items() if k in ("supervisor", "core")}
         pids |= {k: v for k, v in node.pids.items() if k.startswith("signer")}
         cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
@@ -327,7 +330,7 @@ def salvo_run(
         sink_cpu0 = [s.cpu_now() if isinstance(s, Sink) else cpu_seconds(s.proc.pid) for s in sinks]
         own0 = time.process_time()
         sub = Submitted()
-        timeout = 120 + messages / 200
+        timeout = (30 if policies is not None else 120) + messages / 200
         finished_count = _finished_counter(node, sinks, policies)
 
         async def run() -> float:
@@ -374,9 +377,6 @@ def salvo_run(
                 sink_stats.append({"host": sink.host, **stats})
         stack.close()  # stop the node: its event logs are complete once it exits
         events = read_events(node)
-        if LOG_DIR is not None:
-            LOG_DIR.mkdir(parents=True, exist_ok=True)
-            shutil.copy(node.log, LOG_DIR / f"{name}.node.log")
     seconds = end - sub.first
     delivered = events.get("delivered", [])
     mids = [m for _, m, _ in delivered]
@@ -700,8 +700,10 @@ def run(opts: Options, command: str) -> int:
                 PROGRESS.done(f"{name} ...")
                 try:
                     rows[name] = fn()
-                except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
-                    rows[name] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+                except Exception as exc:  # the row says why; the other rows still run
+                    while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+                        exc = exc.exceptions[0]
+                    rows[name] = {"error": f"{type(exc).__name__}: {exc}"[:400]}
                 return rows[name]
 
             step("openssl rsa2048 x2", lambda: harness.rsa_row(1 if opts.quick else 3))
