@@ -509,7 +509,12 @@ class SMTPClient:
                     unsent.appendleft(_Command(_P_RSET, b"RSET\r\n", txn))
                     continue
             unsent.popleft()
-            if txn is not None and self._pointless(cmd, txn):
+            # Pointless only once MAIL was refused or every RCPT is answered.
+            if (
+                txn is not None
+                and (txn.mail_ok is False or not txn.unknown)
+                and self._pointless(cmd, txn)
+            ):
                 continue
             self._out += cmd.line
             awaiting.append(cmd)
