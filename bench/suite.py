@@ -44,6 +44,7 @@ REALISTIC = {
     "max_messages_per_connection": 100,
 }
 THROTTLING = REALISTIC | {"throttle_share": 0.5}
+GRACE = 5.0  # seconds the other providers get once the healthy one has all its mail
 REALISTIC_TRAFFIC = """
 [traffic.default]
 first_retry = "1s"
@@ -332,6 +333,12 @@ def salvo_run(
         sub = Submitted()
         timeout = (30 if policies is not None else 120) + messages / 200
         finished_count = _finished_counter(node, sinks, policies)
+        share0 = (messages + providers - 1) // providers  # recipients of p0.example
+        healthy_at: list[float | None] = [None]
+
+        def first_done() -> bool:
+            st = sinks[0].status()
+            return st.get("messages", 0) + st.get("bounced", 0) >= share0
 
         async def run() -> float:
             async with trio.open_nursery() as nursery:
@@ -347,6 +354,13 @@ def salvo_run(
                     )
                     if done >= messages and sub.done:
                         return time.perf_counter()
+                    if policies is not None and sub.done:
+                        # Realistic: the healthy first provider is what is measured; the
+                        # others get a grace period, then the row reports what is left.
+                        if first_done() and healthy_at[0] is None:
+                            healthy_at[0] = time.perf_counter()
+                        if healthy_at[0] and time.perf_counter() - healthy_at[0] > GRACE:
+                            return time.perf_counter()
                     if elapsed > timeout:
                         raise RuntimeError(
                             f"{name}: {done} of {messages} finished in {timeout:.0f} s; "
@@ -408,6 +422,7 @@ def salvo_run(
         "delivered_events": len(delivered),
         "unique_delivered": len(set(mids)),
         "bounced_events": len(events.get("bounced", [])),
+        "unfinished": messages - len(delivered) - len(events.get("bounced", [])),
         "deferred_events": len(events.get("deferred", [])),
         "sink_messages": sum(s.get("messages", 0) for s in sink_stats),
         "sinks": sink_stats,
