@@ -1,12 +1,30 @@
-"""Delivery: per-route queues of signed messages and the SMTP connections that drain them.
+"""Delivery: per-(source, provider) queues of signed messages and the SMTP connections
+that drain them, within each provider's limits (docs/delivery.md).
 
-A route is a destination (host, port) reached from one source address. Each route has a
-queue and up to ``max_connections`` connection tasks; a connection is opened when
-messages wait and no idle connection can take them, carries up to
-``max_messages_per_connection`` messages (one transaction each: every message is
-personalized), and closes after ``idle_timeout`` without work. When a route cannot be
-reached at all (connect, greeting or EHLO fails), every message queued for it is
-deferred at once, instead of each waiting for its own failed connection.
+A *lane* is one source address towards one provider (salvo.core.providers: every domain
+hosted by Google is one provider). Its :class:`~salvo.core.shaping.Shaper` holds the
+limits: concurrency, new connections per minute, messages per second and per hour
+(GCRA), adaptive backoff on throttle replies, and a pause after failed connection
+attempts. A *route* is the queue of one lane for one pool's settings (EHLO name, TLS).
+
+Each route has a queue, its own connection tasks and one opener task that starts a
+connection when messages wait, no idle connection can take them, and the lane's shaper
+and the node-wide connection cap allow one; else it waits for a connection to close or
+for the rate to allow one. A connection goes to the next host of its first message
+(MX order), carries up to ``max_messages_per_connection`` messages (one transaction
+each), waits for the message rate before each, and closes after ``idle_timeout``
+without work or when a backoff lowered the lane's concurrency below its count.
+
+- A soft failure of one host (``Outcome.try_next_host``: site or stream scope) sends the
+  message to its next host; with no host left it is deferred.
+- A 421, or a reply matching the provider's throttling signature, halves the lane's
+  concurrency and rates (they recover step by step).
+- A connection attempt that reached none of its hosts defers every message queued on
+  the route at once and pauses the lane's new connections (doubling, capped); messages
+  that arrive while it is paused are deferred without a connection (Postfix's "dead
+  destination"). So a provider that refuses everything holds no connections.
+- Providers never wait for each other: each route has its own tasks; the only shared
+  limit is the node-wide connection cap, and a waiting route holds none of it.
 
 Every message ends in exactly one :class:`Result`, sent on the results channel.
 """
@@ -14,7 +32,6 @@ Every message ends in exactly one :class:`Result`, sent on the results channel.
 from __future__ import annotations
 
 import collections
-import itertools
 import logging
 import math
 import ssl
@@ -23,9 +40,13 @@ from dataclasses import dataclass, field
 import trio
 
 from salvo.actors.smtp_session import SMTPSession, SMTPSessionError, SMTPTimeouts, TLSPolicy
+from salvo.core.providers import ProviderTable, route_key
+from salvo.core.shaping import Limits, Shaper, is_throttle
 from salvo.core.smtp import Outcome, Scope
 
 log = logging.getLogger("salvo.delivery")
+
+MAX_OPENER_WAIT = 1.0  # seconds: an opener re-checks at least this often
 
 
 @dataclass(slots=True)
@@ -41,6 +62,7 @@ class Message:
     # MXPlan.destinations(); a static route is one entry). The scheduler queues the message
     # on the first; moving on to the next after a soft failure is the delivery engine's.
     hosts: list[tuple[str, str, int]] = field(default_factory=list)
+    tried: int = 0  # hosts of ``hosts`` that failed softly for this message
 
 
 @dataclass(slots=True)
@@ -55,7 +77,8 @@ class Result:
 
 @dataclass(frozen=True)
 class RouteSettings:
-    """How the connections of a route behave."""
+    """How the connections of a route behave. The limits apply when the delivery has no
+    provider table (benchmarks); with one, the provider's limits apply."""
 
     ehlo: str
     max_connections: int = 32
@@ -65,22 +88,56 @@ class RouteSettings:
     timeouts: SMTPTimeouts = field(default_factory=SMTPTimeouts)
 
 
-class Route:
-    """The queue and connections of one (destination, source address)."""
+class Lane:
+    """One (source address, provider): its shaper, throttle signatures and routes."""
 
-    def __init__(
-        self, host: str, port: int, source: str | None, settings: RouteSettings, delivery: Delivery
-    ) -> None:
-        self.host = host
-        self.port = port
+    def __init__(self, source: str | None, provider: str, shaper: Shaper, signatures) -> None:
         self.source = source
+        self.provider = provider
+        self.shaper = shaper
+        self.signatures = signatures
+        self.routes: list[Route] = []
+
+    def poke(self) -> None:
+        for route in self.routes:
+            route.poke()
+
+    def feedback(self, outcome: Outcome | None, reply_code: int | None, text: str) -> None:
+        """Halve the lane's limits on a throttle signal."""
+        if outcome is not None and not outcome.is_temporary:
+            return
+        throttle = is_throttle(reply_code, text, self.signatures)
+        if throttle and self.shaper.throttled(trio.current_time()):
+            log.info(
+                "%s from %s: throttled (%s); concurrency now %d",
+                self.provider,
+                self.source or "default source",
+                text[:120],
+                self.shaper.max_connections,
+            )
+
+
+class Route:
+    """The queue, opener and connections of one lane for one pool's settings."""
+
+    def __init__(self, lane: Lane, settings: RouteSettings, delivery: Delivery) -> None:
+        self.lane = lane
+        self.source = lane.source
         self.settings = settings
         self._delivery = delivery
         self.queue: collections.deque[Message] = collections.deque()
         self.connections = 0
+        self._starting = 0  # connections that have not taken their first message yet
         self._idle = 0
         self._ready = trio.Event()
+        self._poke = trio.Event()
+        self._opening = False
         self._ssl: ssl.SSLContext | None = None
+        lane.routes.append(self)
+
+    @property
+    def limits(self) -> Limits:
+        return self.lane.shaper.limits
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         """The route's TLS context, made once: loading the system's trust store takes
@@ -92,16 +149,60 @@ class Route:
                 self._ssl.verify_mode = ssl.CERT_NONE
         return self._ssl
 
-    @property
-    def label(self) -> str:
-        return f"{self.host}:{self.port}"
+    def poke(self) -> None:
+        self._poke.set()
 
     def put(self, message: Message) -> None:
+        shaper = self.lane.shaper
+        left = shaper.pause_left(trio.current_time())
+        if left > 0:  # a dead destination: no connection until the pause ends
+            text = (
+                f"{self.lane.provider}: new connections paused for {left:.0f} s after "
+                f"{shaper.failures} failed connection attempt(s)"
+            )
+            self._report(message, Outcome.deferred(message.rcpt, Scope.SITE, text), "")
+            return
         self.queue.append(message)
         self._ready.set()
-        if self.connections < self.settings.max_connections and len(self.queue) > self._idle:
-            self.connections += 1
-            self._delivery.nursery.start_soon(self._connection)
+        self._poke.set()
+        if not self._opening:
+            self._opening = True
+            self._delivery.nursery.start_soon(self._opener)
+
+    # -- opening connections ----------------------------------------------------------------
+
+    async def _opener(self) -> None:
+        """Start connections while messages wait and the limits allow; see the module
+        docstring. Ends when the queue is empty."""
+        delivery = self._delivery
+        shaper = self.lane.shaper
+        try:
+            while self.queue:
+                self._poke = trio.Event()
+                wait = MAX_OPENER_WAIT
+                if len(self.queue) > self._idle + self._starting:
+                    now = trio.current_time()
+                    allowed = shaper.open_wait(now)
+                    if allowed <= 0 and delivery.connections >= delivery.max_connections:
+                        delivery.starved.add(self)  # poked when any connection closes
+                        allowed = math.inf
+                    if allowed <= 0 and shaper.opened(now):
+                        delivery.connections += 1
+                        delivery.peak_connections = max(
+                            delivery.peak_connections, delivery.connections
+                        )
+                        self.connections += 1
+                        self._starting += 1
+                        delivery.nursery.start_soon(self._connection)
+                        continue
+                    wait = min(wait, allowed)
+                with trio.move_on_after(wait):
+                    await self._poke.wait()
+        finally:
+            self._opening = False
+            delivery.starved.discard(self)
+
+    # -- connections --------------------------------------------------------------------------
 
     async def _get(self) -> Message | None:
         """The next message, or None once the connection has been idle ``idle_timeout``.
@@ -109,7 +210,7 @@ class Route:
         A put wakes every idle connection; those that find the queue empty again (another
         took the message) keep waiting: only the idle timeout closes a connection.
         """
-        deadline = trio.current_time() + self.settings.idle_timeout
+        deadline = trio.current_time() + self.limits.idle_timeout
         while not self.queue:
             if self._ready.is_set():  # set by a put whose message another connection took
                 self._ready = trio.Event()
@@ -126,74 +227,168 @@ class Route:
             self._ready = trio.Event()
         return message
 
-    async def _connection(self) -> None:
+    async def _connect(self, message: Message) -> tuple[SMTPSession | None, str]:
+        """A session with the next host of ``message`` (then the next...), or None when no
+        host answered: then the message is reported and the route's queue deferred."""
         settings = self.settings
-        session = None
-        try:
+        error: SMTPSessionError | None = None
+        host = ""
+        while True:
+            if message.hosts:
+                name, address, port = message.hosts[min(message.tried, len(message.hosts) - 1)]
+            else:  # pragma: no cover - the scheduler always sets hosts
+                name, address, port = "", "", 25
+            host = address
             try:
                 session = await SMTPSession.connect(
-                    self.host,
-                    self.port,
+                    address,
+                    port,
                     ehlo_name=settings.ehlo,
                     source_address=self.source,
                     tls=settings.tls,
                     ssl_context=self._ssl_context(),
+                    server_hostname=name or None,
                     timeouts=settings.timeouts,
                 )
+                self.lane.shaper.connect_succeeded()
+                return session, host
             except SMTPSessionError as exc:
-                log.warning("%s: %s", self.label, exc)
-                self._fail_queued(exc)
-                return
-            for _ in range(settings.max_messages_per_connection):
-                message = await self._get()
-                if message is None:
+                log.warning("%s: %s:%s: %s", self.lane.provider, address, port, exc)
+                error = exc
+                reply = exc.reply
+                self.lane.feedback(None, reply.code if reply else None, reply.text if reply else "")
+                message.tried += 1
+                if message.tried >= len(message.hosts):
                     break
+        assert error is not None
+        pause = self.lane.shaper.connect_failed(trio.current_time())
+        log.warning(
+            "%s from %s: no host answered; new connections paused for %.0f s",
+            self.lane.provider,
+            self.source or "default source",
+            pause,
+        )
+        self._report(message, error.outcomes([message.rcpt])[0], host)
+        self._fail_queued(error, host)
+        return None, host
+
+    async def _connection(self) -> None:
+        delivery = self._delivery
+        shaper = self.lane.shaper
+        session = None
+        starting = True
+        try:
+            message = self.queue.popleft() if self.queue else None
+            if message is None:
+                return
+            self._starting -= 1
+            starting = False
+            session, host = await self._connect(message)
+            if session is None:
+                return
+            limit = self.limits.max_messages_per_connection
+            sent = 0
+            while message is not None:
+                while (wait := shaper.take_message(trio.current_time())) > 0:
+                    await trio.sleep(wait)  # the rate: wait, never drop
                 smtputf8 = not (message.rcpt.isascii() and message.mail_from.isascii())
                 outcomes = await session.send(
                     message.mail_from, [message.rcpt], message.data, smtputf8=smtputf8
                 )
-                self._report(message, outcomes[0])
-                if not session.reusable:
+                sent += 1
+                outcome = outcomes[0]
+                if outcome.is_temporary:
+                    self.lane.feedback(outcome, outcome.code, outcome.text)
+                if outcome.try_next_host and message.tried + 1 < len(message.hosts):
+                    message.tried += 1
+                    self.queue.appendleft(message)  # to its next host, on another connection
+                    self._ready.set()
+                    self._poke.set()
+                else:
+                    self._report(message, outcome, host)
+                if not session.reusable or sent >= limit or shaper.over_limit(trio.current_time()):
                     break
+                message = await self._get()
         finally:
+            if starting:
+                self._starting -= 1
             self.connections -= 1
+            delivery.connections -= 1
+            shaper.closed()
             if session is not None:
                 with trio.CancelScope(shield=True), trio.move_on_after(5):
                     if session.reusable:
                         await session.quit()
                     await session.aclose()
-            # Messages may have arrived while this connection was closing. Not when it was
-            # cancelled (the node is stopping): the new one would be cancelled at once and
-            # start another in its turn, for ever, and the core would never stop.
+            # Room for another connection: this route's opener, the lane's other routes,
+            # and routes waiting for the node-wide cap. Not when cancelled (the node is
+            # stopping): nothing new starts then.
             cancelled = trio.current_effective_deadline() == -math.inf
-            if (
-                self.queue
-                and self.connections < settings.max_connections
-                and not self._idle
-                and not cancelled
-            ):
-                self.connections += 1
-                self._delivery.nursery.start_soon(self._connection)
+            if not cancelled:
+                self.lane.poke()
+                delivery.poke_starved()
 
-    def _fail_queued(self, exc: SMTPSessionError) -> None:
+    def _fail_queued(self, exc: SMTPSessionError, host: str) -> None:
         queued, self.queue = list(self.queue), collections.deque()
         self._ready = trio.Event()
         for message in queued:
-            self._report(message, exc.outcomes([message.rcpt])[0])
+            self._report(message, exc.outcomes([message.rcpt])[0], host)
 
-    def _report(self, message: Message, outcome: Outcome) -> None:
-        self._delivery.report(Result(message, outcome, self.host, self.source or ""))
+    def _report(self, message: Message, outcome: Outcome, host: str) -> None:
+        self._delivery.report(Result(message, outcome, host, self.source or ""))
+
+
+class _Sources:
+    """Smooth weighted round robin (nginx's): each pick adds every weight to its current
+    value, picks the largest and takes the total from it. Weights 2, 1 -> a, b, a, ..."""
+
+    def __init__(self, sources: list[str], weights: list[int] | None) -> None:
+        self.sources = sources
+        self.weights = list(weights) if weights else [1] * len(sources)
+        self.current = [0] * len(sources)
+        self.total = sum(self.weights)
+
+    def next(self) -> str:
+        best = 0
+        for i, weight in enumerate(self.weights):
+            self.current[i] += weight
+            if self.current[i] > self.current[best]:
+                best = i
+        self.current[best] -= self.total
+        return self.sources[best]
 
 
 class Delivery:
-    """All routes; run :meth:`run` in a nursery, then :meth:`send` messages."""
+    """All lanes and routes; run :meth:`run` in a nursery, then :meth:`send` messages.
 
-    def __init__(self, results: trio.MemorySendChannel[Result]) -> None:
+    ``providers`` (the provider table) gives each provider's limits and throttle
+    signatures; without it, a route's :class:`RouteSettings` limits apply.
+    ``max_connections`` caps connections across all providers (0: no cap).
+    """
+
+    def __init__(
+        self,
+        results: trio.MemorySendChannel[Result],
+        *,
+        providers: ProviderTable | None = None,
+        max_connections: int = 0,
+    ) -> None:
         self._results = results
-        self._routes: dict[tuple[str, int, str | None], Route] = {}
-        self._cycles: dict[tuple[str, ...], itertools.cycle] = {}
+        self.providers = providers
+        self.max_connections = max_connections or math.inf
+        self._lanes: dict[tuple[str | None, str], Lane] = {}
+        self._routes: dict[tuple[str | None, str, RouteSettings], Route] = {}
+        self._sources: dict[tuple[tuple[str, ...], tuple[int, ...]], _Sources] = {}
+        self.starved: set[Route] = set()
         self.nursery: trio.Nursery
         self.in_flight = 0
+        self.connections = 0  # open (or opening) across every lane
+        self.peak_connections = 0  # the most at once so far
+
+    def configure(self, providers: ProviderTable | None, max_connections: int = 0) -> None:
+        """Set the provider table and the node-wide connection cap (before sending)."""
+        self.providers = providers
+        self.max_connections = max_connections or math.inf
 
     async def run(self, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """Host the connection tasks; returns when cancelled."""
@@ -202,6 +397,39 @@ class Delivery:
             task_status.started()
             await trio.sleep_forever()
 
+    def poke_starved(self) -> None:
+        for route in self.starved:
+            route.poke()
+
+    def lane(self, source: str | None, provider: str, settings: RouteSettings) -> Lane:
+        """The lane of (source, provider), made on first use."""
+        lane = self._lanes.get((source, provider))
+        if lane is None:
+            if self.providers is None:
+                limits = Limits(
+                    max_connections=settings.max_connections,
+                    max_messages_per_connection=settings.max_messages_per_connection,
+                    idle_timeout=settings.idle_timeout,
+                )
+                signatures = ()
+            else:
+                spec = self.providers.get(provider)
+                limits, signatures = spec.limits, spec.throttle
+            lane = self._lanes[(source, provider)] = Lane(
+                source, provider, Shaper(limits), signatures
+            )
+        return lane
+
+    def pick_source(self, sources: list[str], weights: list[int] | None = None) -> str | None:
+        """The next source address of a pool (weighted round robin); None: the system's."""
+        if not sources:
+            return None
+        key = (tuple(sources), tuple(weights or ()))
+        picker = self._sources.get(key)
+        if picker is None:
+            picker = self._sources[key] = _Sources(sources, weights)
+        return picker.next()
+
     def send(
         self,
         message: Message,
@@ -209,20 +437,38 @@ class Delivery:
         port: int,
         sources: list[str],
         settings: RouteSettings,
+        *,
+        provider: str | None = None,
+        weights: list[int] | None = None,
     ) -> None:
-        """Queue a message for (host, port) from one of ``sources`` (round robin)."""
-        source = None
-        if sources:
-            key = tuple(sources)
-            cycle = self._cycles.get(key)
-            if cycle is None:
-                cycle = self._cycles[key] = itertools.cycle(sources)
-            source = next(cycle)
-        route = self._routes.get((host, port, source))
+        """Queue a message for ``provider`` (default: the route to host:port as its own
+        provider) from one of ``sources``. ``message.hosts`` (default: host:port) are the
+        hosts its connection may go to, in order."""
+        if not message.hosts:
+            message.hosts = [(host, host, port)]
+        source = self.pick_source(sources, weights)
+        provider = provider or route_key(host, port)
+        route = self._routes.get((source, provider, settings))
         if route is None:
-            route = self._routes[(host, port, source)] = Route(host, port, source, settings, self)
+            lane = self.lane(source, provider, settings)
+            route = self._routes[(source, provider, settings)] = Route(lane, settings, self)
         self.in_flight += 1
         route.put(message)
+
+    def statistics(self) -> dict[str, dict]:
+        """Per lane: connections, queued messages and the current limits."""
+        out = {}
+        for (source, provider), lane in self._lanes.items():
+            shaper = lane.shaper
+            out[f"{source or '-'} {provider}"] = {
+                "connections": shaper.active,
+                "queued": sum(len(r.queue) for r in lane.routes),
+                "max_connections": shaper.max_connections,
+                "factor": shaper.factor,
+                "paused_for": shaper.pause_left(trio.current_time()),
+                **shaper.rates(),
+            }
+        return out
 
     def report(self, result: Result) -> None:
         """Hand a result to the scheduler (the channel is unbounded in practice)."""

@@ -7,10 +7,18 @@ to delivery, and records every outcome in batched spool commits. Events leave on
 the commit that made the change. Deferred recipients get their next attempt from the
 retry schedule of their traffic class; a permanent failure with a 5.1.x status (bad
 mailbox or domain) adds the address to the suppression list.
+
+Providers (docs/delivery.md): each message is queued for its provider (the MX pattern or
+MX set of its domain, or its static route). One provider may have at most its share of
+``max_ready`` in flight (half by default, ``[providers.NAME] max_ready``): a claimed
+recipient whose domain is known to belong to a provider at its share is handed back to
+the spool unsigned, due again after :data:`HANDBACK_DELAY`, so a slow provider cannot
+fill the node with its mail while others wait on disk.
 """
 
 from __future__ import annotations
 
+import collections
 import email.utils
 import logging
 import time
@@ -29,6 +37,7 @@ from salvo.core.config import Config, parse_duration
 from salvo.core.events import Event
 from salvo.core.messages import Content, SignItem
 from salvo.core.mx import FailureReason, MXPlan, RouteFailure
+from salvo.core.providers import route_key
 from salvo.core.retry import next_attempt
 from salvo.core.smtp import Outcome, Scope, Status
 from salvo.core.spool import Change, Claim, Claimed
@@ -41,6 +50,8 @@ CLAIM_BATCH = 512
 SIGN_BATCH = 32
 OUTCOME_BATCH = 2000
 MAINTENANCE_EVERY = 10.0
+HANDBACK_DELAY = 5.0  # seconds: a recipient of a provider at its share is due again then
+DOMAIN_CACHE = 100_000  # domains whose provider is remembered (cleared when full)
 
 
 @dataclass(slots=True)
@@ -95,6 +106,13 @@ class Scheduler:
         # MX routing: domains being resolved, and the messages waiting for each.
         self.resolver = resolver or Resolver.from_config(config)
         self._resolving: dict[str, list[tuple[Message, str]]] = {}
+        # Providers: their table, the provider of each in-flight recipient and of each
+        # domain seen, and how many recipients each has in flight.
+        self.providers = config.provider_table()
+        delivery.configure(self.providers, config.delivery.max_connections_total)
+        self._provider_of: dict[tuple[int, int], str] = {}
+        self._domain_provider: dict[str, str] = {}
+        self.provider_inflight: collections.Counter[str] = collections.Counter()
         self.settings = {
             name: RouteSettings(
                 ehlo=pool.ehlo or config.hostname,
@@ -131,23 +149,51 @@ class Scheduler:
         while self.claiming:
             room = self.config.delivery.max_ready - len(self.inflight)
             got = 0
+            handed: list[SpoolOutcome] = []
             if room > 0:
                 claim = await self.writer.run_sync(
                     self.spool.claim_due, self._clock(), min(room, CLAIM_BATCH)
                 )
                 got = len(claim.claimed) + len(claim.finished)
-                self._take(claim)
-            if got and got >= min(room, CLAIM_BATCH):
+                handed = self._take(claim)
+                if handed:  # written unsigned, without events: they were never tried
+                    changes = await self.writer.record_outcomes(handed)
+                    # ...unless that made one final (its expiry came first).
+                    self._emit(
+                        [
+                            self._event(c, self._job_of(c.seq))
+                            for c in changes
+                            if c.record.state != "queued"
+                        ]
+                    )
+            if got and got >= min(room, CLAIM_BATCH) and not handed:
                 continue  # more may be due right now
             wait = 1.0
             due = self.spool.next_due()
-            if due is not None and room > 0:
+            if due is not None and room > 0 and not handed:
                 wait = min(wait, max(0.0, due - self._clock()))
+            # After a hand-back the due backlog is (mostly) a provider at its share:
+            # claim again when outcomes free room, not at once (no churn through it).
             with trio.move_on_after(wait):
                 await self._wake.wait()
             self._wake = trio.Event()
 
-    def _take(self, claim: Claim) -> None:
+    def _share(self, provider: str) -> int:
+        """How many recipients of ``provider`` may be in flight at once."""
+        return self.providers.get(provider).max_ready or max(1, self.config.delivery.max_ready // 2)
+
+    def _known_provider(self, domain: str) -> str | None:
+        """The provider of a domain, if known before its message is made: its static route,
+        or the provider its last MX lookup gave."""
+        route = self.config.route(domain)
+        if route is not None:
+            return route_key(*route)
+        return self._domain_provider.get(domain.rstrip(".").lower())
+
+    def _take(self, claim: Claim) -> list[SpoolOutcome]:
+        """Send claimed recipients to the signers; return those handed back unsigned
+        because their provider is at its share of ``max_ready``."""
+        handed: list[SpoolOutcome] = []
         if claim.finished:
             self._emit([self._event(c, self._job_of(c.seq)) for c in claim.finished])
         for seq, record in claim.jobs.items():
@@ -169,15 +215,35 @@ class Scheduler:
                     ),
                 )
         by_job: dict[int, list[SignItem]] = {}
+        now = self._clock()
         for c in claim.claimed:
+            provider = self._known_provider(c.domain)
+            if provider is not None:
+                if self.provider_inflight[provider] >= self._share(provider):
+                    handed.append(
+                        SpoolOutcome(
+                            seq=c.seq,
+                            idx=c.idx,
+                            state="queued",
+                            text=f"{provider}: at its share of max_ready",
+                            next_attempt=now + HANDBACK_DELAY,
+                        )
+                    )
+                    continue
+                self._count((c.seq, c.idx), provider)
             self.inflight[(c.seq, c.idx)] = c
             self._jobs[c.seq].refs += 1
             by_job.setdefault(c.seq, []).append(SignItem(c.seq, c.idx, c.to, c.vars, c.message_id))
+        for seq in claim.jobs:  # every recipient of it handed back: nothing to keep
+            job = self._jobs.get(seq)
+            if job is not None and job.refs <= 0:
+                del self._jobs[seq]
         assert self.dispatcher is not None
         for seq, items in by_job.items():
             content = self._jobs[seq].content
             for i in range(0, len(items), SIGN_BATCH):
                 self.dispatcher.submit(seq, content, items[i : i + SIGN_BATCH])
+        return handed
 
     def _job_of(self, seq: int) -> _Job | JobRecord | None:
         return self._jobs.get(seq) or self.spool.get_job(seq)
@@ -205,7 +271,17 @@ class Scheduler:
             return
         pool = self.config.pools[traffic.pool]
         message.hosts = [(route[0], route[0], route[1])]
-        self.delivery.send(message, route[0], route[1], pool.sources, self.settings[traffic.pool])
+        provider = route_key(*route)
+        self._count((seq, idx), provider)
+        self.delivery.send(
+            message,
+            route[0],
+            route[1],
+            pool.sources,
+            self.settings[traffic.pool],
+            provider=provider,
+            weights=pool.weights,
+        )
 
     # -- MX routing (docs/routing.md) -------------------------------------------------------
 
@@ -243,8 +319,27 @@ class Scheduler:
             return
         message.hosts = result.destinations()
         _name, address, port = message.hosts[0]
-        sources = self.config.pools[pool].sources
-        self.delivery.send(message, address, port, sources, self.settings[pool])
+        provider = self.providers.classify([name for name, _address, _port in message.hosts])
+        if len(self._domain_provider) >= DOMAIN_CACHE:
+            self._domain_provider.clear()
+        self._domain_provider[result.domain.rstrip(".").lower()] = provider
+        self._count((message.seq, message.idx), provider)
+        spec = self.config.pools[pool]
+        self.delivery.send(
+            message,
+            address,
+            port,
+            spec.sources,
+            self.settings[pool],
+            provider=provider,
+            weights=spec.weights,
+        )
+
+    def _count(self, key: tuple[int, int], provider: str) -> None:
+        """Count an in-flight recipient against its provider's share (until recorded)."""
+        if key not in self._provider_of:
+            self._provider_of[key] = provider
+            self.provider_inflight[provider] += 1
 
     # -- outcomes ---------------------------------------------------------------------------
 
@@ -276,6 +371,11 @@ class Scheduler:
                 hard.append((change.record.to, event))
         for result in batch:
             key = (result.message.seq, result.message.idx)
+            provider = self._provider_of.pop(key, None)
+            if provider is not None:
+                self.provider_inflight[provider] -= 1
+                if self.provider_inflight[provider] <= 0:
+                    del self.provider_inflight[provider]
             if self.inflight.pop(key, None) is not None:
                 job = self._jobs.get(key[0])
                 if job is not None:

@@ -30,6 +30,7 @@ class SinkPolicy:
     bounce_share: float = 0.0  # 550 5.1.1 at RCPT
     max_messages_per_connection: int = 0  # 0: no limit; else 421 after that many
     seed: int | None = None
+    busy_share: float = 0.0  # 421 4.7.0 at MAIL (a provider saying "too fast"), then close
 
 
 @dataclass
@@ -48,6 +49,18 @@ class SinkStats:
     sample_every: int = 0  # keep every n-th message (0: none)
     arrived: trio.Event = field(default_factory=trio.Event)
     expect: int = 0  # set `arrived` once this many messages came
+    active: int = 0  # connections open now
+    max_concurrent: int = 0  # the most connections open at once
+    per_connection: list[int] = field(default_factory=list)  # messages of each closed one
+    busy: int = 0  # 421 busy replies sent
+
+    def _opened(self) -> None:
+        self.active += 1
+        self.max_concurrent = max(self.max_concurrent, self.active)
+
+    def _closed(self, messages: int) -> None:
+        self.active -= 1
+        self.per_connection.append(messages)
 
     def _took(self, message: bytes, recipients: int) -> None:
         self.messages += 1
@@ -135,6 +148,11 @@ class _Session:
                     else b"250 sink.test\r\n"
                 )
             elif verb == b"MAIL":
+                if self.policy.busy_share and self.rng.random() < self.policy.busy_share:
+                    self.stats.busy += 1
+                    self.out.append(b"421 4.7.0 Server busy, too many messages, slow down\r\n")
+                    await self._flush()
+                    return
                 limit = self.policy.max_messages_per_connection
                 if limit and self.sent >= limit:
                     self.out.append(b"421 4.7.0 Too many messages on this connection\r\n")
@@ -188,11 +206,14 @@ async def serve_sink(
     rng = random.Random(policy.seed)
 
     async def handle(stream: trio.SocketStream) -> None:
+        session = _Session(stream, policy, stats, rng)
+        stats._opened()
         try:
-            await _Session(stream, policy, stats, rng).run()
+            await session.run()
         except trio.BrokenResourceError:
             pass
         finally:
+            stats._closed(session.sent)
             await stream.aclose()
 
     listeners = await trio.open_tcp_listeners(port, host=host)

@@ -154,13 +154,14 @@ class TrafficSection(_Section):
 
 
 class DeliverySection(_Section):
-    max_connections: int = 32  # per route and source address
+    max_connections: int = 32  # per (source, provider) without limits of its own
     max_messages_per_connection: int = 1000
     connect_timeout: Duration = "30s"
     command_timeout: Duration = "5m"
     data_timeout: Duration = "10m"
     idle_timeout: Duration = "5s"
     max_ready: int = 4096  # messages claimed from the spool and not yet finished, at most
+    max_connections_total: int = 2000  # across every provider and source; 0 = no cap
 
 
 class DnsSection(_Section):
@@ -342,6 +343,8 @@ def _validate(config: Config) -> None:
         parse_size(getattr(getattr(config, section), key), key=f"[{section}] {key}")
     if config.node.signers < 0:
         raise ConfigError("config: [node] signers: 0 (one per core) or more")
+    if config.delivery.max_connections_total < 0:
+        raise ConfigError("config: [delivery] max_connections_total: 0 (no cap) or more")
     try:
         config.provider_table()
     except ValueError as exc:  # ConfigError (a duration) included: it names the key
