@@ -309,33 +309,45 @@ class SMTPSession:
             raise trio.ClosedResourceError("this SMTP session is closed; connect again")
         self._busy = True
         try:
-            recipients = [list(item[1]) for item in transactions]
-            finals: list[list[Outcome | None]] = [[None] * len(r) for r in recipients]
-            # (item index, positions of its recipients still to send)
-            todo = [(k, list(range(len(r)))) for k, r in enumerate(recipients)]
-            for _ in range(1 + sum(map(len, recipients))):  # each round settles a recipient
-                batch = []
-                for k, positions in todo:
-                    item = transactions[k]
-                    smtputf8 = len(item) > 3 and item[3]
-                    rcpts = [recipients[k][i] for i in positions]
-                    batch.append((item[0], rcpts, item[2], smtputf8))
-                outcomes = await self._transactions(batch)
-                again = []
-                for (k, positions), result in zip(todo, outcomes, strict=True):
-                    split = []
-                    for i, outcome in zip(positions, result, strict=True):
-                        finals[k][i] = outcome
-                        if outcome.split:
-                            split.append(i)
-                    if split and len(split) < len(positions):  # progress: send the rest
-                        again.append((k, split))
-                if not again or not self.reusable:
-                    break
-                todo = again
-            return finals  # type: ignore[return-value]
+            splits = self._client.splits
+            first = await self._transactions(transactions)
+            if self._client.splits == splits:  # the usual case: nothing to send again
+                return [list(outcomes) for outcomes in first]
+            return await self._resend_splits(transactions, first)
         finally:
             self._busy = False
+
+    async def _resend_splits(
+        self, transactions: Sequence[Sequence], first: list[tuple[Outcome, ...]]
+    ) -> list[list[Outcome]]:
+        """Send recipients refused as too many (452 4.5.3, RCPTMAX) again at once, in
+        further transactions, as long as each round makes progress."""
+        recipients = [list(item[1]) for item in transactions]
+        finals = [list(outcomes) for outcomes in first]
+        todo = []
+        for k, outcomes in enumerate(first):
+            split = [i for i, o in enumerate(outcomes) if o.split]
+            if split and len(split) < len(outcomes):
+                todo.append((k, split))
+        for _ in range(sum(map(len, recipients))):  # each round settles a recipient
+            if not todo or not self.reusable:
+                break
+            batch = []
+            for k, positions in todo:
+                item = transactions[k]
+                smtputf8 = len(item) > 3 and item[3]
+                batch.append((item[0], [recipients[k][i] for i in positions], item[2], smtputf8))
+            again = []
+            for (k, positions), result in zip(todo, await self._transactions(batch), strict=True):
+                split = []
+                for i, outcome in zip(positions, result, strict=True):
+                    finals[k][i] = outcome
+                    if outcome.split:
+                        split.append(i)
+                if split and len(split) < len(positions):
+                    again.append((k, split))
+            todo = again
+        return finals
 
     async def quit(self) -> None:
         """Say QUIT (waiting for the 221 at most the quit timeout), then close."""

@@ -248,6 +248,7 @@ class SMTPClient:
         self.capabilities = Capabilities()
         self.tls = False
         self.reply_count = 0
+        self.splits = 0  # recipients refused as too many for one transaction, so far
         self.error: SMTPProtocolError | None = None  # why the session is BROKEN, if it is
 
     # -- what the transport asks ------------------------------------------------------
@@ -438,6 +439,7 @@ class SMTPClient:
             elif caps.rcpt_max is not None and len(rcpts) >= caps.rcpt_max:
                 text = f"over the server's {caps.rcpt_max} recipients per transaction"
                 txn.outcomes[i] = Outcome.split_off(rcpt, text)
+                self.splits += 1
             else:
                 utf8 = utf8 or not rcpt.isascii()
                 rcpts.append(i)
@@ -659,6 +661,7 @@ class SMTPClient:
             txn.accepted.append(i)
         elif _too_many(reply, bool(txn.accepted)):
             txn.outcomes[i] = Outcome.split_off(txn.recipients[i], reply.text, reply)
+            self.splits += 1
         else:
             txn.outcomes[i] = Outcome.from_reply(txn.recipients[i], reply, Scope.RECIPIENT)
         self._settle(txn)
