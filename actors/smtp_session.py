@@ -4,6 +4,7 @@ Usage::
 
     session = await SMTPSession.connect(host, port, ehlo_name="mta.example")
     outcomes = await session.send(mail_from, recipients, message)  # one transaction
+    results = await session.send_many([(mail_from, [rcpt], message), ...])  # pipelined
     ...                                                              # reuse while reusable
     await session.quit()
 
