@@ -12,8 +12,9 @@ connection when messages wait, no idle connection can take them, and the lane's 
 and the node-wide connection cap allow one; else it waits for a connection to close or
 for the rate to allow one. A connection goes to the next host of its first message
 (MX order), carries up to ``max_messages_per_connection`` messages (one transaction
-each), waits for the message rate before each, and closes after ``idle_timeout``
-without work or when a backoff lowered the lane's concurrency below its count.
+each, up to ``BATCH`` pipelined in one exchange: docs/smtp.md "Batches"), waits for the
+message rate before each, and closes after ``idle_timeout`` without work or when a
+backoff lowered the lane's concurrency below its count.
 
 - A soft failure of one host (``Outcome.try_next_host``: site or stream scope) sends the
   message to its next host; with no host left it is deferred.
@@ -47,6 +48,7 @@ from salvo.core.smtp import Outcome, Scope
 log = logging.getLogger("salvo.delivery")
 
 MAX_OPENER_WAIT = 1.0  # seconds: an opener re-checks at least this often
+BATCH = 16  # messages per pipelined send_many on one connection
 
 
 @dataclass(slots=True)
@@ -272,6 +274,17 @@ class Route:
         self._fail_queued(error, host)
         return None, host
 
+    def _outcome(self, message: Message, outcome: Outcome, host: str) -> None:
+        if outcome.is_temporary:
+            self.lane.feedback(outcome, outcome.code, outcome.text)
+        if outcome.try_next_host and message.tried + 1 < len(message.hosts):
+            message.tried += 1
+            self.queue.appendleft(message)  # to its next host, on another connection
+            self._ready.set()
+            self._poke.set()
+        else:
+            self._report(message, outcome, host)
+
     async def _connection(self) -> None:
         delivery = self._delivery
         shaper = self.lane.shaper
@@ -291,21 +304,22 @@ class Route:
             while message is not None:
                 while (wait := shaper.take_message(trio.current_time())) > 0:
                     await trio.sleep(wait)  # the rate: wait, never drop
-                smtputf8 = not (message.rcpt.isascii() and message.mail_from.isascii())
-                outcomes = await session.send(
-                    message.mail_from, [message.rcpt], message.data, smtputf8=smtputf8
-                )
-                sent += 1
-                outcome = outcomes[0]
-                if outcome.is_temporary:
-                    self.lane.feedback(outcome, outcome.code, outcome.text)
-                if outcome.try_next_host and message.tried + 1 < len(message.hosts):
-                    message.tried += 1
-                    self.queue.appendleft(message)  # to its next host, on another connection
-                    self._ready.set()
-                    self._poke.set()
-                else:
-                    self._report(message, outcome, host)
+                # What is queued now and the rate allows goes in one pipelined batch (one
+                # write and one read per message); never wait to fill a batch.
+                batch = [message]
+                cap = min(BATCH, limit - sent)
+                while (
+                    len(batch) < cap
+                    and self.queue
+                    and shaper.take_message(trio.current_time()) == 0
+                ):
+                    batch.append(self.queue.popleft())
+                if not self.queue:
+                    self._ready = trio.Event()
+                results = await session.send_many([(m.mail_from, [m.rcpt], m.data) for m in batch])
+                sent += len(batch)
+                for m, (outcome,) in zip(batch, results, strict=True):
+                    self._outcome(m, outcome, host)
                 if not session.reusable or sent >= limit or shaper.over_limit(trio.current_time()):
                     break
                 message = await self._get()
