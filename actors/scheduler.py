@@ -10,7 +10,8 @@ mailbox or domain) adds the address to the suppression list.
 
 Providers (docs/delivery.md): each message is queued for its provider (the MX pattern or
 MX set of its domain, or its static route). One provider may have at most its share of
-``max_ready`` in flight (half by default, ``[providers.NAME] max_ready``): a claimed
+``max_ready`` in flight (``[providers.NAME] max_ready``; by default all of it for a
+provider without a rate limit, about 30 s of its rate for one with a limit): a claimed
 recipient whose domain is known to belong to a provider at its share is handed back to
 the spool unsigned, due again after :data:`HANDBACK_DELAY`, so a slow provider cannot
 fill the node with its mail while others wait on disk.
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 
 import trio
 
-from salvo.actors.delivery import Delivery, Message, Result, RouteSettings
+from salvo.actors.delivery import BATCH, Delivery, Message, Result, RouteSettings
 from salvo.actors.dispatch import Dispatcher
 from salvo.actors.resolver import Resolver
 from salvo.actors.smtp_session import SMTPTimeouts
@@ -51,6 +52,7 @@ SIGN_BATCH = 32
 OUTCOME_BATCH = 2000
 MAINTENANCE_EVERY = 10.0
 HANDBACK_DELAY = 5.0  # seconds: a recipient of a provider at its share is due again then
+SHARE_HORIZON = 30.0  # seconds of a rate-limited provider's rate that may be in flight
 DOMAIN_CACHE = 100_000  # domains whose provider is remembered (cleared when full)
 
 
@@ -179,8 +181,21 @@ class Scheduler:
             self._wake = trio.Event()
 
     def _share(self, provider: str) -> int:
-        """How many recipients of ``provider`` may be in flight at once."""
-        return self.providers.get(provider).max_ready or max(1, self.config.delivery.max_ready // 2)
+        """How many recipients of ``provider`` may be in flight at once: its configured
+        ``max_ready``, else what it can take soon. A provider without a message rate
+        limit may use all of ``max_ready`` (a cap below it would only stall the queue:
+        what is handed back waits HANDBACK_DELAY while the provider idles); a rate-limited
+        one about SHARE_HORIZON seconds of its rate, so that it cannot fill ``max_ready``
+        with messages that wait for tokens while other providers' mail waits on disk."""
+        p = self.providers.get(provider)
+        total = self.config.delivery.max_ready
+        if p.max_ready:
+            return p.max_ready
+        rate = p.limits.max_messages_per_second or p.limits.max_messages_per_hour / 3600
+        if not rate:
+            return total
+        soon = max(rate * SHARE_HORIZON, p.limits.max_connections * BATCH)
+        return max(1, min(total // 2, int(soon)))
 
     def _known_provider(self, domain: str) -> str | None:
         """The provider of a domain, if known before its message is made: its static route,
