@@ -7,14 +7,11 @@ with ~2 KB messages over reused connections, in the same run:
 
 - ``smtp-source -s 50 -m N -l 2000 -d``: Postfix's C load generator (no pipelining), timed
   from start to exit.
-- salvo (``--client batch``, the default): a route as the delivery actor drives it with
-  the batch API (``BatchRoute`` below: one queue, up to C connection tasks, each taking
-  up to ``--batch`` K queued messages per ``SMTPSession.send_many`` call, one
-  ``delivery.Result`` per message on the results channel), fed by a bounded window of
-  messages, in this one Trio process. Timed from the first message queued to the last
+- salvo: ``salvo.actors.delivery.Delivery``, the node's own delivery actor (its route
+  queue, connection tasks, shaper and results accounting; each connection sends what is
+  queued in pipelined ``send_many`` batches of up to ``BATCH``), fed by a bounded window
+  of messages, in this one Trio process. Timed from the first message queued to the last
   ``Result``.
-- ``--client delivery``: ``salvo.actors.delivery.Delivery`` as it is (one ``send`` per
-  message), for comparison.
 
 The client under test is pinned to one CPU and the sink to another when the machine has
 two or more, so that "one core" means one core. The salvo row also reports its process
@@ -27,7 +24,6 @@ Targets (issue 5): salvo >= 15,000 msg/s on one core, and >= 75% of smtp-source.
 from __future__ import annotations
 
 import argparse
-import collections
 import contextlib
 import math
 import os
@@ -40,8 +36,8 @@ import time
 
 import trio
 
-from salvo.actors.delivery import Delivery, Message, Result, RouteSettings
-from salvo.actors.smtp_session import SMTPSession, SMTPSessionError, SMTPTimeouts
+from salvo.actors.delivery import BATCH, Delivery, Message, RouteSettings
+from salvo.actors.smtp_session import SMTPTimeouts
 
 HOST = "127.0.0.7"
 TARGET_RATE = 15_000
@@ -121,71 +117,8 @@ def _messages(n: int) -> list[Message]:
     return out
 
 
-class BatchRoute:
-    """One route's queue and connections, sending with ``send_many``: the recipe for
-    ``salvo.actors.delivery.Route._connection`` (see docs/smtp.md, "Batches").
-
-    A connection task waits for the first queued message, then takes whatever else is
-    queued, up to ``batch`` messages (and what is left of its per-connection budget), and
-    sends them in one ``send_many`` call; each message gets its ``Result`` when the call
-    returns. A route with C connections has at most C x ``batch`` messages in flight.
-    """
-
-    def __init__(self, host: str, port: int, settings: RouteSettings, batch: int, results):
-        self.host, self.port, self.settings, self.batch = host, port, settings, batch
-        self.results = results
-        self.queue: collections.deque[Message] = collections.deque()
-        self.connections = 0
-        self.nursery: trio.Nursery
-        self._ready = trio.Event()
-
-    def put(self, message: Message) -> None:
-        self.queue.append(message)
-        self._ready.set()
-        if self.connections < self.settings.max_connections:
-            self.connections += 1
-            self.nursery.start_soon(self._connection)
-
-    async def _connection(self) -> None:
-        settings = self.settings
-        try:
-            session = await SMTPSession.connect(
-                self.host,
-                self.port,
-                ehlo_name=settings.ehlo,
-                tls=settings.tls,
-                timeouts=settings.timeouts,
-            )
-        except SMTPSessionError as exc:
-            raise SystemExit(f"bench: cannot connect: {exc}") from exc
-        budget = settings.max_messages_per_connection
-        try:
-            while budget > 0:
-                while not self.queue:
-                    if self._ready.is_set():
-                        self._ready = trio.Event()
-                    await self._ready.wait()
-                queue = self.queue
-                take = min(self.batch, budget, len(queue))
-                batch = [queue.popleft() for _ in range(take)]
-                outcomes = await session.send_many([(m.mail_from, [m.rcpt], m.data) for m in batch])
-                budget -= take
-                send = self.results.send_nowait
-                for message, (outcome,) in zip(batch, outcomes, strict=True):
-                    send(Result(message, outcome, self.host, ""))
-                if not session.reusable:
-                    break
-        finally:
-            self.connections -= 1
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-                await session.aclose()
-
-
-def run_salvo(
-    port: int, n: int, connections: int, window: int, batch: int = 0
-) -> tuple[float, float, int]:
-    """(messages per second, CPU seconds per wall second, delivered); ``batch`` 0 goes
-    through ``Delivery`` (one send per message), otherwise through :class:`BatchRoute`."""
+def run_salvo(port: int, n: int, connections: int, window: int) -> tuple[float, float, int]:
+    """(messages per second, CPU seconds per wall second, delivered) through ``Delivery``."""
     messages = _messages(n)
     settings = RouteSettings(
         ehlo="bench.salvo.example",
@@ -201,18 +134,11 @@ def run_salvo(
         nonlocal delivered
         send, receive = trio.open_memory_channel(math.inf)
         async with trio.open_nursery() as nursery:
-            if batch:
-                route = BatchRoute(HOST, port, settings, batch, send)
-                route.nursery = nursery
+            delivery = Delivery(send)
+            await nursery.start(delivery.run)
 
-                def put(message: Message) -> None:
-                    route.put(message)
-            else:
-                delivery = Delivery(send)
-                await nursery.start(delivery.run)
-
-                def put(message: Message) -> None:
-                    delivery.send(message, HOST, port, [], settings)
+            def put(message: Message) -> None:
+                delivery.send(message, HOST, port, [], settings)
 
             cpu0, wall0 = time.process_time(), time.perf_counter()
             fed = 0
@@ -248,17 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=50, help="for both clients")
     parser.add_argument("--window", type=int, default=5000, help="salvo messages queued")
     parser.add_argument("--rounds", type=int)
-    parser.add_argument(
-        "--client",
-        choices=["batch", "delivery"],
-        default="batch",
-        help="salvo through send_many batches (default) or through Delivery as it is",
-    )
-    parser.add_argument("--batch", type=int, default=16, help="messages per send_many call")
     parser.add_argument("--profile", help="cProfile the salvo client into this file")
     args = parser.parse_args(argv)
     n = args.messages or (20_000 if args.quick else 100_000)
-    batch = args.batch if args.client == "batch" else 0
     rounds = args.rounds or (1 if args.quick else 3)
     client_cpus, sink_cpus = _cpus()
     if client_cpus:
@@ -266,19 +184,17 @@ def main(argv: list[str] | None = None) -> int:
     source, salvo, cpu = [], [], []
     with smtp_sink(sink_cpus) as port:
         print(f"smtp-sink on {HOST}:{port}; {n} messages x {rounds} rounds", file=sys.stderr)
-        run_salvo(port, min(n, 2000), args.connections, args.window, batch)  # warm up
+        run_salvo(port, min(n, 2000), args.connections, args.window)  # warm up
         for r in range(rounds):
             source.append(run_smtp_source(port, n, args.connections, client_cpus))
             if args.profile and r == rounds - 1:
                 import cProfile
 
                 with cProfile.Profile() as prof:
-                    rate, share, delivered = run_salvo(
-                        port, n, args.connections, args.window, batch
-                    )
+                    rate, share, delivered = run_salvo(port, n, args.connections, args.window)
                 prof.dump_stats(args.profile)
             else:
-                rate, share, delivered = run_salvo(port, n, args.connections, args.window, batch)
+                rate, share, delivered = run_salvo(port, n, args.connections, args.window)
             if delivered != n:
                 raise SystemExit(f"salvo delivered {delivered} of {n}")
             salvo.append(rate)
@@ -295,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     share = statistics.median(cpu)
     print(f"{'client':<38}{'msg/s':>10}{'CPU/wall':>10}{'msg/CPU-s':>11}")
     print(f"{'smtp-source -s C -l 2000 -d':<38}{s_rate:>10,.0f}")
-    label = f"salvo send_many, batch {batch}" if batch else "salvo Delivery, one send per message"
+    label = f"salvo Delivery (send_many, batches of {BATCH})"
     row = f"{label:<38}{x_rate:>10,.0f}{share:>10.2f}"
     print(f"{row}{x_rate / share:>11,.0f}")
     print(f"ratio salvo / smtp-source: {ratio:.2f}")
