@@ -48,7 +48,7 @@ from salvo.core.smtp import Outcome, Scope
 log = logging.getLogger("salvo.delivery")
 
 MAX_OPENER_WAIT = 1.0  # seconds: an opener re-checks at least this often
-BATCH = 16  # messages per pipelined send_many on one connection
+BATCH = 32  # messages per pipelined send_many on one connection
 
 
 @dataclass(slots=True)
