@@ -36,7 +36,7 @@ import collections
 import logging
 import math
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import trio
 
@@ -88,6 +88,7 @@ class RouteSettings:
     idle_timeout: float = 5.0
     tls: TLSPolicy = "opportunistic"
     timeouts: SMTPTimeouts = field(default_factory=SMTPTimeouts)
+    auth: tuple[str, str] | None = None  # SMTP AUTH (username, password), over TLS only
 
 
 class Lane:
@@ -252,6 +253,12 @@ class Route:
                     server_hostname=name or None,
                     timeouts=settings.timeouts,
                 )
+                if settings.auth is not None:
+                    try:
+                        await session.login(*settings.auth)
+                    except SMTPSessionError:
+                        await session.aclose()
+                        raise
                 self.lane.shaper.connect_succeeded()
                 return session, host
             except SMTPSessionError as exc:
@@ -462,6 +469,10 @@ class Delivery:
             message.hosts = [(host, host, port)]
         source = self.pick_source(sources, weights)
         provider = provider or route_key(host, port)
+        if self.providers is not None:  # the provider's TLS policy (docs/smtp.md)
+            tls = self.providers.get(provider).tls
+            if tls != settings.tls:
+                settings = replace(settings, tls=tls)
         route = self._routes.get((source, provider, settings))
         if route is None:
             lane = self.lane(source, provider, settings)

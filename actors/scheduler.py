@@ -24,7 +24,7 @@ import email.utils
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import trio
 
@@ -115,6 +115,7 @@ class Scheduler:
         self._provider_of: dict[tuple[int, int], str] = {}
         self._domain_provider: dict[str, str] = {}
         self.provider_inflight: collections.Counter[str] = collections.Counter()
+        self._static: dict[tuple[str, tuple[str, int]], RouteSettings] = {}
         self.settings = {
             name: RouteSettings(
                 ehlo=pool.ehlo or config.hostname,
@@ -293,10 +294,22 @@ class Scheduler:
             route[0],
             route[1],
             pool.sources,
-            self.settings[traffic.pool],
+            self._static_settings(traffic.pool, route),
             provider=provider,
             weights=pool.weights,
         )
+
+    def _static_settings(self, pool: str, route: tuple[str, int]) -> RouteSettings:
+        """A pool's route settings, with the SMTP AUTH of a static route target if any."""
+        key = (pool, route)
+        settings = self._static.get(key)
+        if settings is None:
+            settings = self.settings[pool]
+            credentials = self.config.route_credentials(*route)
+            if credentials is not None:
+                settings = replace(settings, auth=credentials)
+            self._static[key] = settings
+        return settings
 
     # -- MX routing (docs/routing.md) -------------------------------------------------------
 

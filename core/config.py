@@ -111,9 +111,19 @@ class PoolSection(_Section):
         return list(zip(self.sources, weights, strict=True))
 
 
+class RouteAuth(_Section):
+    """``[route_auth."host:port"]``: SMTP AUTH (PLAIN/LOGIN, over TLS only) for a
+    ``[routes]`` target, e.g. a smarthost. The password is given, or read from a file."""
+
+    username: str
+    password: str = ""
+    password_file: str = ""
+
+
 class ProviderSection(_Section):
     """``[providers.NAME]``: any key left out keeps the built-in (or default) value."""
 
+    tls: str | None = None  # "opportunistic" (default), "required" or "off"
     mx: list[str] | None = None  # MX host patterns: ["*.google.com"]; replaces the built-in
     throttle: list[str] | None = None  # regexes on 4xx reply text; replaces the built-in
     max_connections: int | None = None
@@ -227,6 +237,7 @@ class Config(_Section):
     events: EventsSection = EventsSection()
     spool: SpoolSection = SpoolSection()
     routes: dict[str, str] = {}
+    route_auth: dict[str, RouteAuth] = {}
     dkim: dict[str, DkimKey | list[DkimKey]] = {}
     pools: dict[str, PoolSection] = msgspec.field(
         default_factory=lambda: {"default": PoolSection()}
@@ -268,6 +279,17 @@ class Config(_Section):
         target = self.routes.get(_domain_key(domain)) or self.routes.get("*")
         return _host_port(target) if target else None
 
+    def route_credentials(self, host: str, port: int) -> tuple[str, str] | None:
+        """The SMTP AUTH (username, password) for a static route target, if configured."""
+        auth = self.route_auth.get(f"{host}:{port}") or (
+            self.route_auth.get(host) if port == 25 else None
+        )
+        if auth is None:
+            return None
+        if auth.password_file:
+            return auth.username, self.path(auth.password_file).read_text().strip()
+        return auth.username, auth.password
+
     def traffic_class(self, name: str) -> TrafficSection:
         return self.traffic.get(name) or self.traffic["default"]
 
@@ -300,6 +322,15 @@ def _validate(config: Config) -> None:
         _host, sep, port = target.rpartition(":")
         if not target or (sep and not port.isdigit()) or (sep and not 0 < int(port) < 65536):
             raise ConfigError(f"config: [routes] {domain!r}: {target!r} is not 'host:port'")
+    targets = set(config.routes.values())
+    for target, auth in config.route_auth.items():
+        where = f"config: [route_auth.{target!r}]"
+        if target not in targets:
+            raise ConfigError(f"{where}: no [routes] entry has this target ('host:port')")
+        if bool(auth.password) == bool(auth.password_file):
+            raise ConfigError(f"{where}: give password or password_file (one of them)")
+        if auth.password_file and not config.path(auth.password_file).is_file():
+            raise ConfigError(f"{where} password_file: {auth.password_file!r} is not a file")
     for name, pool in config.pools.items():
         for source in pool.sources:
             try:

@@ -130,7 +130,8 @@ DEFAULT_PROVIDERS: dict[str, dict[str, Any]] = {
 }
 
 _LIMIT_KEYS = frozenset(f.name for f in fields(Limits))
-PROVIDER_KEYS = _LIMIT_KEYS | {"mx", "throttle", "max_ready"}
+PROVIDER_KEYS = _LIMIT_KEYS | {"mx", "throttle", "max_ready", "tls"}
+TLS_POLICIES = ("opportunistic", "required", "off")
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,7 @@ class Provider:
     limits: Limits = field(default_factory=Limits)
     throttle: tuple[re.Pattern[str], ...] = ()
     max_ready: int = 0
+    tls: str = "opportunistic"  # docs/smtp.md: opportunistic, required or off
     _globs: tuple[re.Pattern[str], ...] = field(default=(), repr=False, compare=False)
 
     def matches(self, host: str) -> bool:
@@ -193,6 +195,9 @@ def make_provider(name: str, values: Mapping[str, Any], base: Limits) -> Provide
     max_ready = values.get("max_ready", 0)
     if isinstance(max_ready, bool) or not isinstance(max_ready, int) or max_ready < 0:
         raise ValueError("max_ready: 0 (the default share) or more")
+    tls = values.get("tls", "opportunistic")
+    if tls not in TLS_POLICIES:
+        raise ValueError(f"tls: {tls!r}; use one of {', '.join(TLS_POLICIES)}")
     merged = Limits(**{**{f.name: getattr(base, f.name) for f in fields(Limits)}, **limits})
     return Provider(
         name=name,
@@ -200,6 +205,7 @@ def make_provider(name: str, values: Mapping[str, Any], base: Limits) -> Provide
         limits=merged,
         throttle=tuple(throttle),
         max_ready=max_ready,
+        tls=tls,
         _globs=tuple(re.compile(fnmatch.translate(p)) for p in patterns),
     )
 
@@ -266,5 +272,7 @@ class ProviderTable:
         provider = self.providers.get(key) or self._others.get(key)
         if provider is None:
             d = self.default
-            provider = self._others[key] = Provider(key, (), d.limits, d.throttle, d.max_ready)
+            provider = self._others[key] = Provider(
+                key, (), d.limits, d.throttle, d.max_ready, d.tls
+            )
         return provider
