@@ -100,24 +100,6 @@ def Node(folder: Path, sink: Sink, *, signers: int = SIGNERS, profile: Path | No
 # -- the producer ---------------------------------------------------------------------------
 
 
-def make_jobs(run: str, messages: int, per_job: int) -> list[dict]:
-    """``messages`` recipients of the 4 KB sample campaign, ``per_job`` to a job."""
-    fields = samples.campaign("4k")
-    template = {
-        "from": fields["from_"],
-        "subject": fields["subject"],
-        "text": fields["text"],
-        "html": fields["html"],
-        "headers": fields["headers"],
-        "campaign": "bench",
-    }
-    people = [{"to": to, "vars": v} for to, v in samples.recipients(messages)]
-    return [
-        {**template, "id": f"{run}-{n}", "recipients": people[i : i + per_job]}
-        for n, i in enumerate(range(0, messages, per_job))
-    ]
-
-
 async def submit_all(jobs: list[dict], window: int) -> dict:
     """Submit every job; the time from the first submit to the last reply, and the tally."""
     statuses: dict[str, int] = {}
@@ -150,7 +132,7 @@ async def submit_all(jobs: list[dict], window: int) -> dict:
 
 def accept_row(tmp: Path, name: str, jobs: int, per_job: int, window: int) -> dict:
     """Jobs/s acked by a node that delivers to a sink meanwhile."""
-    batch = make_jobs(name, jobs * per_job, per_job)
+    batch = samples.jobs(name, jobs * per_job, per_job, campaign="bench")
     with contextlib.ExitStack() as stack:
         sink = Sink(tmp, SINK_HOST)
         stack.callback(sink.stop)
@@ -177,7 +159,7 @@ def e2e_row(
     tmp: Path, name: str, messages: int, per_job: int, window: int, profile: Path | None = None
 ) -> dict:
     """Messages/s from the first submit until the sink has received all of them."""
-    batch = make_jobs(name, messages, per_job)
+    batch = samples.jobs(name, messages, per_job, campaign="bench")
     with contextlib.ExitStack() as stack:
         sink = Sink(tmp, SINK_HOST, stop_after=messages)
         stack.callback(sink.stop)

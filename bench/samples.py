@@ -83,3 +83,36 @@ def recipients(n: int, domain: str = "example.org") -> Iterator[tuple[str, dict]
                 "token": f"{i:08x}{(i * 2654435761) % 2**32:08x}",
             },
         )
+
+
+def jobs(
+    run: str,
+    messages: int,
+    per_job: int,
+    *,
+    size: str = "4k",
+    domains: list[str] | None = None,
+    **fields: object,
+) -> list[dict]:
+    """``messages`` personalized recipients of the sample campaign as producer jobs (the
+    protocol's dict form), ``per_job`` to a job, ids ``RUN-N``; with ``domains`` the
+    recipients' domains take turns (one domain per provider). ``fields`` (campaign,
+    tenant, traffic...) are added to every job."""
+    content = campaign(size)
+    template = {
+        "from": content["from_"],
+        "subject": content["subject"],
+        "text": content["text"],
+        "html": content["html"],
+        "headers": content["headers"],
+        **fields,
+    }
+    people = []
+    for i, (to, variables) in enumerate(recipients(messages)):
+        if domains:
+            to = to.replace("@example.org", f"@{domains[i % len(domains)]}")
+        people.append({"to": to, "vars": variables})
+    return [
+        {**template, "id": f"{run}-{n}", "recipients": people[i : i + per_job]}
+        for n, i in enumerate(range(0, messages, per_job))
+    ]

@@ -164,28 +164,6 @@ class SmartSink:
 # -- the producer ---------------------------------------------------------------------------
 
 
-def make_jobs(run: str, messages: int, per_job: int, size: str, domains: list[str]) -> list[dict]:
-    """``messages`` personalized recipients of the sample campaign, ``per_job`` to a job;
-    the recipients' domains take turns (one domain per provider)."""
-    fields = samples.campaign(size)
-    template = {
-        "from": fields["from_"],
-        "subject": fields["subject"],
-        "text": fields["text"],
-        "html": fields["html"],
-        "headers": fields["headers"],
-        "campaign": "bench",
-    }
-    people = [
-        {"to": to.replace("@example.org", f"@{domains[i % len(domains)]}"), "vars": v}
-        for i, (to, v) in enumerate(samples.recipients(messages))
-    ]
-    return [
-        {**template, "id": f"{run}-{n}", "recipients": people[i : i + per_job]}
-        for n, i in enumerate(range(0, messages, per_job))
-    ]
-
-
 @dataclass
 class Submitted:
     """What the producer knows: each recipient's submit time (Unix) by Message-ID."""
@@ -296,7 +274,7 @@ def salvo_run(
     folder = tmp / name
     folder.mkdir(parents=True)
     domains = [f"p{i}.example" for i in range(providers)]
-    jobs = make_jobs(name, messages, per_job, size, domains)
+    jobs = samples.jobs(name, messages, per_job, size=size, domains=domains, campaign="bench")
     with contextlib.ExitStack() as stack:
         key = harness.write_key(folder, dkim)  # the sinks verify samples with it
         sinks: list = []
@@ -497,7 +475,9 @@ def big_row(tmp: Path, recipients: int, dkim: str) -> dict:
                 async def feed() -> None:
                     nonlocal sent
                     for base in range(0, recipients, chunk):
-                        jobs = make_jobs(f"big{base}", chunk, per_job, "4k", ["p0.example"])
+                        jobs = samples.jobs(
+                            f"big{base}", chunk, per_job, domains=["p0.example"], campaign="bench"
+                        )
                         part = Submitted()
                         await produce(ingress, jobs, part, 50, None)
                         sub.accepted += part.accepted

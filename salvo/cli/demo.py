@@ -99,38 +99,8 @@ def _config(out: Path, keys, sink_port: int, ingress: str, events: str, signers)
     return path
 
 
-def _jobs(args: argparse.Namespace, run_id: str):
-    from salvo.bench import samples
-
-    fields = samples.campaign(args.size)
-    content = {
-        "from": fields["from_"],
-        "subject": fields["subject"],
-        "text": fields["text"],
-        "html": fields["html"],
-        "headers": fields["headers"],
-    }
-    people = list(samples.recipients(args.recipients))
-    for n, start in enumerate(range(0, len(people), RECIPIENTS_PER_JOB)):
-        chunk = people[start : start + RECIPIENTS_PER_JOB]
-        yield {
-            "id": f"demo-{run_id}-{n}",
-            "tenant": "acme",
-            "campaign": "spring",
-            "traffic": "marketing",
-            **content,
-            "recipients": [{"to": _bare(to), "vars": v} for to, v in chunk],
-        }
-
-
-def _bare(to: str) -> str:
-    return to[to.index("<") + 1 : -1] if "<" in to else to
-
-
 def run_demo(args: argparse.Namespace) -> int:
     from salvo.bench.sink import SinkThread
-    from salvo.client import Producer
-    from salvo.core import dkimkeys
 
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -152,20 +122,33 @@ def run_demo(args: argparse.Namespace) -> int:
             stderr=log,
         )
     try:
-        return _drive(args, node, sink, ingress, out, keys, log_path, Producer, dkimkeys)
+        return _drive(args, node, sink, ingress, out, keys, log_path)
     finally:
         if node.poll() is None:
             node.kill()
         sink.stop()
 
 
-def _drive(args, node, sink, ingress, out, keys, log_path, Producer, dkimkeys) -> int:
+def _drive(args, node, sink, ingress, out, keys, log_path) -> int:
+    from salvo.bench import samples
+    from salvo.client import Producer
+    from salvo.core import dkimkeys
+
     run_id = time.strftime("%Y%m%d%H%M%S")
     started = time.monotonic()
     accepted_ids: set[str] = set()
     statuses: Counter[str] = Counter()
     with Producer(ingress, timeout=30, attempts=10) as producer:
-        for reply in producer.submit_many(_jobs(args, run_id)):
+        jobs = samples.jobs(
+            f"demo-{run_id}",
+            args.recipients,
+            RECIPIENTS_PER_JOB,
+            size=args.size,
+            tenant="acme",
+            campaign="spring",
+            traffic="marketing",
+        )
+        for reply in producer.submit_many(jobs):
             statuses[reply.status] += 1
             accepted_ids.update(a.message_id for a in reply.accepted)
     accepted_at = time.monotonic()
@@ -182,9 +165,9 @@ def _drive(args, node, sink, ingress, out, keys, log_path, Producer, dkimkeys) -
     code = node.wait(60)
 
     pems = [path.read_bytes() for _, path in keys.values()]
-    samples = list(stats.samples)
-    verified = sum(all(r.valid for r in dkimkeys.verify(m, pems)) for m in samples)
-    parsed = sum(_parses(m) for m in samples)
+    kept = list(stats.samples)
+    verified = sum(all(r.valid for r in dkimkeys.verify(m, pems)) for m in kept)
+    parsed = sum(_parses(m) for m in kept)
     ids_match = stats.message_ids == {m.encode() for m in accepted_ids}
     event_counts = _count_events(out / "data" / "events" / "events.jsonl", run_id)
 
@@ -197,8 +180,8 @@ def _drive(args, node, sink, ingress, out, keys, log_path, Producer, dkimkeys) -
         ("end to end", f"{stats.messages / max(deliver_s, 1e-9):,.0f} messages/s"),
         ("duplicates at the sink", f"{stats.duplicates}"),
         ("Message-IDs = the replies'", "yes" if ids_match else "NO"),
-        ("DKIM verified by dkimpy", f"{verified} / {len(samples)}"),
-        ("MIME parsed by Python email", f"{parsed} / {len(samples)}"),
+        ("DKIM verified by dkimpy", f"{verified} / {len(kept)}"),
+        ("MIME parsed by Python email", f"{parsed} / {len(kept)}"),
         ("events (this run)", ", ".join(f"{k} {v}" for k, v in sorted(event_counts.items()))),
         ("node stopped by SIGTERM", f"exit {code}"),
         ("node data and logs", f"{out}/data, {log_path}"),
@@ -209,7 +192,7 @@ def _drive(args, node, sink, ingress, out, keys, log_path, Producer, dkimkeys) -
         stats.messages == expected
         and stats.duplicates == 0
         and ids_match
-        and verified == parsed == len(samples)
+        and verified == parsed == len(kept)
         and event_counts.get("delivered", 0) == expected
         and code == 0
     )
