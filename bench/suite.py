@@ -416,11 +416,13 @@ def salvo_run(
         "timeline_step_s": 0.25,
         "timeline": timeline(delivered_ts, wall0, 0.25),
     }
+    # Every message the sinks took is one delivered event, none arrived twice, and on a
+    # clean row every message arrived. (With the realistic profile some recipients bounce
+    # by design, 5xx share, or are still deferred when the row ends.)
     row["exactly_once"] = (
-        row["delivered_events"] == messages
-        and row["unique_delivered"] == messages
-        and row["sink_messages"] == messages
+        row["delivered_events"] == row["unique_delivered"] == row["sink_messages"]
         and all(s.get("duplicates", 0) == 0 for s in sink_stats)
+        and (policies is not None or row["delivered_events"] == messages)
     )
     if policies is not None:
         dkim_checked = sum(s.get("dkim_checked", 0) for s in sink_stats)
