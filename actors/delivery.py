@@ -499,8 +499,3 @@ class Delivery:
         """Hand a result to the scheduler (the channel is unbounded in practice)."""
         self.in_flight -= 1
         self._results.send_nowait(result)
-
-    def defer_unroutable(self, message: Message, text: str) -> None:
-        """A message with nowhere to go: deferred, site scope, without a connection."""
-        self.in_flight += 1
-        self.report(Result(message, Outcome.deferred(message.rcpt, Scope.SITE, text), "", ""))

@@ -36,10 +36,6 @@ class SuppressionEntry(msgspec.Struct, frozen=True, array_like=True):
     created: float = 0.0
     expires: float | None = None
 
-    @property
-    def is_domain(self) -> bool:
-        return "@" not in self.target
-
     def active(self, now: float) -> bool:
         """False once ``expires`` has passed."""
         return self.expires is None or self.expires > now
