@@ -5,7 +5,7 @@ It claims due recipients from the spool (a durable move to in-flight, at most
 sends them to the signers in batches of one job's recipients, routes each signed message
 to delivery, and records every outcome in batched spool commits. Events leave only after
 the commit that made the change. Deferred recipients get their next attempt from the
-retry schedule of their traffic class; a permanent failure with a 5.1.x status (bad
+retry schedule of their traffic class; a remote server's permanent 5.1.x reply (bad
 mailbox or domain) adds the address to the suppression list.
 
 Providers (docs/delivery.md): each message is queued for its provider (the MX pattern or
