@@ -592,7 +592,7 @@ def print_report(result: dict, file=sys.stdout) -> None:
     p(f"\nsalvo bench  {result['date']}  {result['command']}")
     p(
         f"{'row':<34}{'msg/s':>9}{'acc/s':>9}{'p50 s':>7}{'p90 s':>7}{'p99 s':>7}"
-        f"{'seconds':>8}{'msgs':>9}{'salvo/x':>9}"
+        f"{'seconds':>8}{'msgs':>11}{'salvo/x':>9}"
     )
     for name, row in rows.items():
         if "error" in row:
@@ -607,7 +607,7 @@ def print_report(result: dict, file=sys.stdout) -> None:
             f"{name:<34}{_fmt(rate):>9}{_fmt(row.get('accepted_per_s')):>9}"
             f"{_fmt(lat.get('p50'), '.2f'):>7}{_fmt(lat.get('p90'), '.2f'):>7}"
             f"{_fmt(lat.get('p99'), '.2f'):>7}{_fmt(row.get('seconds'), '.1f'):>8}"
-            f"{_fmt(row.get('messages', row.get('recipients'))):>9}{ratio:>9}"
+            f"{_fmt(row.get('messages', row.get('recipients'))):>11}{ratio:>9}"
         )
         if row.get("note"):
             p(f"{'':<4}{row['note']}")
