@@ -306,8 +306,8 @@ class NodeProcess:
                 os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-def children_of(pid: int) -> list[int]:
-    out = []
+def _live_processes():
+    """(pid, ppid, pgid) of every process that is not a zombie, from /proc."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -315,24 +315,17 @@ def children_of(pid: int) -> list[int]:
             stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-        fields = stat.rpartition(")")[2].split()
-        if int(fields[1]) == pid and fields[0] != "Z":
-            out.append(int(entry))
-    return out
+        state, ppid, pgid = stat.rpartition(")")[2].split()[:3]
+        if state != "Z":
+            yield int(entry), int(ppid), int(pgid)
+
+
+def children_of(pid: int) -> list[int]:
+    return [child for child, ppid, _ in _live_processes() if ppid == pid]
 
 
 def _group_alive(pgid: int) -> bool:
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rpartition(")")[2].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+    return any(group == pgid for _, _, group in _live_processes())
 
 
 @contextlib.contextmanager
