@@ -153,30 +153,35 @@ def _name(value: str) -> str:
     return value.rstrip(".").lower()
 
 
+# What a failed DNS answer means: (reason, text, enhanced status code). The text is
+# formatted with the name looked up, what was asked (MX, A...) and the resolver's detail.
+_LOOKUP_FAILURES = {
+    LookupStatus.NXDOMAIN: (
+        FailureReason.NXDOMAIN,
+        "{name}: the domain does not exist (DNS NXDOMAIN for {what})",
+        (5, 1, 2),
+    ),
+    LookupStatus.INVALID: (
+        FailureReason.INVALID_DOMAIN,
+        "{name}: not a valid domain name ({detail})",
+        (5, 1, 2),
+    ),
+    LookupStatus.TEMPFAIL: (
+        FailureReason.TEMPORARY,
+        "{name}: DNS lookup of {what} failed temporarily ({detail})",
+        (4, 4, 3),
+    ),
+}
+
+
 def _lookup_failure(domain: str, name: str, lookup: Lookup, what: str) -> RouteFailure | None:
     """The failure a non-OK, non-NODATA answer for ``name`` means for ``domain``."""
-    if lookup.status is LookupStatus.NXDOMAIN:
-        return _fail(
-            domain,
-            FailureReason.NXDOMAIN,
-            f"{name}: the domain does not exist (DNS NXDOMAIN for {what})",
-            (5, 1, 2),
-        )
-    if lookup.status is LookupStatus.INVALID:
-        return _fail(
-            domain,
-            FailureReason.INVALID_DOMAIN,
-            f"{name}: not a valid domain name ({lookup.text})",
-            (5, 1, 2),
-        )
-    if lookup.status is LookupStatus.TEMPFAIL:
-        return _fail(
-            domain,
-            FailureReason.TEMPORARY,
-            f"{name}: DNS lookup of {what} failed temporarily ({lookup.text or 'server failure'})",
-            (4, 4, 3),
-        )
-    return None
+    failure = _LOOKUP_FAILURES.get(lookup.status)
+    if failure is None:
+        return None
+    reason, text, esc = failure
+    detail = lookup.text or ("server failure" if reason is FailureReason.TEMPORARY else "")
+    return _fail(domain, reason, text.format(name=name, what=what, detail=detail), esc)
 
 
 def mx_hosts(
