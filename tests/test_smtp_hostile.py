@@ -15,7 +15,7 @@ import tracemalloc
 import pytest
 import trio
 import trustme
-from test_smtp_session import EHLO, MSG, hostile, read_until
+from test_smtp_session import MSG, greet, hostile, read_until
 
 from salvo.actors.smtp_session import SMTPSession, SMTPSessionError, SMTPTimeouts
 from salvo.core.smtp import Scope, Status
@@ -36,12 +36,6 @@ async def connect(port, **kwargs) -> SMTPSession:
 
 def by_status(outcomes):
     return [(o.recipient, o.status, o.scope, o.code) for o in outcomes]
-
-
-async def greet(stream, ehlo: bytes = EHLO) -> None:
-    await stream.send_all(b"220 mx.example\r\n")
-    await read_until(stream, b"\r\n")
-    await stream.send_all(ehlo)
 
 
 async def send_one(port, rcpts=("a@x.example",), message=MSG, **kwargs):

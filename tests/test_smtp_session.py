@@ -315,6 +315,13 @@ async def read_until(stream, marker: bytes, limit: int = 1 << 20) -> bytes:
 EHLO = b"250-mx.example\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
 
 
+async def greet(stream, ehlo: bytes = EHLO) -> None:
+    """A scripted server's greeting and its answer to EHLO (or HELO)."""
+    await stream.send_all(b"220 mx.example\r\n")
+    await read_until(stream, b"\r\n")
+    await stream.send_all(ehlo)
+
+
 async def expect_session_error(port, **kwargs) -> SMTPSessionError:
     with pytest.raises(SMTPSessionError) as info:
         await connect(port, **kwargs)
@@ -342,9 +349,7 @@ def test_one_byte_per_interval_banner_hits_the_whole_reply_deadline():
 
 def test_one_byte_per_interval_final_reply_defers_with_stream_scope():
     async def script(stream):
-        await stream.send_all(b"220 mx.example\r\n")
-        await read_until(stream, b"\r\n")
-        await stream.send_all(EHLO)
+        await greet(stream)
         await read_until(stream, b"DATA\r\n")
         await stream.send_all(b"250 ok\r\n250 ok\r\n354 go\r\n")
         await read_until(stream, b"\r\n.\r\n")
@@ -365,9 +370,7 @@ def test_one_byte_per_interval_final_reply_defers_with_stream_scope():
 
 def test_disconnect_after_the_final_dot():
     async def script(stream):
-        await stream.send_all(b"220 mx.example\r\n")
-        await read_until(stream, b"\r\n")
-        await stream.send_all(EHLO)
+        await greet(stream)
         await read_until(stream, b"DATA\r\n")
         await stream.send_all(b"250 ok\r\n250 ok\r\n550 5.1.1 no\r\n354 go\r\n")
         await read_until(stream, b"\r\n.\r\n")
@@ -399,9 +402,7 @@ def test_ten_megabyte_banner_fails_cleanly():
 
 def test_421_in_the_middle_of_a_pipelined_batch():
     async def script(stream):
-        await stream.send_all(b"220 mx.example\r\n")
-        await read_until(stream, b"\r\n")
-        await stream.send_all(EHLO)
+        await greet(stream)
         await read_until(stream, b"DATA\r\n")
         await stream.send_all(b"250 ok\r\n250 ok\r\n421 4.7.0 slow down\r\n")
         await stream.aclose()
@@ -421,9 +422,7 @@ def test_421_in_the_middle_of_a_pipelined_batch():
 
 def test_250_to_rcpt_then_554_to_data():
     async def script(stream):
-        await stream.send_all(b"220 mx.example\r\n")
-        await read_until(stream, b"\r\n")
-        await stream.send_all(EHLO)
+        await greet(stream)
         await read_until(stream, b"DATA\r\n")
         await stream.send_all(b"250 ok\r\n250 ok\r\n554 5.7.1 policy\r\n")
         assert b"RSET" in await read_until(stream, b"DATA\r\n")
@@ -451,9 +450,7 @@ def test_too_many_recipients_are_sent_in_a_second_transaction():
     seen = []
 
     async def script(stream):
-        await stream.send_all(b"220 mx.example\r\n")
-        await read_until(stream, b"\r\n")
-        await stream.send_all(EHLO)
+        await greet(stream)
         for replies in (b"250 ok\r\n250 ok\r\n452 4.5.3 too many\r\n", b"250 ok\r\n250 ok\r\n"):
             seen.append(await read_until(stream, b"DATA\r\n"))
             await stream.send_all(replies + b"354 go\r\n")
@@ -475,9 +472,7 @@ def test_too_many_recipients_are_sent_in_a_second_transaction():
 
 def test_invalid_reply_code():
     async def script(stream):
-        await stream.send_all(b"220 mx.example\r\n")
-        await read_until(stream, b"\r\n")
-        await stream.send_all(b"999 what is this\r\n")
+        await greet(stream, b"999 what is this\r\n")
 
     err = hostile(script, expect_session_error, guard=FAST.ehlo + 1)
     assert "malformed" in str(err.__cause__)
@@ -488,9 +483,7 @@ def test_plaintext_injected_after_starttls_is_discarded(ca):
     got = []
 
     async def script(stream):
-        await stream.send_all(b"220 mx.example\r\n")
-        await read_until(stream, b"\r\n")
-        await stream.send_all(b"250-mx.example\r\n250 STARTTLS\r\n")
+        await greet(stream, b"250-mx.example\r\n250 STARTTLS\r\n")
         await read_until(stream, b"STARTTLS\r\n")
         # The injected lines would answer the EHLO the client sends after the handshake.
         await stream.send_all(b"220 go ahead\r\n250-mx.example\r\n250 PIPELINING\r\n")
@@ -548,9 +541,7 @@ def test_tls_handshake_reset_under_required_and_opportunistic():
 
 def test_cancellation_marks_the_session_broken():
     async def script(stream):
-        await stream.send_all(b"220 mx.example\r\n")
-        await read_until(stream, b"\r\n")
-        await stream.send_all(EHLO)
+        await greet(stream)
         await trio.sleep_forever()
 
     async def client(port):
@@ -573,9 +564,7 @@ def test_bdat_on_the_wire():
     got = []
 
     async def script(stream):
-        await stream.send_all(b"220 mx.example\r\n")
-        await read_until(stream, b"\r\n")
-        await stream.send_all(b"250-mx.example\r\n250-PIPELINING\r\n250 CHUNKING\r\n")
+        await greet(stream, b"250-mx.example\r\n250-PIPELINING\r\n250 CHUNKING\r\n")
         data = await read_until(stream, b"LAST\r\n")
         size = int(data.split(b"BDAT ")[1].split(b" ")[0])
         head, _, body = data.partition(b"LAST\r\n")
