@@ -14,8 +14,7 @@ from pathlib import Path
 import trio
 import zmq
 
-from salvo.actors.zmqtrio import TrioSocket
-from salvo.core.events import Event, encode_event
+from salvo.core.events import EVENT_TYPES, Event, encode_events
 
 
 class EventLog:
@@ -29,9 +28,9 @@ class EventLog:
         self.path = folder / "events.jsonl"
         self._file = open(self.path, "ab")  # noqa: SIM115 - held open for the actor's life
 
-    def write(self, lines: list[bytes]) -> None:
-        """Append lines (each without its newline), then rotate if the file is too big."""
-        self._file.write(b"\n".join(lines) + b"\n")
+    def write(self, lines: bytes) -> None:
+        """Append lines (each ending in a newline), then rotate if the file is too big."""
+        self._file.write(lines)
         self._file.flush()
         if self._file.tell() >= self.max_size:
             self._rotate()
@@ -65,18 +64,22 @@ async def run_events(
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, 100_000)
     sock.bind(publish)
-    pub = TrioSocket(sock)
+    # Only this task uses the socket, and a PUB socket never blocks: past a slow
+    # subscriber's high-water mark it drops, so delivery never waits for subscribers (the
+    # JSONL log is complete). Plain non-blocking sends, then: two events per message.
+    send = sock.send
+    more, last = zmq.SNDMORE | zmq.NOBLOCK, zmq.NOBLOCK
+    topics = {t: t.encode() for t in EVENT_TYPES}
     try:
         async for batch in receive:
-            lines = [encode_event(e) for e in batch]
+            data = encode_events(batch)
             if log is not None:
-                log.write(lines)
-            # A PUB socket never blocks: past a slow subscriber's high-water mark it drops,
-            # so delivery never waits for subscribers. The JSONL log is complete.
-            for event, line in zip(batch, lines, strict=True):
-                pub.send_multipart_nowait([event.type.encode(), line])
+                log.write(data)
+            for event, line in zip(batch, data.split(b"\n"), strict=False):
+                send(topics.get(event.type) or event.type.encode(), more)
+                send(line, last)
             await trio.lowlevel.checkpoint()
     finally:
-        pub.close()
+        sock.close()
         if log is not None:
             log.close()

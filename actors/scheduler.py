@@ -34,7 +34,7 @@ from salvo.actors.resolver import Resolver
 from salvo.actors.smtp_session import SMTPTimeouts
 from salvo.actors.spool_writer import SpoolWriter
 from salvo.core import protocol
-from salvo.core.config import Config, parse_duration
+from salvo.core.config import Config, PoolSection, parse_duration
 from salvo.core.events import Event
 from salvo.core.messages import Content, SignItem
 from salvo.core.mx import FailureReason, MXPlan, RouteFailure
@@ -121,7 +121,8 @@ class Scheduler:
         self._provider_of: dict[tuple[int, int], str] = {}
         self._domain_provider: dict[str, str] = {}
         self.provider_inflight: collections.Counter[str] = collections.Counter()
-        self._static: dict[tuple[str, tuple[str, int]], RouteSettings] = {}
+        self._static: dict[tuple[str, tuple[str, int]], tuple] = {}
+        self._routes: dict[str, tuple[str, int] | None] = {}
         self.settings = {
             name: RouteSettings(
                 ehlo=pool.ehlo or config.hostname,
@@ -207,10 +208,20 @@ class Scheduler:
     def _known_provider(self, domain: str) -> str | None:
         """The provider of a domain, if known before its message is made: its static route,
         or the provider its last MX lookup gave."""
-        route = self.config.route(domain)
+        route = self._route(domain)
         if route is not None:
             return route_key(*route)
         return self._domain_provider.get(domain.rstrip(".").lower())
+
+    def _route(self, domain: str) -> tuple[str, int] | None:
+        """``config.route(domain)``, remembered: it is asked for every message."""
+        try:
+            return self._routes[domain]
+        except KeyError:
+            if len(self._routes) >= DOMAIN_CACHE:
+                self._routes.clear()
+            route = self._routes[domain] = self.config.route(domain)
+            return route
 
     def _take(self, claim: Claim) -> list[SpoolOutcome]:
         """Send claimed recipients to the signers; return those handed back unsigned
@@ -286,36 +297,33 @@ class Scheduler:
             )
             self._results_send.send_nowait(Result(message, outcome, "", ""))
             return
-        traffic = self.config.traffic_class(job.traffic)
-        route = self.config.route(claimed.domain)
+        pool = self.config.traffic_class(job.traffic).pool
+        route = self._route(claimed.domain)
         if route is None:
-            self._route_by_mx(message, claimed.domain, traffic.pool)
+            self._route_by_mx(message, claimed.domain, pool)
             return
-        pool = self.config.pools[traffic.pool]
-        message.hosts = [(route[0], route[0], route[1])]
-        provider = route_key(*route)
+        host, port = route
+        message.hosts = [(host, host, port)]
+        provider, spec, settings = self._static_target(pool, route)
         self._count((seq, idx), provider)
         self.delivery.send(
-            message,
-            route[0],
-            route[1],
-            pool.sources,
-            self._static_settings(traffic.pool, route),
-            provider=provider,
-            weights=pool.weights,
+            message, host, port, spec.sources, settings, provider=provider, weights=spec.weights
         )
 
-    def _static_settings(self, pool: str, route: tuple[str, int]) -> RouteSettings:
-        """A pool's route settings, with the SMTP AUTH of a static route target if any."""
+    def _static_target(
+        self, pool: str, route: tuple[str, int]
+    ) -> tuple[str, PoolSection, RouteSettings]:
+        """The provider, pool and route settings (with the SMTP AUTH of the route target, if
+        any) of a static route, made once per (pool, route)."""
         key = (pool, route)
-        settings = self._static.get(key)
-        if settings is None:
+        target = self._static.get(key)
+        if target is None:
             settings = self.settings[pool]
             credentials = self.config.route_credentials(*route)
             if credentials is not None:
                 settings = replace(settings, auth=credentials)
-            self._static[key] = settings
-        return settings
+            target = self._static[key] = (route_key(*route), self.config.pools[pool], settings)
+        return target
 
     # -- MX routing (docs/routing.md) -------------------------------------------------------
 

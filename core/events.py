@@ -36,9 +36,10 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
 _encoder = msgspec.json.Encoder()
 
 
-def encode_event(event: Event) -> bytes:
-    """The event as one line of JSON, without the newline."""
-    return _encoder.encode(event)
+def encode_events(events: list[Event]) -> bytes:
+    """The events as JSON lines, each ending in a newline (JSON strings escape newlines,
+    so ``split(b"\\n")`` gives the lines back)."""
+    return _encoder.encode_lines(events)
 
 
 decode_event = msgspec.json.Decoder(Event).decode
