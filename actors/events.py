@@ -37,12 +37,14 @@ class EventLog:
 
     def _rotate(self) -> None:
         self._file.close()
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        # Microseconds, so that names sort by age even for several rotations in a second
+        # (the oldest are deleted by name).
+        now = time.time()
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}"
         target = self.folder / f"events-{stamp}.jsonl"
-        n = 1
-        while target.exists():
-            target = self.folder / f"events-{stamp}-{n}.jsonl"
-            n += 1
+        while target.exists():  # the clock stepped back: still a name after the others
+            stamp += "0"
+            target = self.folder / f"events-{stamp}.jsonl"
         self.path.rename(target)
         for old in sorted(self.folder.glob("events-*.jsonl"))[: -self.keep or None]:
             old.unlink()
