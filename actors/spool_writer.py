@@ -50,10 +50,11 @@ class _Slot:
 class _Batch:
     """The jobs of one transaction; ``done`` is set after it committed (or failed)."""
 
-    __slots__ = ("done", "error", "jobs", "results")
+    __slots__ = ("done", "error", "jobs", "recipients", "results")
 
     def __init__(self) -> None:
         self.jobs: list[Job] = []
+        self.recipients = 0
         self.done = trio.Event()
         self.results: list[Submitted] = []
         self.error: BaseException | None = None
@@ -72,15 +73,24 @@ class WriterStatistics:
 class SpoolWriter:
     """Serialize and group the spool's writes; run :meth:`run` in a nursery.
 
-    ``max_jobs`` bounds one transaction (a larger backlog waits for the next one).
+    ``max_jobs`` and ``max_recipients`` bound one transaction (a larger backlog waits for
+    the next one). The recipient bound keeps a burst of big jobs from becoming one long
+    transaction: the first jobs commit, and get claimed and signed, while the rest are
+    written (a burst of 30 jobs of 1,000 recipients held the signers idle for 0.3 s).
     """
 
     def __init__(
-        self, spool: Spool, *, clock: Callable[[], float] = time.time, max_jobs: int = 2000
+        self,
+        spool: Spool,
+        *,
+        clock: Callable[[], float] = time.time,
+        max_jobs: int = 2000,
+        max_recipients: int = 5000,
     ) -> None:
         self.spool = spool
         self._clock = clock
         self._max_jobs = max_jobs
+        self._max_recipients = max_recipients
         self._batches: deque[_Batch] = deque()  # the last one is open for more jobs
         self._outcomes: list[tuple[list[Outcome], _Slot]] = []
         self._wake = trio.Event()
@@ -100,14 +110,19 @@ class SpoolWriter:
         """
         if self._closed:
             raise trio.ClosedResourceError("the spool writer is closed")
-        batches = self._batches
-        if batches and len(batches[-1].jobs) < self._max_jobs:
+        batches, size = self._batches, len(job.recipients)
+        if (
+            batches
+            and len(batches[-1].jobs) < self._max_jobs
+            and batches[-1].recipients + size <= self._max_recipients
+        ):
             batch = batches[-1]
         else:
             batch = _Batch()
             batches.append(batch)
         position = len(batch.jobs)
         batch.jobs.append(job)
+        batch.recipients += size
         self._wake.set()
         await batch.done.wait()
         if batch.error is not None:
@@ -158,6 +173,13 @@ class SpoolWriter:
                 await self._commit(batch, self._write_outcomes)
             if self._batches:
                 await self._commit_jobs(self._batches.popleft())
+                if self._batches:
+                    # Let the submitters just answered tell the scheduler, and its claim
+                    # take the spool thread before the next batch of jobs (run_sync waits
+                    # in line, FIFO): a burst of jobs must not hold off claims until all
+                    # of it is written, with the signers idle meanwhile.
+                    for _ in range(3):
+                        await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def _commit_jobs(self, batch: _Batch) -> None:
         try:

@@ -148,3 +148,39 @@ def test_writer_gives_every_submitter_of_a_failed_batch_the_error(spool: Spool) 
     trio.run(main)
     assert len(errors) == 10 and all(e.temporary for e in errors)
     assert len({id(e) for e in errors}) == 10  # one instance per waiter
+
+
+def test_writer_bounds_recipients_per_commit_and_lets_claims_in_between(spool: Spool) -> None:
+    """A burst of big jobs commits in slices of ``max_recipients``, and a claim asked for
+    after the first slice runs before the last one is written (claims are not held off
+    until a whole burst is on disk)."""
+    writer = SpoolWriter(spool, clock=lambda: NOW, max_recipients=250)
+    order: list[str] = []
+    committed = trio.Event()
+
+    async def submitter(n: int) -> None:
+        rcpts = [f"b{n}.{k}@example.org" for k in range(100)]
+        await writer.submit(job(rcpts, id=f"b{n}"))
+        order.append(f"job b{n}")
+        committed.set()
+
+    async def claimer() -> None:
+        await committed.wait()  # as the scheduler: woken by the first commit
+        claim = await writer.run_sync(spool.claim_due, NOW + 1, 10_000)
+        order.append(f"claim {len(claim.claimed)}")
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.run)
+            async with trio.open_nursery() as subs:
+                subs.start_soon(claimer)
+                for n in range(10):
+                    subs.start_soon(submitter, n)
+            writer.close()
+
+    trio.run(main)
+    stats = writer.statistics()
+    assert stats.jobs == 10 and stats.largest_batch == 2  # 2 x 100 recipients <= 250
+    # The claim ran right after the first commit: it found that commit's 200 recipients.
+    claims = [step for step in order if step.startswith("claim")]
+    assert claims == ["claim 200"]
