@@ -66,6 +66,16 @@ __all__ = ["SMTPSession", "SMTPSessionError", "SMTPTimeouts", "TLSPolicy"]
 TLSPolicy = Literal["opportunistic", "required", "off"]
 _RECV = 65536
 _SEND = 65536
+# A reply's deadline may come this much early: a reused connection's deadlines move a few
+# ms per message, and moving a Trio deadline costs more than the read it guards.
+DEADLINE_SLACK = 0.05  # seconds
+
+
+def _move_deadline(scope: trio.CancelScope, deadline: float) -> None:
+    """Set ``scope``'s deadline to ``deadline``, or leave it up to DEADLINE_SLACK earlier."""
+    current = scope.deadline
+    if deadline < current or deadline - current > DEADLINE_SLACK:
+        scope.deadline = deadline
 
 
 @dataclass(frozen=True, slots=True)
@@ -535,13 +545,13 @@ class _PlainIO:
         """Read what is there; ``wait``: wait for readability before the first read."""
         fd = self._fd
         if wait:
-            scope.deadline = deadline
+            _move_deadline(scope, deadline)
             await trio.lowlevel.wait_readable(fd)
         while True:
             try:
                 return os.read(fd, max_bytes)
             except BlockingIOError:
-                scope.deadline = deadline  # only now: setting it costs more than a read
+                _move_deadline(scope, deadline)  # only now: it costs more than a read
                 await trio.lowlevel.wait_readable(fd)
             except OSError as exc:
                 raise trio.BrokenResourceError(f"receive failed: {exc!r}") from exc

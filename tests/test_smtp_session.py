@@ -613,3 +613,17 @@ def test_auth_over_tls(server, ca):
     sent, refused = run(go)
     assert by_status(sent) == [("a@x.example", D, None, 250)]
     assert refused.reply.code == 535 and not refused.temporary
+
+
+def test_reply_deadlines_move_later_only_past_the_slack():
+    """A reused connection's reply deadlines creep later by a few ms per message: the
+    scope keeps its deadline unless the new one is earlier or past DEADLINE_SLACK."""
+    from salvo.actors.smtp_session import DEADLINE_SLACK, _move_deadline
+
+    scope = trio.CancelScope(deadline=100.0)
+    _move_deadline(scope, 100.0 + DEADLINE_SLACK / 2)
+    assert scope.deadline == 100.0  # a little later: kept (at most the slack early)
+    _move_deadline(scope, 99.0)
+    assert scope.deadline == 99.0  # earlier: always moved
+    _move_deadline(scope, 99.0 + 2 * DEADLINE_SLACK)
+    assert scope.deadline == 99.0 + 2 * DEADLINE_SLACK  # past the slack: moved
