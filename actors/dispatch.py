@@ -106,12 +106,14 @@ class Dispatcher:
                     next_check = time.monotonic() + self._batch_timeout / 4
                 frames = None
                 with trio.move_on_after(self._batch_timeout / 4) as self._wake:
-                    frames = await router.recv_multipart(copy=False)
+                    # Copied frames: a signed message is wanted as bytes, and a zmq.Frame
+                    # per message would cost more than the copy.
+                    frames = await router.recv_multipart(copy=True)
                 self._wake = None
                 if frames is None:  # woken by submit() or the timeout
                     continue
                 self._handle(frames)
-                for more in router.recv_batch_nowait(256, copy=False):
+                for more in router.recv_batch_nowait(256, copy=True):
                     self._handle(more)
         finally:
             router.close()
@@ -130,10 +132,10 @@ class Dispatcher:
                 signer.items += len(batch.items)
                 signer.out[batch.batch] = (batch, time.monotonic())
 
-    def _handle(self, frames: list) -> None:
-        identity, payload = frames[0].bytes, frames[1]
+    def _handle(self, frames: list[bytes]) -> None:
+        identity, payload = frames[0], frames[1]
         try:
-            message = self._decode(payload.buffer)
+            message = self._decode(payload)
         except msgspec.DecodeError as exc:
             log.error("dropped a bad frame from a signer: %s", exc)
             return
@@ -151,9 +153,9 @@ class Dispatcher:
                     return  # given to another signer meanwhile: that answer counts
                 signer.items -= len(sent[0].items)
                 bodies = iter(frames[2:])
+                on_signed = self._on_signed
                 for item in items:
-                    body = next(bodies).bytes if item.size else None
-                    self._on_signed(item.seq, item.idx, body, item.error)
+                    on_signed(item.seq, item.idx, next(bodies) if item.size else None, item.error)
 
     def _drop(self, signer: _Signer) -> None:
         self._signers.pop(signer.identity, None)
