@@ -713,6 +713,12 @@ cdef str _value(dict variables, _Slot slot, str field):
         "bool or None")
 
 
+cdef inline bint _needs_escape(str v):
+    # Most values (names, ids, plain URLs) have nothing to escape: five C-level scans
+    # instead of html.escape's five replaces, ten variables per message.
+    return "&" in v or "<" in v or ">" in v or '"' in v or "'" in v
+
+
 cdef str _substitute(list parts, dict variables, str field, bint html):
     cdef list out = []
     cdef object p
@@ -722,7 +728,7 @@ cdef str _substitute(list parts, dict variables, str field, bint html):
             out.append(p)
         else:
             v = _value(variables, <_Slot>p, field)
-            if html and not (<_Slot>p).raw:
+            if html and not (<_Slot>p).raw and _needs_escape(v):
                 v = _html_escape(v, True)
             out.append(v)
     return "".join(out)
