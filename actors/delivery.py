@@ -166,6 +166,10 @@ class Route:
             self._report(message, Outcome.deferred(message.rcpt, Scope.SITE, text), "")
             return
         self.queue.append(message)
+        self._queued()
+
+    def _queued(self) -> None:
+        """Wake idle connections and the opener (started if it ended) for a queued message."""
         self._ready.set()
         self._poke.set()
         if not self._opening:
@@ -287,8 +291,7 @@ class Route:
         if outcome.try_next_host and message.tried + 1 < len(message.hosts):
             message.tried += 1
             self.queue.appendleft(message)  # to its next host, on another connection
-            self._ready.set()
-            self._poke.set()
+            self._queued()
         else:
             self._report(message, outcome, host)
 

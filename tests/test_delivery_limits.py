@@ -212,6 +212,33 @@ async def _test_a_soft_failure_moves_to_the_next_mx_host():
     assert busy.connections >= 1 and backup.messages == 5
 
 
+def test_a_421_mid_session_moves_the_message_to_the_next_mx_host():
+    trio.run(_test_a_421_mid_session_moves_the_message_to_the_next_mx_host)
+
+
+async def _test_a_421_mid_session_moves_the_message_to_the_next_mx_host():
+    busy, backup = SinkStats(), SinkStats()
+    send, receive = trio.open_memory_channel(math.inf)
+    providers = table(hoster={"mx": ["*.hoster.test"], "max_connections": 2})
+    delivery = Delivery(send, providers=providers)
+    async with trio.open_nursery() as nursery:
+        # Slow replies: the 421 comes after the route's opener has ended (MAX_OPENER_WAIT).
+        policy = SinkPolicy(busy_share=1.0, delay=0.4)
+        bport = await start_sink(nursery, "127.0.0.16", busy, policy)
+        kport = await start_sink(nursery, "127.0.0.17", backup)
+        await nursery.start(delivery.run)
+        m = message(0, "u0@a.test", "", "", 0)
+        m.hosts = [
+            ("mx1.hoster.test", "127.0.0.16", bport),
+            ("mx2.hoster.test", "127.0.0.17", kport),
+        ]
+        delivery.send(m, "127.0.0.16", bport, [], SETTINGS, provider="hoster")
+        (result,) = await collect(receive, 1)
+        nursery.cancel_scope.cancel()
+    assert busy.busy == 1
+    assert result.outcome.is_delivered and result.host == "127.0.0.17"
+
+
 def test_message_rate_waits_and_never_drops():
     trio.run(_test_message_rate_waits_and_never_drops)
 
