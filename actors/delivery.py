@@ -20,10 +20,14 @@ backoff lowered the lane's concurrency below its count.
   message to its next host; with no host left it is deferred.
 - A 421, or a reply matching the provider's throttling signature, halves the lane's
   concurrency and rates (they recover step by step).
-- A connection attempt that reached none of its hosts defers every message queued on
-  the route at once and pauses the lane's new connections (doubling, capped); messages
-  that arrive while it is paused are deferred without a connection (Postfix's "dead
-  destination"). So a provider that refuses everything holds no connections.
+- A connection attempt that reached none of its hosts while the lane has other open
+  connections was refused, not a dead destination: its message goes back to the front of
+  the queue (it was not tried), deferred only after :data:`MAX_REFUSED` such refusals in a
+  row. With no other connection open the destination is dead (Postfix: concurrency fell
+  to zero): every message queued on the route is deferred at once and the lane's new
+  connections pause (doubling, capped); messages that arrive while it is paused are
+  deferred without a connection. So a provider that refuses everything holds no
+  connections.
 - Providers never wait for each other: each route has its own tasks; the only shared
   limit is the node-wide connection cap, and a waiting route holds none of it.
 
@@ -49,6 +53,7 @@ log = logging.getLogger("salvo.delivery")
 
 MAX_OPENER_WAIT = 1.0  # seconds: an opener re-checks at least this often
 BATCH = 32  # messages per pipelined send_many on one connection
+MAX_REFUSED = 3  # refused connections in a row after which a message is deferred
 
 
 @dataclass(slots=True)
@@ -65,6 +70,7 @@ class Message:
     # on the first; moving on to the next after a soft failure is the delivery engine's.
     hosts: list[tuple[str, str, int]] = field(default_factory=list)
     tried: int = 0  # hosts of ``hosts`` that failed softly for this message
+    refused: int = 0  # connections in a row that reached no host while others worked
 
 
 @dataclass(slots=True)
@@ -236,7 +242,8 @@ class Route:
 
     async def _connect(self, message: Message) -> tuple[SMTPSession | None, str]:
         """A session with the next host of ``message`` (then the next...), or None when no
-        host answered: then the message is reported and the route's queue deferred."""
+        host answered: then the message is queued again (the lane's other connections
+        work) or reported, and for a dead destination the route's queue is deferred."""
         settings = self.settings
         error: SMTPSessionError | None = None
         host = ""
@@ -264,6 +271,7 @@ class Route:
                         await session.aclose()
                         raise
                 self.lane.shaper.connect_succeeded()
+                message.refused = 0
                 return session, host
             except SMTPSessionError as exc:
                 log.warning("%s: %s:%s: %s", self.lane.provider, address, port, exc)
@@ -275,6 +283,15 @@ class Route:
                     break
         assert error is not None
         pause = self.lane.shaper.connect_failed(trio.current_time())
+        if not pause:  # refused while other connections work: a throttle, not an outage
+            message.refused += 1
+            if message.refused < MAX_REFUSED:
+                message.tried = 0  # its hosts again, from the first, on another connection
+                self.queue.appendleft(message)  # not tried: first in line
+                self._queued()
+            else:
+                self._report(message, error.outcomes([message.rcpt])[0], host)
+            return None, host
         log.warning(
             "%s from %s: no host answered; new connections paused for %.0f s",
             self.lane.provider,

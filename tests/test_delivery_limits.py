@@ -7,10 +7,11 @@ limits are checked by counts, never by durations. Every wait is bounded.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import trio
 
-from salvo.actors.delivery import Delivery, Message, Result, RouteSettings
+from salvo.actors.delivery import MAX_REFUSED, Delivery, Message, Result, RouteSettings
 from salvo.actors.smtp_session import SMTPTimeouts
 from salvo.bench.sink import SinkPolicy, SinkStats, serve_sink
 from salvo.core.providers import ProviderTable
@@ -185,6 +186,61 @@ async def _test_a_provider_refusing_every_connection_pauses_and_holds_no_budget(
     assert dead.connections == before
     assert all(r.outcome.is_temporary and "paused" in r.outcome.text for r in later)
     assert stats["- dead"]["paused_for"] > 0
+
+
+def test_a_421_to_every_other_connection_is_not_a_dead_destination():
+    trio.run(_test_a_421_to_every_other_connection_is_not_a_dead_destination)
+
+
+async def _test_a_421_to_every_other_connection_is_not_a_dead_destination():
+    stats = SinkStats()
+    send, receive = trio.open_memory_channel(math.inf)
+    # Connections stay open until the test ends (long idle timeout, no message limit), so
+    # each refused one has working ones beside it.
+    providers = table(alt={"mx": ["*.alt.test"], "max_connections": 8, "idle_timeout": 60})
+    delivery = Delivery(send, providers=providers)
+    async with trio.open_nursery() as nursery:
+        port = await start_sink(nursery, "127.0.0.11", stats, SinkPolicy(throttle_every=2))
+        await nursery.start(delivery.run)
+        for i in range(40):
+            m = message(i, f"u{i}@a.test", "mx.alt.test", "127.0.0.11", port)
+            delivery.send(m, "127.0.0.11", port, [], SETTINGS, provider="alt")
+        results = await collect(receive, 40)
+        lane = delivery.statistics()["- alt"]
+        nursery.cancel_scope.cancel()
+    assert stats.throttled >= 1  # refusals happened...
+    assert all(r.outcome.is_delivered for r in results), [r.outcome for r in results[:3]]
+    assert stats.messages == 40 and stats.duplicates == 0  # ...and cost no deferral
+    assert lane["paused_for"] == 0
+    assert lane["factor"] <= 0.5  # each 421 is still throttle feedback
+
+
+def test_a_message_refused_again_and_again_is_deferred_alone():
+    trio.run(_test_a_message_refused_again_and_again_is_deferred_alone)
+
+
+async def _test_a_message_refused_again_and_again_is_deferred_alone():
+    ok, refusing = SinkStats(), SinkStats()
+    send, receive = trio.open_memory_channel(math.inf)
+    providers = table(hoster={"mx": ["*.hoster.test"], "max_connections": 8, "idle_timeout": 60})
+    delivery = Delivery(send, providers=providers)
+    other = replace(SETTINGS, ehlo="other.salvo.test")  # a second route of the same lane
+    async with trio.open_nursery() as nursery:
+        kport = await start_sink(nursery, "127.0.0.12", ok)
+        rport = await start_sink(nursery, "127.0.0.13", refusing, SinkPolicy(throttle_share=1.0))
+        await nursery.start(delivery.run)
+        first = message(0, "u0@a.test", "mx1.hoster.test", "127.0.0.12", kport)
+        delivery.send(first, "127.0.0.12", kport, [], SETTINGS, provider="hoster")
+        (delivered,) = await collect(receive, 1)  # its connection stays open, idle
+        refused = message(1, "u1@b.test", "mx2.hoster.test", "127.0.0.13", rport)
+        delivery.send(refused, "127.0.0.13", rport, [], other, provider="hoster")
+        (deferred,) = await collect(receive, 1)
+        lane = delivery.statistics()["- hoster"]
+        nursery.cancel_scope.cancel()
+    assert delivered.outcome.is_delivered
+    assert deferred.outcome.is_temporary and deferred.outcome.code == 421
+    assert refusing.connections == MAX_REFUSED == deferred.message.refused
+    assert lane["paused_for"] == 0
 
 
 def test_a_soft_failure_moves_to_the_next_mx_host():
