@@ -27,7 +27,8 @@ backoff lowered the lane's concurrency below its count.
   to zero): every message queued on the route is deferred at once and the lane's new
   connections pause (doubling, capped); messages that arrive while it is paused are
   deferred without a connection. So a provider that refuses everything holds no
-  connections.
+  connections. Deferrals for a paused lane carry a retry hint (:attr:`Result.retry_at`,
+  the pause's end on :attr:`Delivery.clock`).
 - Providers never wait for each other: each route has its own tasks; the only shared
   limit is the node-wide connection cap, and a waiting route holds none of it.
 
@@ -40,12 +41,15 @@ import collections
 import logging
 import math
 import ssl
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import trio
 
 from salvo.actors.smtp_session import SMTPSession, SMTPSessionError, SMTPTimeouts, TLSPolicy
 from salvo.core.providers import ProviderTable, route_key
+from salvo.core.retry import after_pause
 from salvo.core.shaping import Limits, Shaper, is_throttle
 from salvo.core.smtp import Outcome, Scope
 
@@ -81,6 +85,8 @@ class Result:
     outcome: Outcome
     host: str
     source: str
+    # Deferred because the lane is paused: not due before this (Delivery.clock, seconds).
+    retry_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -169,7 +175,8 @@ class Route:
                 f"{self.lane.provider}: new connections paused for {left:.0f} s after "
                 f"{shaper.failures} failed connection attempt(s)"
             )
-            self._report(message, Outcome.deferred(message.rcpt, Scope.SITE, text), "")
+            outcome = Outcome.deferred(message.rcpt, Scope.SITE, text)
+            self._report(message, outcome, "", self._after_pause())
             return
         self.queue.append(message)
         self._queued()
@@ -298,7 +305,7 @@ class Route:
             self.source or "default source",
             pause,
         )
-        self._report(message, error.outcomes([message.rcpt])[0], host)
+        self._report(message, error.outcomes([message.rcpt])[0], host, self._after_pause())
         self._fail_queued(error, host)
         return None, host
 
@@ -373,10 +380,18 @@ class Route:
         queued, self.queue = list(self.queue), collections.deque()
         self._ready = trio.Event()
         for message in queued:
-            self._report(message, exc.outcomes([message.rcpt])[0], host)
+            self._report(message, exc.outcomes([message.rcpt])[0], host, self._after_pause())
 
-    def _report(self, message: Message, outcome: Outcome, host: str) -> None:
-        self._delivery.report(Result(message, outcome, host, self.source or ""))
+    def _after_pause(self) -> float | None:
+        """When a message deferred for the lane's pause is due again (on the delivery's
+        clock), spread a little; None when the lane is not paused."""
+        left = self.lane.shaper.pause_left(trio.current_time())
+        return self._delivery.clock() + after_pause(left) if left > 0 else None
+
+    def _report(
+        self, message: Message, outcome: Outcome, host: str, retry_at: float | None = None
+    ) -> None:
+        self._delivery.report(Result(message, outcome, host, self.source or "", retry_at))
 
 
 class _Sources:
@@ -404,7 +419,9 @@ class Delivery:
 
     ``providers`` (the provider table) gives each provider's limits and throttle
     signatures; without it, a route's :class:`RouteSettings` limits apply.
-    ``max_connections`` caps connections across all providers (0: no cap).
+    ``max_connections`` caps connections across all providers (0: no cap). ``clock`` is
+    the node's wall clock (the scheduler's): retry hints are given on it, while shaping
+    runs on Trio's clock.
     """
 
     def __init__(
@@ -413,10 +430,12 @@ class Delivery:
         *,
         providers: ProviderTable | None = None,
         max_connections: int = 0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._results = results
         self.providers = providers
         self.max_connections = max_connections or math.inf
+        self.clock = clock
         self._lanes: dict[tuple[str | None, str], Lane] = {}
         self._routes: dict[tuple[str | None, str, RouteSettings], Route] = {}
         self._sources: dict[tuple[tuple[str, ...], tuple[int, ...]], _Sources] = {}
@@ -426,10 +445,18 @@ class Delivery:
         self.connections = 0  # open (or opening) across every lane
         self.peak_connections = 0  # the most at once so far
 
-    def configure(self, providers: ProviderTable | None, max_connections: int = 0) -> None:
-        """Set the provider table and the node-wide connection cap (before sending)."""
+    def configure(
+        self,
+        providers: ProviderTable | None,
+        max_connections: int = 0,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        """Set the provider table, the node-wide connection cap and the wall clock (before
+        sending)."""
         self.providers = providers
         self.max_connections = max_connections or math.inf
+        if clock is not None:
+            self.clock = clock
 
     async def run(self, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """Host the connection tasks; returns when cancelled."""

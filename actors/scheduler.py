@@ -14,7 +14,9 @@ MX set of its domain, or its static route). One provider may have at most its sh
 provider without a rate limit, about 30 s of its rate for one with a limit): a claimed
 recipient whose domain is known to belong to a provider at its share is handed back to
 the spool unsigned, due again after :data:`HANDBACK_DELAY`, so a slow provider cannot
-fill the node with its mail while others wait on disk.
+fill the node with its mail while others wait on disk. A deferral for a paused lane (a
+dead destination) carries the pause's end as a hint (``Result.retry_at``): its next
+attempt is the later of the hint and the retry schedule.
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ class Scheduler:
         # Providers: their table, the provider of each in-flight recipient and of each
         # domain seen, and how many recipients each has in flight.
         self.providers = config.provider_table()
-        delivery.configure(self.providers, config.delivery.max_connections_total)
+        delivery.configure(self.providers, config.delivery.max_connections_total, clock)
         self._provider_of: dict[tuple[int, int], str] = {}
         self._domain_provider: dict[str, str] = {}
         self.provider_inflight: collections.Counter[str] = collections.Counter()
@@ -443,6 +445,8 @@ class Scheduler:
             first=parse_duration(traffic.first_retry),
             cap=parse_duration(traffic.max_retry),
         )
+        if result.retry_at is not None:  # its lane is paused: not before the pause ends
+            when = max(when, result.retry_at)
         return SpoolOutcome(state="deferred", text=text, next_attempt=when, **common)
 
     async def _suppress(self, hard: list[tuple[str, Event]], now: float) -> None:

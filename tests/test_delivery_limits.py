@@ -7,6 +7,7 @@ limits are checked by counts, never by durations. Every wait is bounded.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import replace
 
 import trio
@@ -240,7 +241,43 @@ async def _test_a_message_refused_again_and_again_is_deferred_alone():
     assert delivered.outcome.is_delivered
     assert deferred.outcome.is_temporary and deferred.outcome.code == 421
     assert refusing.connections == MAX_REFUSED == deferred.message.refused
+    assert deferred.retry_at is None  # the lane works: the traffic class's schedule applies
     assert lane["paused_for"] == 0
+
+
+def test_a_dead_destination_defers_its_queue_until_the_pause_ends():
+    trio.run(_test_a_dead_destination_defers_its_queue_until_the_pause_ends)
+
+
+async def _test_a_dead_destination_defers_its_queue_until_the_pause_ends():
+    dead = SinkStats()
+    send, receive = trio.open_memory_channel(math.inf)
+    providers = table(dead={"mx": ["*.dead.test"], "max_connections": 3})  # pause: 60 s
+    delivery = Delivery(send, providers=providers)
+    spread = 6.0  # after_pause: up to a tenth of the pause
+    async with trio.open_nursery() as nursery:
+        dport = await start_sink(nursery, "127.0.0.14", dead, SinkPolicy(throttle_share=1.0))
+        await nursery.start(delivery.run)
+        before = time.time()
+        for i in range(10):
+            m = message(i, f"u{i}@d.test", "mx.dead.test", "127.0.0.14", dport)
+            delivery.send(m, "127.0.0.14", dport, ["127.0.0.14"], SETTINGS, provider="dead")
+        results = await collect(receive, 10)
+        paused = delivery.statistics()["127.0.0.14 dead"]["paused_for"]
+        connections = dead.connections
+        # Sent while paused: deferred at once, with the same hint.
+        m = message(10, "u10@d.test", "mx.dead.test", "127.0.0.14", dport)
+        delivery.send(m, "127.0.0.14", dport, ["127.0.0.14"], SETTINGS, provider="dead")
+        results += await collect(receive, 1)
+        after = time.time()
+        nursery.cancel_scope.cancel()
+    assert all(r.outcome.is_temporary for r in results)
+    assert connections <= 3 and dead.connections == connections  # none while paused
+    assert 0 < paused <= 60
+    for r in results:
+        assert r.retry_at is not None
+        assert before + 60 <= r.retry_at <= after + 60 + spread
+    assert len({r.retry_at for r in results}) > 1  # spread, not one instant
 
 
 def test_a_soft_failure_moves_to_the_next_mx_host():
