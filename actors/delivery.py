@@ -28,7 +28,8 @@ backoff lowered the lane's concurrency below its count.
   connections pause (doubling, capped); messages that arrive while it is paused are
   deferred without a connection. So a provider that refuses everything holds no
   connections. Deferrals for a paused lane carry a retry hint (:attr:`Result.retry_at`,
-  the pause's end on :attr:`Delivery.clock`).
+  the pause's end on :attr:`Delivery.clock`), and :meth:`Delivery.paused_for` lets the
+  scheduler keep a paused provider's mail unsigned in the spool.
 - Providers never wait for each other: each route has its own tasks; the only shared
   limit is the node-wide connection cap, and a waiting route holds none of it.
 
@@ -437,6 +438,7 @@ class Delivery:
         self.max_connections = max_connections or math.inf
         self.clock = clock
         self._lanes: dict[tuple[str | None, str], Lane] = {}
+        self._provider_lanes: dict[str, list[Lane]] = {}
         self._routes: dict[tuple[str | None, str, RouteSettings], Route] = {}
         self._sources: dict[tuple[tuple[str, ...], tuple[int, ...]], _Sources] = {}
         self.starved: set[Route] = set()
@@ -486,7 +488,17 @@ class Delivery:
             lane = self._lanes[(source, provider)] = Lane(
                 source, provider, Shaper(limits), signatures
             )
+            self._provider_lanes.setdefault(provider, []).append(lane)
         return lane
+
+    def paused_for(self, provider: str) -> float:
+        """Seconds until ``provider`` may be sent to again: the shortest pause of its lanes
+        after failed connection attempts; 0 if any lane is not paused, or it has none."""
+        lanes = self._provider_lanes.get(provider)
+        if not lanes:
+            return 0.0
+        now = trio.current_time()
+        return min(lane.shaper.pause_left(now) for lane in lanes)
 
     def pick_source(self, sources: list[str], weights: list[int] | None = None) -> str | None:
         """The next source address of a pool (weighted round robin); None: the system's."""

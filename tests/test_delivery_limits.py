@@ -212,7 +212,7 @@ async def _test_a_421_to_every_other_connection_is_not_a_dead_destination():
     assert stats.throttled >= 1  # refusals happened...
     assert all(r.outcome.is_delivered for r in results), [r.outcome for r in results[:3]]
     assert stats.messages == 40 and stats.duplicates == 0  # ...and cost no deferral
-    assert lane["paused_for"] == 0
+    assert lane["paused_for"] == 0 and delivery.paused_for("alt") == 0
     assert lane["factor"] <= 0.5  # each 421 is still throttle feedback
 
 
@@ -263,17 +263,21 @@ async def _test_a_dead_destination_defers_its_queue_until_the_pause_ends():
             m = message(i, f"u{i}@d.test", "mx.dead.test", "127.0.0.14", dport)
             delivery.send(m, "127.0.0.14", dport, ["127.0.0.14"], SETTINGS, provider="dead")
         results = await collect(receive, 10)
-        paused = delivery.statistics()["127.0.0.14 dead"]["paused_for"]
+        paused = delivery.paused_for("dead")
         connections = dead.connections
         # Sent while paused: deferred at once, with the same hint.
         m = message(10, "u10@d.test", "mx.dead.test", "127.0.0.14", dport)
         delivery.send(m, "127.0.0.14", dport, ["127.0.0.14"], SETTINGS, provider="dead")
         results += await collect(receive, 1)
         after = time.time()
+        # A lane of another source is not paused: the provider is not paused as a whole.
+        delivery.lane("127.0.0.15", "dead", SETTINGS)
+        paused_elsewhere = delivery.paused_for("dead")
         nursery.cancel_scope.cancel()
     assert all(r.outcome.is_temporary for r in results)
     assert connections <= 3 and dead.connections == connections  # none while paused
     assert 0 < paused <= 60
+    assert paused_elsewhere == 0 and delivery.paused_for("nobody") == 0
     for r in results:
         assert r.retry_at is not None
         assert before + 60 <= r.retry_at <= after + 60 + spread
