@@ -233,8 +233,7 @@ class Route:
         """
         deadline = trio.current_time() + self.limits.idle_timeout
         while not self.queue:
-            if self._ready.is_set():  # set by a put whose message another connection took
-                self._ready = trio.Event()
+            self._drained()  # set by a put whose message another connection took
             self._idle += 1
             try:
                 with trio.move_on_at(deadline):
@@ -245,8 +244,15 @@ class Route:
                 return None
         message = self.queue.popleft()
         if not self.queue:
-            self._ready = trio.Event()
+            self._drained()
         return message
+
+    def _drained(self) -> None:
+        """The queue is empty: a fresh ``_ready`` for the next put, if the current one is
+        set. An unset one has idle connections waiting on it: replaced, they would miss
+        every put until their idle timeout (a lane at its concurrency stalled that long)."""
+        if self._ready.is_set():
+            self._ready = trio.Event()
 
     async def _connect(self, message: Message) -> tuple[SMTPSession | None, str]:
         """A session with the next host of ``message`` (then the next...), or None when no
@@ -350,7 +356,7 @@ class Route:
                 ):
                     batch.append(self.queue.popleft())
                 if not self.queue:
-                    self._ready = trio.Event()
+                    self._drained()
                 results = await session.send_many([(m.mail_from, [m.rcpt], m.data) for m in batch])
                 sent += len(batch)
                 for m, (outcome,) in zip(batch, results, strict=True):
@@ -379,7 +385,7 @@ class Route:
 
     def _fail_queued(self, exc: SMTPSessionError, host: str) -> None:
         queued, self.queue = list(self.queue), collections.deque()
-        self._ready = trio.Event()
+        self._drained()
         for message in queued:
             self._report(message, exc.outcomes([message.rcpt])[0], host, self._after_pause())
 

@@ -336,6 +336,42 @@ async def _test_a_421_mid_session_moves_the_message_to_the_next_mx_host():
     assert result.outcome.is_delivered and result.host == "127.0.0.17"
 
 
+def test_an_idle_connection_is_woken_for_work_queued_after_another_connected():
+    trio.run(_test_an_idle_connection_is_woken_for_work_queued_after_another_connected)
+
+
+async def _test_an_idle_connection_is_woken_for_work_queued_after_another_connected():
+    fast, slow = SinkStats(), SinkStats()
+    send, receive = trio.open_memory_channel(math.inf)
+    # Idle connections would wait a minute: only a wake-up gets them the next message.
+    providers = table(hoster={"mx": ["*.hoster.test"], "max_connections": 2, "idle_timeout": 60})
+    delivery = Delivery(send, providers=providers)
+    async with trio.open_nursery() as nursery:
+        fport = await start_sink(nursery, "127.0.0.18", fast)
+        # A slow greeting, and one message per connection (then 421 at MAIL).
+        policy = SinkPolicy(delay=0.3, max_messages_per_connection=1)
+        sport = await start_sink(nursery, "127.0.0.19", slow, policy)
+        await nursery.start(delivery.run)
+        to_fast = ("mx1.hoster.test", "127.0.0.18", fport)
+        to_slow = ("mx2.hoster.test", "127.0.0.19", sport)
+        # Two connections: the fast one delivers and goes idle while the slow one connects.
+        for i, hosts in enumerate([[to_fast], [to_slow]]):
+            m = message(i, f"u{i}@a.test", "", "", 0)
+            m.hosts = hosts
+            delivery.send(m, hosts[0][1], hosts[0][2], [], SETTINGS, provider="hoster")
+        first = await collect(receive, 2)
+        # The slow connection takes it, is refused (421, then closes) and queues it again
+        # for its next host: the idle fast connection must take it.
+        m = message(2, "u2@a.test", "", "", 0)
+        m.hosts = [to_slow, to_fast]
+        delivery.send(m, "127.0.0.19", sport, [], SETTINGS, provider="hoster")
+        (last,) = await collect(receive, 1)
+        nursery.cancel_scope.cancel()
+    assert all(r.outcome.is_delivered for r in first)
+    assert last.outcome.is_delivered and last.host == "127.0.0.18"
+    assert fast.connections == 1  # the idle connection took it, no new one
+
+
 def test_message_rate_waits_and_never_drops():
     trio.run(_test_message_rate_waits_and_never_drops)
 
