@@ -20,10 +20,16 @@ backoff lowered the lane's concurrency below its count.
   message to its next host; with no host left it is deferred.
 - A 421, or a reply matching the provider's throttling signature, halves the lane's
   concurrency and rates (they recover step by step).
-- A connection attempt that reached none of its hosts defers every message queued on
-  the route at once and pauses the lane's new connections (doubling, capped); messages
-  that arrive while it is paused are deferred without a connection (Postfix's "dead
-  destination"). So a provider that refuses everything holds no connections.
+- A connection attempt that reached none of its hosts while the lane has other open
+  connections was refused, not a dead destination: its message goes back to the front of
+  the queue (it was not tried), deferred only after :data:`MAX_REFUSED` such refusals in a
+  row. With no other connection open the destination is dead (Postfix: concurrency fell
+  to zero): every message queued on the route is deferred at once and the lane's new
+  connections pause (doubling, capped); messages that arrive while it is paused are
+  deferred without a connection. So a provider that refuses everything holds no
+  connections. Deferrals for a paused lane carry a retry hint (:attr:`Result.retry_at`,
+  the pause's end on :attr:`Delivery.clock`), and :meth:`Delivery.paused_for` lets the
+  scheduler keep a paused provider's mail unsigned in the spool.
 - Providers never wait for each other: each route has its own tasks; the only shared
   limit is the node-wide connection cap, and a waiting route holds none of it.
 
@@ -36,12 +42,15 @@ import collections
 import logging
 import math
 import ssl
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import trio
 
 from salvo.actors.smtp_session import SMTPSession, SMTPSessionError, SMTPTimeouts, TLSPolicy
 from salvo.core.providers import ProviderTable, route_key
+from salvo.core.retry import after_pause
 from salvo.core.shaping import Limits, Shaper, is_throttle
 from salvo.core.smtp import Outcome, Scope
 
@@ -49,6 +58,7 @@ log = logging.getLogger("salvo.delivery")
 
 MAX_OPENER_WAIT = 1.0  # seconds: an opener re-checks at least this often
 BATCH = 32  # messages per pipelined send_many on one connection
+MAX_REFUSED = 3  # refused connections in a row after which a message is deferred
 
 
 @dataclass(slots=True)
@@ -65,6 +75,7 @@ class Message:
     # on the first; moving on to the next after a soft failure is the delivery engine's.
     hosts: list[tuple[str, str, int]] = field(default_factory=list)
     tried: int = 0  # hosts of ``hosts`` that failed softly for this message
+    refused: int = 0  # connections in a row that reached no host while others worked
 
 
 @dataclass(slots=True)
@@ -75,6 +86,8 @@ class Result:
     outcome: Outcome
     host: str
     source: str
+    # Deferred because the lane is paused: not due before this (Delivery.clock, seconds).
+    retry_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -163,9 +176,14 @@ class Route:
                 f"{self.lane.provider}: new connections paused for {left:.0f} s after "
                 f"{shaper.failures} failed connection attempt(s)"
             )
-            self._report(message, Outcome.deferred(message.rcpt, Scope.SITE, text), "")
+            outcome = Outcome.deferred(message.rcpt, Scope.SITE, text)
+            self._report(message, outcome, "", self._after_pause())
             return
         self.queue.append(message)
+        self._queued()
+
+    def _queued(self) -> None:
+        """Wake idle connections and the opener (started if it ended) for a queued message."""
         self._ready.set()
         self._poke.set()
         if not self._opening:
@@ -215,8 +233,7 @@ class Route:
         """
         deadline = trio.current_time() + self.limits.idle_timeout
         while not self.queue:
-            if self._ready.is_set():  # set by a put whose message another connection took
-                self._ready = trio.Event()
+            self._drained()  # set by a put whose message another connection took
             self._idle += 1
             try:
                 with trio.move_on_at(deadline):
@@ -227,12 +244,20 @@ class Route:
                 return None
         message = self.queue.popleft()
         if not self.queue:
-            self._ready = trio.Event()
+            self._drained()
         return message
+
+    def _drained(self) -> None:
+        """The queue is empty: a fresh ``_ready`` for the next put, if the current one is
+        set. An unset one has idle connections waiting on it: replaced, they would miss
+        every put until their idle timeout (a lane at its concurrency stalled that long)."""
+        if self._ready.is_set():
+            self._ready = trio.Event()
 
     async def _connect(self, message: Message) -> tuple[SMTPSession | None, str]:
         """A session with the next host of ``message`` (then the next...), or None when no
-        host answered: then the message is reported and the route's queue deferred."""
+        host answered: then the message is queued again (the lane's other connections
+        work) or reported, and for a dead destination the route's queue is deferred."""
         settings = self.settings
         error: SMTPSessionError | None = None
         host = ""
@@ -260,6 +285,7 @@ class Route:
                         await session.aclose()
                         raise
                 self.lane.shaper.connect_succeeded()
+                message.refused = 0
                 return session, host
             except SMTPSessionError as exc:
                 log.warning("%s: %s:%s: %s", self.lane.provider, address, port, exc)
@@ -271,13 +297,22 @@ class Route:
                     break
         assert error is not None
         pause = self.lane.shaper.connect_failed(trio.current_time())
+        if not pause:  # refused while other connections work: a throttle, not an outage
+            message.refused += 1
+            if message.refused < MAX_REFUSED:
+                message.tried = 0  # its hosts again, from the first, on another connection
+                self.queue.appendleft(message)  # not tried: first in line
+                self._queued()
+            else:
+                self._report(message, error.outcomes([message.rcpt])[0], host)
+            return None, host
         log.warning(
             "%s from %s: no host answered; new connections paused for %.0f s",
             self.lane.provider,
             self.source or "default source",
             pause,
         )
-        self._report(message, error.outcomes([message.rcpt])[0], host)
+        self._report(message, error.outcomes([message.rcpt])[0], host, self._after_pause())
         self._fail_queued(error, host)
         return None, host
 
@@ -287,8 +322,7 @@ class Route:
         if outcome.try_next_host and message.tried + 1 < len(message.hosts):
             message.tried += 1
             self.queue.appendleft(message)  # to its next host, on another connection
-            self._ready.set()
-            self._poke.set()
+            self._queued()
         else:
             self._report(message, outcome, host)
 
@@ -322,7 +356,7 @@ class Route:
                 ):
                     batch.append(self.queue.popleft())
                 if not self.queue:
-                    self._ready = trio.Event()
+                    self._drained()
                 results = await session.send_many([(m.mail_from, [m.rcpt], m.data) for m in batch])
                 sent += len(batch)
                 for m, (outcome,) in zip(batch, results, strict=True):
@@ -351,12 +385,20 @@ class Route:
 
     def _fail_queued(self, exc: SMTPSessionError, host: str) -> None:
         queued, self.queue = list(self.queue), collections.deque()
-        self._ready = trio.Event()
+        self._drained()
         for message in queued:
-            self._report(message, exc.outcomes([message.rcpt])[0], host)
+            self._report(message, exc.outcomes([message.rcpt])[0], host, self._after_pause())
 
-    def _report(self, message: Message, outcome: Outcome, host: str) -> None:
-        self._delivery.report(Result(message, outcome, host, self.source or ""))
+    def _after_pause(self) -> float | None:
+        """When a message deferred for the lane's pause is due again (on the delivery's
+        clock), spread a little; None when the lane is not paused."""
+        left = self.lane.shaper.pause_left(trio.current_time())
+        return self._delivery.clock() + after_pause(left) if left > 0 else None
+
+    def _report(
+        self, message: Message, outcome: Outcome, host: str, retry_at: float | None = None
+    ) -> None:
+        self._delivery.report(Result(message, outcome, host, self.source or "", retry_at))
 
 
 class _Sources:
@@ -384,7 +426,9 @@ class Delivery:
 
     ``providers`` (the provider table) gives each provider's limits and throttle
     signatures; without it, a route's :class:`RouteSettings` limits apply.
-    ``max_connections`` caps connections across all providers (0: no cap).
+    ``max_connections`` caps connections across all providers (0: no cap). ``clock`` is
+    the node's wall clock (the scheduler's): retry hints are given on it, while shaping
+    runs on Trio's clock.
     """
 
     def __init__(
@@ -393,11 +437,14 @@ class Delivery:
         *,
         providers: ProviderTable | None = None,
         max_connections: int = 0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._results = results
         self.providers = providers
         self.max_connections = max_connections or math.inf
+        self.clock = clock
         self._lanes: dict[tuple[str | None, str], Lane] = {}
+        self._provider_lanes: dict[str, list[Lane]] = {}
         self._routes: dict[tuple[str | None, str, RouteSettings], Route] = {}
         self._sources: dict[tuple[tuple[str, ...], tuple[int, ...]], _Sources] = {}
         self.starved: set[Route] = set()
@@ -406,10 +453,18 @@ class Delivery:
         self.connections = 0  # open (or opening) across every lane
         self.peak_connections = 0  # the most at once so far
 
-    def configure(self, providers: ProviderTable | None, max_connections: int = 0) -> None:
-        """Set the provider table and the node-wide connection cap (before sending)."""
+    def configure(
+        self,
+        providers: ProviderTable | None,
+        max_connections: int = 0,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        """Set the provider table, the node-wide connection cap and the wall clock (before
+        sending)."""
         self.providers = providers
         self.max_connections = max_connections or math.inf
+        if clock is not None:
+            self.clock = clock
 
     async def run(self, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """Host the connection tasks; returns when cancelled."""
@@ -439,7 +494,17 @@ class Delivery:
             lane = self._lanes[(source, provider)] = Lane(
                 source, provider, Shaper(limits), signatures
             )
+            self._provider_lanes.setdefault(provider, []).append(lane)
         return lane
+
+    def paused_for(self, provider: str) -> float:
+        """Seconds until ``provider`` may be sent to again: the shortest pause of its lanes
+        after failed connection attempts; 0 if any lane is not paused, or it has none."""
+        lanes = self._provider_lanes.get(provider)
+        if not lanes:
+            return 0.0
+        now = trio.current_time()
+        return min(lane.shaper.pause_left(now) for lane in lanes)
 
     def pick_source(self, sources: list[str], weights: list[int] | None = None) -> str | None:
         """The next source address of a pool (weighted round robin); None: the system's."""

@@ -14,7 +14,11 @@ MX set of its domain, or its static route). One provider may have at most its sh
 provider without a rate limit, about 30 s of its rate for one with a limit): a claimed
 recipient whose domain is known to belong to a provider at its share is handed back to
 the spool unsigned, due again after :data:`HANDBACK_DELAY`, so a slow provider cannot
-fill the node with its mail while others wait on disk.
+fill the node with its mail while others wait on disk. Likewise a recipient of a provider
+whose every lane is paused after failed connections (a dead destination) is handed back
+unsigned, due when the pause ends: no CPU goes into rendering and signing mail that could
+only be deferred. A deferral for a paused lane carries the pause's end as a hint
+(``Result.retry_at``): its next attempt is the later of the hint and the retry schedule.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from salvo.core.events import Event
 from salvo.core.messages import Content, SignItem
 from salvo.core.mx import FailureReason, MXPlan, RouteFailure
 from salvo.core.providers import route_key
-from salvo.core.retry import next_attempt
+from salvo.core.retry import after_pause, next_attempt
 from salvo.core.smtp import Outcome, Scope, Status
 from salvo.core.spool import Change, Claim, Claimed
 from salvo.core.spool import Outcome as SpoolOutcome
@@ -117,7 +121,7 @@ class Scheduler:
         # Providers: their table, the provider of each in-flight recipient and of each
         # domain seen, and how many recipients each has in flight.
         self.providers = config.provider_table()
-        delivery.configure(self.providers, config.delivery.max_connections_total)
+        delivery.configure(self.providers, config.delivery.max_connections_total, clock)
         self._provider_of: dict[tuple[int, int], str] = {}
         self._domain_provider: dict[str, str] = {}
         self.provider_inflight: collections.Counter[str] = collections.Counter()
@@ -225,7 +229,7 @@ class Scheduler:
 
     def _take(self, claim: Claim) -> list[SpoolOutcome]:
         """Send claimed recipients to the signers; return those handed back unsigned
-        because their provider is at its share of ``max_ready``."""
+        because their provider is paused or at its share of ``max_ready``."""
         handed: list[SpoolOutcome] = []
         if claim.finished:
             self._emit([self._event(c, self._job_of(c.seq)) for c in claim.finished])
@@ -249,9 +253,24 @@ class Scheduler:
                 )
         by_job: dict[int, list[SignItem]] = {}
         now = self._clock()
+        paused: dict[str, float] = {}  # per provider, asked once per claim
         for c in claim.claimed:
             provider = self._known_provider(c.domain)
             if provider is not None:
+                if provider not in paused:
+                    paused[provider] = self.delivery.paused_for(provider)
+                if paused[provider] > 0:
+                    handed.append(
+                        SpoolOutcome(
+                            seq=c.seq,
+                            idx=c.idx,
+                            state="queued",
+                            text=f"{provider}: paused for {paused[provider]:.0f} s after "
+                            "failed connections",
+                            next_attempt=now + after_pause(paused[provider]),
+                        )
+                    )
+                    continue
                 if self.provider_inflight[provider] >= self._share(provider):
                     handed.append(
                         SpoolOutcome(
@@ -458,6 +477,8 @@ class Scheduler:
             first=parse_duration(traffic.first_retry),
             cap=parse_duration(traffic.max_retry),
         )
+        if result.retry_at is not None:  # its lane is paused: not before the pause ends
+            when = max(when, result.retry_at)
         return SpoolOutcome(state="deferred", text=text, next_attempt=when, **common)
 
     async def _suppress(self, hard: list[tuple[str, Event]], now: float) -> None:

@@ -3,8 +3,9 @@
 Used by the demo and the benchmarks as a simulated destination. It speaks enough ESMTP
 for a real client (EHLO with PIPELINING, 8BITMIME, SMTPUTF8, SIZE; MAIL, RCPT, DATA,
 RSET, NOOP, QUIT), answers pipelined commands in order, and can behave like a busy
-provider: a delay per reply, a share of 421 throttling answers at connect, of 451
-deferrals and of 550 5.1.1 unknown users at RCPT, a message limit per connection.
+provider: a delay per reply, 421 throttling answers at connect (a share of connections,
+or every n-th), a share of 451 deferrals and of 550 5.1.1 unknown users at RCPT, a
+message limit per connection.
 It counts messages and recipients, notices duplicate Message-IDs, and keeps a sample of
 messages (for DKIM checks by the caller).
 """
@@ -26,6 +27,7 @@ class SinkPolicy:
 
     delay: float = 0.0  # seconds before each reply
     throttle_share: float = 0.0  # 421 at connect
+    throttle_every: int = 0  # 421 at connect to every n-th connection (0: none)
     defer_share: float = 0.0  # 451 4.7.1 at RCPT
     bounce_share: float = 0.0  # 550 5.1.1 at RCPT
     max_messages_per_connection: int = 0  # 0: no limit; else 421 after that many
@@ -53,6 +55,7 @@ class SinkStats:
     max_concurrent: int = 0  # the most connections open at once
     per_connection: list[int] = field(default_factory=list)  # messages of each closed one
     busy: int = 0  # 421 busy replies sent
+    throttled: int = 0  # connections refused with 421 at connect
 
     def _opened(self) -> None:
         self.active += 1
@@ -130,7 +133,11 @@ class _Session:
 
     async def run(self) -> None:
         self.stats.connections += 1
-        if self.policy.throttle_share and self.rng.random() < self.policy.throttle_share:
+        every = self.policy.throttle_every
+        if (every and self.stats.connections % every == 0) or (
+            self.policy.throttle_share and self.rng.random() < self.policy.throttle_share
+        ):
+            self.stats.throttled += 1
             self.out.append(b"421 4.7.0 Try again later, closing connection\r\n")
             await self._flush()
             return

@@ -3,7 +3,10 @@
 Exponential backoff with jitter, near Postfix's defaults: the first retry after
 ``first`` (5 minutes), each later one twice as far, capped at ``cap`` (1 hour). The jitter
 (+-``jitter`` of the delay) spreads a burst of deferrals from one provider over time, so
-that their retries do not arrive as a storm. Pure: time and randomness are passed in.
+that their retries do not arrive as a storm. A recipient held back because its
+destination is paused (docs/delivery.md, dead destinations) is due again when the pause
+ends instead, spread a little (:func:`after_pause`). Pure: time and randomness are passed
+in.
 """
 
 from __future__ import annotations
@@ -32,3 +35,17 @@ def next_attempt(
 ) -> float:
     """The time of the next attempt after ``attempts`` failures, from ``now``."""
     return now + retry_delay(attempts, first=first, cap=cap, rng=rng)
+
+
+def after_pause(
+    left: float,
+    *,
+    spread: float = 0.1,
+    floor: float = 1.0,
+    rng: random.Random | None = None,
+) -> float:
+    """Seconds until a recipient held back by a pause with ``left`` seconds to run is due
+    again: the pause's end, plus up to ``spread`` of ``left`` (at least up to ``floor``
+    seconds), so that what one pause held back does not all come back in one instant."""
+    left = max(0.0, left)
+    return left + (rng or random).uniform(0.0, max(floor, spread * left))

@@ -18,9 +18,11 @@ A provider sees our source address, not our queues: each (source, provider) pair
   concurrency and rates, at most once per :data:`HOLD` seconds; after ``backoff_time``
   without a new signal the factor grows by :data:`RECOVERY_STEP` every
   ``recovery_interval`` until it is back to 1.
-- **Dead destination**: a connection attempt that reached no host pauses new connections
-  for ``connect_backoff``, doubling with each consecutive failure up to
-  ``max_connect_backoff``; the first successful connection ends the pause.
+- **Dead destination** (Postfix declares one when its concurrency falls to zero): a
+  connection attempt that reached no host while no other connection is open pauses new
+  connections for ``connect_backoff``, doubling with each consecutive failure up to
+  ``max_connect_backoff``; the first successful connection ends the pause. A failed
+  attempt while other connections are open is a refusal, not a dead destination: no pause.
 
 Time is passed in (``now``, seconds on any monotonic clock): no I/O, no clock reads.
 """
@@ -237,8 +239,15 @@ class Shaper:
             self.recover_from = math.inf
 
     def connect_failed(self, now: float) -> float:
-        """A connection attempt reached no host: pause new connections (doubling up to
-        ``max_connect_backoff``). Returns the pause in seconds."""
+        """A connection attempt reached no host. Returns the pause in seconds it started.
+
+        While other connections are open (``active`` counts the failed one too) the
+        destination works and this attempt was refused (a throttle: its reply is a signal
+        of its own): no pause, 0. Else the destination is dead: pause new connections,
+        doubling with each consecutive dead attempt up to ``max_connect_backoff``.
+        """
+        if self.active > 1:
+            return 0.0
         self.failures += 1
         lim = self.limits
         pause = min(

@@ -7,10 +7,12 @@ limits are checked by counts, never by durations. Every wait is bounded.
 from __future__ import annotations
 
 import math
+import time
+from dataclasses import replace
 
 import trio
 
-from salvo.actors.delivery import Delivery, Message, Result, RouteSettings
+from salvo.actors.delivery import MAX_REFUSED, Delivery, Message, Result, RouteSettings
 from salvo.actors.smtp_session import SMTPTimeouts
 from salvo.bench.sink import SinkPolicy, SinkStats, serve_sink
 from salvo.core.providers import ProviderTable
@@ -187,6 +189,101 @@ async def _test_a_provider_refusing_every_connection_pauses_and_holds_no_budget(
     assert stats["- dead"]["paused_for"] > 0
 
 
+def test_a_421_to_every_other_connection_is_not_a_dead_destination():
+    trio.run(_test_a_421_to_every_other_connection_is_not_a_dead_destination)
+
+
+async def _test_a_421_to_every_other_connection_is_not_a_dead_destination():
+    stats = SinkStats()
+    send, receive = trio.open_memory_channel(math.inf)
+    # Connections stay open until the test ends (long idle timeout, no message limit), so
+    # each refused one has working ones beside it.
+    providers = table(alt={"mx": ["*.alt.test"], "max_connections": 8, "idle_timeout": 60})
+    delivery = Delivery(send, providers=providers)
+    async with trio.open_nursery() as nursery:
+        port = await start_sink(nursery, "127.0.0.11", stats, SinkPolicy(throttle_every=2))
+        await nursery.start(delivery.run)
+        for i in range(40):
+            m = message(i, f"u{i}@a.test", "mx.alt.test", "127.0.0.11", port)
+            delivery.send(m, "127.0.0.11", port, [], SETTINGS, provider="alt")
+        results = await collect(receive, 40)
+        lane = delivery.statistics()["- alt"]
+        nursery.cancel_scope.cancel()
+    assert stats.throttled >= 1  # refusals happened...
+    assert all(r.outcome.is_delivered for r in results), [r.outcome for r in results[:3]]
+    assert stats.messages == 40 and stats.duplicates == 0  # ...and cost no deferral
+    assert lane["paused_for"] == 0 and delivery.paused_for("alt") == 0
+    assert lane["factor"] <= 0.5  # each 421 is still throttle feedback
+
+
+def test_a_message_refused_again_and_again_is_deferred_alone():
+    trio.run(_test_a_message_refused_again_and_again_is_deferred_alone)
+
+
+async def _test_a_message_refused_again_and_again_is_deferred_alone():
+    ok, refusing = SinkStats(), SinkStats()
+    send, receive = trio.open_memory_channel(math.inf)
+    providers = table(hoster={"mx": ["*.hoster.test"], "max_connections": 8, "idle_timeout": 60})
+    delivery = Delivery(send, providers=providers)
+    other = replace(SETTINGS, ehlo="other.salvo.test")  # a second route of the same lane
+    async with trio.open_nursery() as nursery:
+        kport = await start_sink(nursery, "127.0.0.12", ok)
+        rport = await start_sink(nursery, "127.0.0.13", refusing, SinkPolicy(throttle_share=1.0))
+        await nursery.start(delivery.run)
+        first = message(0, "u0@a.test", "mx1.hoster.test", "127.0.0.12", kport)
+        delivery.send(first, "127.0.0.12", kport, [], SETTINGS, provider="hoster")
+        (delivered,) = await collect(receive, 1)  # its connection stays open, idle
+        refused = message(1, "u1@b.test", "mx2.hoster.test", "127.0.0.13", rport)
+        delivery.send(refused, "127.0.0.13", rport, [], other, provider="hoster")
+        (deferred,) = await collect(receive, 1)
+        lane = delivery.statistics()["- hoster"]
+        nursery.cancel_scope.cancel()
+    assert delivered.outcome.is_delivered
+    assert deferred.outcome.is_temporary and deferred.outcome.code == 421
+    assert refusing.connections == MAX_REFUSED == deferred.message.refused
+    assert deferred.retry_at is None  # the lane works: the traffic class's schedule applies
+    assert lane["paused_for"] == 0
+
+
+def test_a_dead_destination_defers_its_queue_until_the_pause_ends():
+    trio.run(_test_a_dead_destination_defers_its_queue_until_the_pause_ends)
+
+
+async def _test_a_dead_destination_defers_its_queue_until_the_pause_ends():
+    dead = SinkStats()
+    send, receive = trio.open_memory_channel(math.inf)
+    providers = table(dead={"mx": ["*.dead.test"], "max_connections": 3})  # pause: 60 s
+    delivery = Delivery(send, providers=providers)
+    spread = 6.0  # after_pause: up to a tenth of the pause
+    async with trio.open_nursery() as nursery:
+        dport = await start_sink(nursery, "127.0.0.14", dead, SinkPolicy(throttle_share=1.0))
+        await nursery.start(delivery.run)
+        before = time.time()
+        for i in range(10):
+            m = message(i, f"u{i}@d.test", "mx.dead.test", "127.0.0.14", dport)
+            delivery.send(m, "127.0.0.14", dport, ["127.0.0.14"], SETTINGS, provider="dead")
+        results = await collect(receive, 10)
+        paused = delivery.paused_for("dead")
+        connections = dead.connections
+        # Sent while paused: deferred at once, with the same hint.
+        m = message(10, "u10@d.test", "mx.dead.test", "127.0.0.14", dport)
+        delivery.send(m, "127.0.0.14", dport, ["127.0.0.14"], SETTINGS, provider="dead")
+        results += await collect(receive, 1)
+        after = time.time()
+        # A lane of another source is not paused: the provider is not paused as a whole.
+        delivery.lane("127.0.0.15", "dead", SETTINGS)
+        paused_elsewhere = delivery.paused_for("dead")
+        nursery.cancel_scope.cancel()
+    assert all(r.outcome.is_temporary for r in results)
+    assert connections <= 3 and dead.connections == connections  # none while paused
+    assert 0 < paused <= 60
+    assert paused_elsewhere == 0 and delivery.paused_for("nobody") == 0
+    for r in results:
+        assert r.retry_at is not None
+        assert before + 60 <= r.retry_at <= after + 60 + spread
+    assert len({r.retry_at for r in results}) > 1  # spread, not one instant
+
+
 def test_a_soft_failure_moves_to_the_next_mx_host():
     trio.run(_test_a_soft_failure_moves_to_the_next_mx_host)
 
@@ -210,6 +307,69 @@ async def _test_a_soft_failure_moves_to_the_next_mx_host():
     assert all(r.outcome.is_delivered for r in results)
     assert {r.host for r in results} == {"127.0.0.9"}
     assert busy.connections >= 1 and backup.messages == 5
+
+
+def test_a_421_mid_session_moves_the_message_to_the_next_mx_host():
+    trio.run(_test_a_421_mid_session_moves_the_message_to_the_next_mx_host)
+
+
+async def _test_a_421_mid_session_moves_the_message_to_the_next_mx_host():
+    busy, backup = SinkStats(), SinkStats()
+    send, receive = trio.open_memory_channel(math.inf)
+    providers = table(hoster={"mx": ["*.hoster.test"], "max_connections": 2})
+    delivery = Delivery(send, providers=providers)
+    async with trio.open_nursery() as nursery:
+        # Slow replies: the 421 comes after the route's opener has ended (MAX_OPENER_WAIT).
+        policy = SinkPolicy(busy_share=1.0, delay=0.4)
+        bport = await start_sink(nursery, "127.0.0.16", busy, policy)
+        kport = await start_sink(nursery, "127.0.0.17", backup)
+        await nursery.start(delivery.run)
+        m = message(0, "u0@a.test", "", "", 0)
+        m.hosts = [
+            ("mx1.hoster.test", "127.0.0.16", bport),
+            ("mx2.hoster.test", "127.0.0.17", kport),
+        ]
+        delivery.send(m, "127.0.0.16", bport, [], SETTINGS, provider="hoster")
+        (result,) = await collect(receive, 1)
+        nursery.cancel_scope.cancel()
+    assert busy.busy == 1
+    assert result.outcome.is_delivered and result.host == "127.0.0.17"
+
+
+def test_an_idle_connection_is_woken_for_work_queued_after_another_connected():
+    trio.run(_test_an_idle_connection_is_woken_for_work_queued_after_another_connected)
+
+
+async def _test_an_idle_connection_is_woken_for_work_queued_after_another_connected():
+    fast, slow = SinkStats(), SinkStats()
+    send, receive = trio.open_memory_channel(math.inf)
+    # Idle connections would wait a minute: only a wake-up gets them the next message.
+    providers = table(hoster={"mx": ["*.hoster.test"], "max_connections": 2, "idle_timeout": 60})
+    delivery = Delivery(send, providers=providers)
+    async with trio.open_nursery() as nursery:
+        fport = await start_sink(nursery, "127.0.0.18", fast)
+        # A slow greeting, and one message per connection (then 421 at MAIL).
+        policy = SinkPolicy(delay=0.3, max_messages_per_connection=1)
+        sport = await start_sink(nursery, "127.0.0.19", slow, policy)
+        await nursery.start(delivery.run)
+        to_fast = ("mx1.hoster.test", "127.0.0.18", fport)
+        to_slow = ("mx2.hoster.test", "127.0.0.19", sport)
+        # Two connections: the fast one delivers and goes idle while the slow one connects.
+        for i, hosts in enumerate([[to_fast], [to_slow]]):
+            m = message(i, f"u{i}@a.test", "", "", 0)
+            m.hosts = hosts
+            delivery.send(m, hosts[0][1], hosts[0][2], [], SETTINGS, provider="hoster")
+        first = await collect(receive, 2)
+        # The slow connection takes it, is refused (421, then closes) and queues it again
+        # for its next host: the idle fast connection must take it.
+        m = message(2, "u2@a.test", "", "", 0)
+        m.hosts = [to_slow, to_fast]
+        delivery.send(m, "127.0.0.19", sport, [], SETTINGS, provider="hoster")
+        (last,) = await collect(receive, 1)
+        nursery.cancel_scope.cancel()
+    assert all(r.outcome.is_delivered for r in first)
+    assert last.outcome.is_delivered and last.host == "127.0.0.18"
+    assert fast.connections == 1  # the idle connection took it, no new one
 
 
 def test_message_rate_waits_and_never_drops():

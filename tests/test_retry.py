@@ -1,10 +1,11 @@
 """The retry schedule and expiry with a fake clock (hypothesis; a real LMDB spool).
 
 The schedule (salvo.core.retry): delays grow, are capped, and the jitter stays within its
-bounds. Driven through the spool with a fake ``now``: a recipient deferred again and again
-ends ``expired``, and only when no attempt is left before its expiry: at or after its
-expiry (claim_due, expire_due), or at a deferral whose next attempt would come at or after
-it ("a deferral past expiry", docs/spool.md). Never while an attempt before expiry remains.
+bounds; after a pause comes its end, spread a little. Driven through the spool with a fake
+``now``: a recipient deferred again and again ends ``expired``, and only when no attempt
+is left before its expiry: at or after its expiry (claim_due, expire_due), or at a
+deferral whose next attempt would come at or after it ("a deferral past expiry",
+docs/spool.md). Never while an attempt before expiry remains.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from salvo.core.protocol import Job, Recipient
-from salvo.core.retry import next_attempt, retry_delay
+from salvo.core.retry import after_pause, next_attempt, retry_delay
 from salvo.core.spool import Outcome, Spool, SpoolConfig
 
 START = 1_700_000_000.0
@@ -48,6 +49,19 @@ def test_zero_and_huge_attempt_counts():
     assert retry_delay(0, first=300, cap=3600, jitter=0) == 300
     assert retry_delay(10**9, first=300, cap=3600, jitter=0) == 3600
     assert next_attempt(START, 1, first=300, cap=3600, rng=random.Random(1)) > START
+
+
+@given(left=st.floats(-10, 7200), seed=st.integers(0, 2**32))
+def test_after_a_pause_comes_its_end_plus_a_little(left, seed):
+    delay = after_pause(left, rng=random.Random(seed))
+    end = max(0.0, left)
+    assert end <= delay <= end + max(1.0, 0.1 * end)
+
+
+def test_after_a_pause_is_spread():
+    rng = random.Random(7)
+    delays = {after_pause(60.0, rng=rng) for _ in range(20)}
+    assert len(delays) == 20 and min(delays) >= 60.0 and max(delays) <= 66.0
 
 
 def job(expires_in: float | None) -> Job:

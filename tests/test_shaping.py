@@ -161,6 +161,16 @@ def test_connection_failures_pause_with_doubling_backoff():
     assert shaper.open_wait(30.0) == 0 and shaper.failures == 0
 
 
+def test_a_failed_attempt_beside_open_connections_is_a_refusal_not_a_pause():
+    shaper = Shaper(Limits(max_connections=4, connect_backoff=10))
+    assert shaper.opened(0.0) and shaper.opened(0.0)
+    assert shaper.connect_failed(0.0) == 0  # the other connection works: no pause
+    assert shaper.failures == 0 and shaper.pause_left(0.0) == 0
+    shaper.closed()  # the refused one closes; the last one fails too: dead
+    assert shaper.connect_failed(1.0) == 10
+    assert shaper.failures == 1 and shaper.pause_left(1.0) == 10
+
+
 # -- throttle signatures ----------------------------------------------------------------------
 
 TABLE = ProviderTable.build()
