@@ -91,6 +91,7 @@ class _Session:
         self.out: list[bytes] = []
         self.rcpts = 0
         self.sent = 0
+        self.unacked: list[tuple[bytes, int]] = []
 
     async def _flush(self) -> None:
         if self.out:
@@ -98,6 +99,11 @@ class _Session:
                 await trio.sleep(self.policy.delay)
             await self.stream.send_all(b"".join(self.out))
             self.out.clear()
+        # Counted once their 250 is on its way: a message whose 250 was never sent (the
+        # sink stopped first) is one the client must send again, not one delivered.
+        for message, recipients in self.unacked:
+            self.stats._took(message, recipients)
+        self.unacked.clear()
 
     async def _line(self) -> bytes | None:
         while True:
@@ -189,7 +195,7 @@ class _Session:
                 if message is None:
                     return
                 self.sent += 1
-                self.stats._took(message, self.rcpts)
+                self.unacked.append((message, self.rcpts))
                 self.out.append(b"250 2.0.0 Queued\r\n")
             elif verb == b"RSET" or verb == b"NOOP":
                 self.out.append(b"250 2.0.0 OK\r\n")
