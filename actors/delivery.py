@@ -19,7 +19,10 @@ backoff lowered the lane's concurrency below its count.
 - A soft failure of one host (``Outcome.try_next_host``: site or stream scope) sends the
   message to its next host; with no host left it is deferred.
 - A 421, or a reply matching the provider's throttling signature, halves the lane's
-  concurrency and rates (they recover step by step).
+  concurrency and rates (they recover step by step). When a 421 ends a session that had
+  delivered (a server's per-connection limit), the messages it had not completed go back
+  to the front of the queue: nothing of them was delivered. A 421 before anything was
+  delivered defers them ("later").
 - A connection attempt that reached none of its hosts while the lane has other open
   connections was refused, not a dead destination: its message goes back to the front of
   the queue (it was not tried), deferred only after :data:`MAX_REFUSED` such refusals in a
@@ -316,12 +319,22 @@ class Route:
         self._fail_queued(error, host)
         return None, host
 
-    def _outcome(self, message: Message, outcome: Outcome, host: str) -> None:
+    def _outcome(self, message: Message, outcome: Outcome, host: str, progress: bool) -> None:
+        """Report ``outcome``, or queue the message again (next MX host; a session a 421
+        ended after it had delivered). ``progress``: the session delivered something."""
         if outcome.is_temporary:
             self.lane.feedback(outcome, outcome.code, outcome.text)
         if outcome.try_next_host and message.tried + 1 < len(message.hosts):
             message.tried += 1
             self.queue.appendleft(message)  # to its next host, on another connection
+            self._queued()
+        elif outcome.code == 421 and progress:
+            # The server ended a session that had delivered (a per-connection limit) before
+            # this transaction completed: nothing of it was delivered, and the server takes
+            # mail. Another connection takes it, instead of the spool's retry schedule and
+            # a second signature. (A 421 before anything was delivered means "later": it
+            # is deferred.) Each such session delivered one message at least: this ends.
+            self.queue.appendleft(message)
             self._queued()
         else:
             self._report(message, outcome, host)
@@ -341,7 +354,7 @@ class Route:
             if session is None:
                 return
             limit = self.limits.max_messages_per_connection
-            sent = 0
+            sent = delivered = 0
             while message is not None:
                 while (wait := shaper.take_message(trio.current_time())) > 0:
                     await trio.sleep(wait)  # the rate: wait, never drop
@@ -359,8 +372,9 @@ class Route:
                     self._drained()
                 results = await session.send_many([(m.mail_from, [m.rcpt], m.data) for m in batch])
                 sent += len(batch)
+                delivered += sum(outcome.is_delivered for (outcome,) in results)
                 for m, (outcome,) in zip(batch, results, strict=True):
-                    self._outcome(m, outcome, host)
+                    self._outcome(m, outcome, host, delivered > 0)
                 if not session.reusable or sent >= limit or shaper.over_limit(trio.current_time()):
                     break
                 message = await self._get()

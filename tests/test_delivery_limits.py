@@ -216,6 +216,34 @@ async def _test_a_421_to_every_other_connection_is_not_a_dead_destination():
     assert lane["factor"] <= 0.5  # each 421 is still throttle feedback
 
 
+def test_a_421_that_ends_a_session_sends_its_untried_messages_on_another_connection():
+    trio.run(_test_a_421_that_ends_a_session_sends_its_untried_messages_on_another_connection)
+
+
+async def _test_a_421_that_ends_a_session_sends_its_untried_messages_on_another_connection():
+    stats = SinkStats()
+    send, receive = trio.open_memory_channel(math.inf)
+    # The sink takes 3 messages per connection, then answers 421 to MAIL; the node's
+    # own limit is higher, so every full batch meets that 421.
+    providers = table(lim={"mx": ["*.lim.test"], "max_connections": 2})
+    delivery = Delivery(send, providers=providers)
+    async with trio.open_nursery() as nursery:
+        port = await start_sink(
+            nursery, "127.0.0.14", stats, SinkPolicy(max_messages_per_connection=3)
+        )
+        await nursery.start(delivery.run)
+        for i in range(30):
+            m = message(i, f"u{i}@l.test", "mx.lim.test", "127.0.0.14", port)
+            delivery.send(m, "127.0.0.14", port, [], SETTINGS, provider="lim")
+        results = await collect(receive, 30)
+        nursery.cancel_scope.cancel()
+    failed = [r.outcome for r in results if not r.outcome.is_delivered]
+    assert not failed, failed[:3]
+    assert stats.messages == 30 and stats.duplicates == 0
+    assert max(stats.per_connection) <= 3  # sessions ended by the sink's 421 went on
+    assert stats.connections >= 10
+
+
 def test_a_message_refused_again_and_again_is_deferred_alone():
     trio.run(_test_a_message_refused_again_and_again_is_deferred_alone)
 
