@@ -148,7 +148,7 @@ class Route:
         self.connections = 0
         self._starting = 0  # connections that have not taken their first message yet
         self._idle = 0
-        self._ready = trio.Event()
+        self._ready = trio.lowlevel.ParkingLot()  # idle connections, woken one at a time
         self._poke = trio.Event()
         self._opening = False
         self._ssl: ssl.SSLContext | None = None
@@ -186,8 +186,14 @@ class Route:
         self._queued()
 
     def _queued(self) -> None:
-        """Wake idle connections and the opener (started if it ended) for a queued message."""
-        self._ready.set()
+        """Wake an idle connection and the opener (started if it ended) for a queued message.
+
+        One idle connection per batch's worth of queued messages: a woken connection takes
+        what is queued when it runs (up to BATCH) and wakes the next if it leaves some, so
+        a burst of puts wakes as many connections as it needs, not every idle one.
+        """
+        if len(self.queue) % BATCH == 1:
+            self._ready.unpark()
         self._poke.set()
         if not self._opening:
             self._opening = True
@@ -231,31 +237,20 @@ class Route:
     async def _get(self) -> Message | None:
         """The next message, or None once the connection has been idle ``idle_timeout``.
 
-        A put wakes every idle connection; those that find the queue empty again (another
-        took the message) keep waiting: only the idle timeout closes a connection.
+        A connection woken for a message that another one took meanwhile waits again: only
+        the idle timeout closes a connection.
         """
         deadline = trio.current_time() + self.limits.idle_timeout
         while not self.queue:
-            self._drained()  # set by a put whose message another connection took
             self._idle += 1
             try:
                 with trio.move_on_at(deadline):
-                    await self._ready.wait()
+                    await self._ready.park()
             finally:
                 self._idle -= 1
             if not self.queue and trio.current_time() >= deadline:
                 return None
-        message = self.queue.popleft()
-        if not self.queue:
-            self._drained()
-        return message
-
-    def _drained(self) -> None:
-        """The queue is empty: a fresh ``_ready`` for the next put, if the current one is
-        set. An unset one has idle connections waiting on it: replaced, they would miss
-        every put until their idle timeout (a lane at its concurrency stalled that long)."""
-        if self._ready.is_set():
-            self._ready = trio.Event()
+        return self.queue.popleft()
 
     async def _connect(self, message: Message) -> tuple[SMTPSession | None, str]:
         """A session with the next host of ``message`` (then the next...), or None when no
@@ -368,8 +363,8 @@ class Route:
                     and shaper.take_message(trio.current_time()) == 0
                 ):
                     batch.append(self.queue.popleft())
-                if not self.queue:
-                    self._drained()
+                if self.queue:  # left some (past a batch, or by the rate): wake the next
+                    self._ready.unpark()
                 results = await session.send_many([(m.mail_from, [m.rcpt], m.data) for m in batch])
                 sent += len(batch)
                 delivered += sum(outcome.is_delivered for (outcome,) in results)
@@ -399,7 +394,6 @@ class Route:
 
     def _fail_queued(self, exc: SMTPSessionError, host: str) -> None:
         queued, self.queue = list(self.queue), collections.deque()
-        self._drained()
         for message in queued:
             self._report(message, exc.outcomes([message.rcpt])[0], host, self._after_pause())
 
