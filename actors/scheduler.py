@@ -259,26 +259,20 @@ class Scheduler:
             if provider is not None:
                 if provider not in paused:
                     paused[provider] = self.delivery.paused_for(provider)
+                why, delay = "", 0.0
                 if paused[provider] > 0:
+                    why = f"paused for {paused[provider]:.0f} s after failed connections"
+                    delay = after_pause(paused[provider])
+                elif self.provider_inflight[provider] >= self._share(provider):
+                    why, delay = "at its share of max_ready", HANDBACK_DELAY
+                if why:
                     handed.append(
                         SpoolOutcome(
                             seq=c.seq,
                             idx=c.idx,
                             state="queued",
-                            text=f"{provider}: paused for {paused[provider]:.0f} s after "
-                            "failed connections",
-                            next_attempt=now + after_pause(paused[provider]),
-                        )
-                    )
-                    continue
-                if self.provider_inflight[provider] >= self._share(provider):
-                    handed.append(
-                        SpoolOutcome(
-                            seq=c.seq,
-                            idx=c.idx,
-                            state="queued",
-                            text=f"{provider}: at its share of max_ready",
-                            next_attempt=now + HANDBACK_DELAY,
+                            text=f"{provider}: {why}",
+                            next_attempt=now + delay,
                         )
                     )
                     continue
