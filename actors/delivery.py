@@ -349,7 +349,8 @@ class Route:
             if session is None:
                 return
             limit = self.limits.max_messages_per_connection
-            sent = delivered = 0
+            sent = 0
+            progress = [False]  # the session has delivered something
             while message is not None:
                 while (wait := shaper.take_message(trio.current_time())) > 0:
                     await trio.sleep(wait)  # the rate: wait, never drop
@@ -365,11 +366,14 @@ class Route:
                     batch.append(self.queue.popleft())
                 if self.queue:  # left some (past a batch, or by the rate): wake the next
                     self._ready.unpark()
-                results = await session.send_many([(m.mail_from, [m.rcpt], m.data) for m in batch])
+
+                def done(i: int, outcomes: list[Outcome], batch=batch, progress=progress) -> None:
+                    [outcome] = outcomes
+                    progress[0] = progress[0] or outcome.is_delivered
+                    self._outcome(batch[i], outcome, host, progress[0])
+
+                await session.send_many([(m.mail_from, [m.rcpt], m.data) for m in batch], done)
                 sent += len(batch)
-                delivered += sum(outcome.is_delivered for (outcome,) in results)
-                for m, (outcome,) in zip(batch, results, strict=True):
-                    self._outcome(m, outcome, host, delivered > 0)
                 if not session.reusable or sent >= limit or shaper.over_limit(trio.current_time()):
                     break
                 message = await self._get()

@@ -59,7 +59,7 @@ OUTCOME_BATCH = 2000
 # hundreds. Outcomes are news of mail already sent: they gather for OUTCOME_WINDOW before
 # their commit (bench: core CPU per message 147 -> 120 us at 4,500 msg/s), and the claims
 # that follow them grow with them.
-OUTCOME_WINDOW = 0.05  # seconds
+OUTCOME_WINDOW = 0.01  # seconds
 MAINTENANCE_EVERY = 10.0
 HANDBACK_DELAY = 5.0  # seconds: a recipient of a provider at its share is due again then
 SHARE_HORIZON = 30.0  # seconds of a rate-limited provider's rate that may be in flight

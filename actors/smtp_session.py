@@ -136,6 +136,21 @@ class SMTPSessionError(SalvoError):
         return [Outcome.deferred(r, Scope.SITE, str(self), self.reply) for r in recipients]
 
 
+class _Done:
+    """The outcomes of a round of transactions, each passed on as soon as it is set."""
+
+    __slots__ = ("on_done", "outcomes")
+
+    def __init__(self, n: int, on_done: Callable[[int, list[Outcome]], None] | None) -> None:
+        self.outcomes: list[tuple[Outcome, ...] | None] = [None] * n
+        self.on_done = on_done
+
+    def set(self, index: int, outcomes: tuple[Outcome, ...]) -> None:
+        self.outcomes[index] = outcomes
+        if self.on_done is not None and not any(o.split for o in outcomes):
+            self.on_done(index, list(outcomes))
+
+
 class _TLSFailed(Exception):
     """The handshake failed; under ``opportunistic`` we go again in plaintext."""
 
@@ -301,7 +316,11 @@ class SMTPSession:
         [outcomes] = await self.send_many([(mail_from, recipients, message, smtputf8)])
         return outcomes
 
-    async def send_many(self, transactions: Sequence[Sequence]) -> list[list[Outcome]]:
+    async def send_many(
+        self,
+        transactions: Sequence[Sequence],
+        on_done: Callable[[int, list[Outcome]], None] | None = None,
+    ) -> list[list[Outcome]]:
         """Deliver several messages, one transaction each, pipelined across transactions.
 
         Each item is ``(mail_from, recipients, message)`` or ``(mail_from, recipients,
@@ -313,6 +332,10 @@ class SMTPSession:
         already answered keep their outcomes. With PIPELINING each message and its
         final dot leave in the same write as the next envelope: one write and one read
         per message in steady state.
+
+        ``on_done(index, outcomes)`` is called for each transaction as soon as its final
+        outcomes are known, before the rest of the batch is answered: a delivered
+        message's outcome must reach the spool without waiting for its batch.
         """
         if self._busy:
             raise trio.BusyResourceError("another task is sending on this SMTP session")
@@ -321,10 +344,15 @@ class SMTPSession:
         self._busy = True
         try:
             splits = self._client.splits
-            first = await self._transactions(transactions)
+            first = await self._transactions(transactions, on_done)
             if self._client.splits == splits:  # the usual case: nothing to send again
                 return [list(outcomes) for outcomes in first]
-            return await self._resend_splits(transactions, first)
+            finals = await self._resend_splits(transactions, first)
+            if on_done is not None:  # those held back for their split recipients
+                for k, outcomes in enumerate(first):
+                    if any(o.split for o in outcomes):
+                        on_done(k, finals[k])
+            return finals
         finally:
             self._busy = False
 
@@ -381,25 +409,28 @@ class SMTPSession:
 
     # -- internals --------------------------------------------------------------------
 
-    async def _transactions(self, batch: list[tuple]) -> list[tuple[Outcome, ...]]:
-        """One round of transactions on the wire; each one's outcomes, in order."""
-        done: list[tuple[Outcome, ...] | None] = [None] * len(batch)
+    async def _transactions(
+        self, batch: Sequence[Sequence], on_done: Callable[[int, list[Outcome]], None] | None = None
+    ) -> list[tuple[Outcome, ...]]:
+        """One round of transactions on the wire; each one's outcomes, in order, also
+        passed to ``on_done`` as each is known (unless a recipient of it was split)."""
+        done = _Done(len(batch), on_done)
         client = self._client
         try:
             for event in client.send_many(batch):
                 if type(event) is TransactionDone:
-                    done[event.index] = event.outcomes
+                    done.set(event.index, event.outcomes)
             if client.state is State.TRANSACTION:
                 await self._pump_transactions(done)
             if client.state is State.BROKEN:  # a protocol error after some were answered
                 for event in client.abort(f"protocol error: {client.error}"):
-                    done[event.index] = event.outcomes  # type: ignore[attr-defined]
+                    done.set(event.index, event.outcomes)  # type: ignore[attr-defined]
         except LocalProtocolError:
             raise
         except Exception as exc:
             self._broken = True
             for event in client.abort(_describe(exc)):
-                done[event.index] = event.outcomes  # type: ignore[attr-defined]
+                done.set(event.index, event.outcomes)  # type: ignore[attr-defined]
             await self._close_transport()
         except BaseException:
             self._broken = True
@@ -409,9 +440,9 @@ class SMTPSession:
         if not client.reusable:
             self._broken = self._broken or client.state is State.BROKEN
             await self.aclose()
-        return done  # type: ignore[return-value]
+        return done.outcomes  # type: ignore[return-value]
 
-    async def _pump_transactions(self, done: list[tuple[Outcome, ...] | None]) -> None:
+    async def _pump_transactions(self, done: _Done) -> None:
         """As :meth:`_pump`, until every transaction in flight has ended.
 
         Each transaction's outcomes go into ``done`` as soon as they are known, so that
@@ -445,7 +476,7 @@ class SMTPSession:
                     data = await io.receive_some(_RECV, scope, deadline, True)
                     for event in client.receive_data(data):
                         if type(event) is TransactionDone:
-                            done[event.index] = event.outcomes
+                            done.set(event.index, event.outcomes)
                             ended = True
                     if not data:
                         return
