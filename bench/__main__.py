@@ -1,11 +1,14 @@
-"""``python -m salvo.bench``: run every benchmark of bench/ in turn, with its defaults."""
+"""``python -m salvo.bench [FLAGS]``: another name for ``salvo bench [FLAGS]``.
 
-import importlib
+It runs the ``salvo`` command line with ``bench`` as the command, so the flags, the
+output and the recorded command line are those of ``salvo bench`` (``docs/bench.md``).
+The single-purpose benchmarks of this package run as their own modules
+(``python -m salvo.bench.hotpath``, ``.smtp``, ``.spool``, ``.spool_crash``).
+"""
 
-BENCHMARKS = ("hotpath", "node", "smtp")
+import sys
 
-for name in BENCHMARKS:
-    print(f"== salvo.bench.{name}", flush=True)
-    code = importlib.import_module(f"salvo.bench.{name}").main([])
-    if code:
-        raise SystemExit(code)
+from salvo.cli import main
+
+sys.argv[:1] = ["salvo", "bench"]
+raise SystemExit(main())

@@ -26,8 +26,10 @@ import time
 from pathlib import Path
 
 from salvo.bench import harness
-from salvo.bench.harness import cpu_seconds, free_port, wait_listening
+from salvo.bench.harness import PROGRESS
 from salvo.core.dkimkeys import generate_private_key
+from salvo.testing.procs import cpu_seconds, free_port, stop_process, wait_listening
+from salvo.testing.smartsink import SmartSink
 
 CEILING_HOST = "127.0.0.70"
 RELAY_HOST = "127.0.0.71"
@@ -38,8 +40,6 @@ OPENDKIM = "/usr/sbin/opendkim"
 
 
 def _wait_sink(sink, messages: int, timeout: float, label: str) -> float:
-    from salvo.bench.suite import PROGRESS
-
     start = time.perf_counter()
     while (got := sink.received()) < messages:
         elapsed = time.perf_counter() - start
@@ -102,7 +102,7 @@ class OpenDKIM:
             raise RuntimeError(f"opendkim did not start: {self.log.read_text()[-300:]}") from None
 
     def stop(self) -> None:
-        harness.stop_process(self.proc, timeout=5)
+        stop_process(self.proc, timeout=5)
 
 
 class PostfixRelay:
@@ -192,8 +192,6 @@ class PostfixRelay:
 
 
 def postfix_row(tmp: Path, messages: int, with_dkim: bool = True) -> dict:
-    from salvo.bench.suite import SmartSink
-
     if not Path(POSTFIX).exists():
         return {"error": "postfix is not installed (apt-get install postfix)"}
     if os.geteuid() != 0:
@@ -248,8 +246,6 @@ def postfix_row(tmp: Path, messages: int, with_dkim: bool = True) -> dict:
 
 
 def naive_row(tmp: Path, messages: int, concurrency: int = 32) -> dict:
-    from salvo.bench.suite import SmartSink
-
     try:
         import aiosmtplib  # noqa: F401
     except ImportError:

@@ -1,8 +1,11 @@
-"""Shared pieces of the node benchmarks (``bench/node.py``, ``salvo bench``).
+"""Pieces of ``salvo bench`` shared by its salvo rows (``bench/suite.py``) and the
+alternatives (``bench/compare.py``).
 
-Processes (a node, Postfix's ``smtp-sink``), CPU and memory of a process from ``/proc``,
-free ports, the machine's RSA ceiling, cProfile output. Every process started here is
-stopped by its ``stop()`` (SIGTERM, then SIGKILL to its process group).
+A node process on a fresh data dir (:class:`Node`), CPU time of the core's threads,
+disk usage, the machine's ceilings (RSA-2048 signatures with ``openssl speed``, raw SMTP
+with Postfix's ``smtp-source``), the progress line, and cProfile output. The sinks and
+the port and process helpers come from :mod:`salvo.testing`. Every process started here
+is stopped by its ``stop()`` (SIGTERM, then SIGKILL to its process group).
 """
 
 from __future__ import annotations
@@ -12,8 +15,6 @@ import os
 import pstats
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,55 +23,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from salvo.core.dkimkeys import generate_private_key
+from salvo.testing.postfix import SmtpSink
+from salvo.testing.procs import TICK, peak_rss, stop_process
 
-SMTP_SINK = "/usr/sbin/smtp-sink"
 SMTP_SOURCE = "/usr/sbin/smtp-source"
-TICK = os.sysconf("SC_CLK_TCK")
 FROM_DOMAIN = "acme.example"
 DKIM_ALGORITHMS = {"rsa": "rsa-sha256", "ed25519": "ed25519-sha256"}
 
 
-# -- ports and processes --------------------------------------------------------------------
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def wait_listening(host: str, port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection((host, port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"nothing listens on {host}:{port}") from None
-            time.sleep(0.05)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a live process (0 if it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
-
-
-def peak_rss(pid: int) -> int:
-    """Peak resident set size of a live process in bytes (VmHWM; 0 if it is gone)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+# -- processes ----------------------------------------------------------------------------
 
 
 def own_peak_rss() -> int:
@@ -100,17 +61,6 @@ def core_threads(pid: int) -> dict[str, float]:
     return groups
 
 
-def stop_process(proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    """SIGTERM, then SIGKILL to its process group if it does not exit in time."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)  # the group: also any orphaned child
-    proc.wait()
-
-
 def folder_size(path: Path) -> int:
     """Bytes allocated on disk under ``path`` (sparse LMDB maps count what they use)."""
     total = 0
@@ -135,64 +85,33 @@ def interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
-# -- Postfix smtp-sink ----------------------------------------------------------------------
+class Progress:
+    """One live line on stderr (a terminal), else a line every 5 seconds."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+        self.width = 0
+
+    def show(self, text: str) -> None:
+        now = time.monotonic()
+        if self.tty:
+            sys.stderr.write("\r" + text.ljust(self.width))
+            self.width = len(text)
+            sys.stderr.flush()
+        elif now - self.last >= 5:
+            print(text, file=sys.stderr, flush=True)
+            self.last = now
+
+    def done(self, text: str) -> None:
+        if self.tty and self.width:
+            sys.stderr.write("\r" + " " * self.width + "\r")
+        self.width = 0
+        self.last = 0.0
+        print(text, file=sys.stderr, flush=True)
 
 
-class Sink:
-    """A Postfix ``smtp-sink`` on (host, free port); ``stop_after`` = ``-M``: exit after N."""
-
-    def __init__(self, folder: Path, host: str, stop_after: int | None = None) -> None:
-        if not Path(SMTP_SINK).exists():
-            raise SystemExit(f"{SMTP_SINK} is missing: apt-get install postfix")
-        self.host, self.port = host, free_port(host)
-        self.out = folder / f"sink-{host}-{self.port}.txt"
-        self.cpu = 0.0
-        cmd = [SMTP_SINK, "-c"]
-        if os.geteuid() == 0:
-            cmd += ["-u", "root"]  # smtp-sink refuses to run as root without it
-        if stop_after:
-            cmd += ["-M", str(stop_after)]
-        cmd += [f"{host}:{self.port}", "1000"]
-        with open(self.out, "wb") as out:
-            self.proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        try:
-            wait_listening(host, self.port)
-        except BaseException:
-            self.stop()
-            raise
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    def exited(self) -> float | None:
-        """None while it runs; once it has exited (``-M``), the CPU seconds it used."""
-        if self.proc.returncode is not None:
-            return self.cpu
-        pid, status, usage = os.wait4(self.proc.pid, os.WNOHANG)
-        if pid == 0:
-            return None
-        self.proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-        self.cpu = usage.ru_utime + usage.ru_stime
-        return self.cpu
-
-    def cpu_now(self) -> float:
-        """CPU seconds so far (alive), or what it used (exited)."""
-        done = self.exited()
-        return done if done is not None else cpu_seconds(self.proc.pid)
-
-    def received(self) -> int:
-        """Messages received so far (the last ``mesg=`` of ``-c``)."""
-        with open(self.out, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 200))
-            counts = re.findall(rb"mesg=(\d+)", f.read())
-        return int(counts[-1]) if counts else 0
-
-    def stop(self) -> None:
-        stop_process(self.proc, timeout=5)
+PROGRESS = Progress()
 
 
 # -- a node ---------------------------------------------------------------------------------
@@ -339,7 +258,7 @@ def smtp_source(host: str, port: int, messages: int, sessions: int, size: int) -
 def ceiling_row(tmp: Path, host: str, messages: int, size: int = 4096) -> dict:
     """Postfix smtp-source -> smtp-sink, 50 reused sessions."""
     with contextlib.ExitStack() as stack:
-        sink = Sink(tmp, host)
+        sink = SmtpSink(tmp, host)
         stack.callback(sink.stop)
         start = time.perf_counter()
         smtp_source(sink.host, sink.port, messages, 50, size)

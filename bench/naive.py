@@ -21,7 +21,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from pathlib import Path
 
-from salvo.bench import samples
+from salvo.testing import samples
 
 _VAR = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 

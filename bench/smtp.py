@@ -18,7 +18,7 @@ two or more, so that "one core" means one core. The salvo row also reports its p
 CPU time (``time.process_time``) over the wall time: near 1.0 means it used one core, all
 of it. Rounds alternate between the two clients; the median is kept.
 
-Targets (issue 5): salvo >= 15,000 msg/s on one core, and >= 75% of smtp-source.
+Targets: salvo >= 15,000 msg/s on one core, and >= 75% of smtp-source.
 """
 
 from __future__ import annotations

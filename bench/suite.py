@@ -7,7 +7,14 @@ Layout on loopback (ports from the OS):
 - 127.0.0.70: ``smtp-source -> smtp-sink``; 127.0.0.71/72: the Postfix relay's smtpd and
   its sink; 127.0.0.73: the naive Python sender's sink; 127.0.0.79: the black hole of the
   ``--big`` row (nothing listens).
-Every process started here is stopped on exit, on errors and on Ctrl-C / SIGTERM.
+
+Rows run in turn (:func:`run`). A salvo row (:func:`salvo_run`) starts its sinks, a fresh
+node (:class:`~salvo.bench.harness.Node`) and a Trio producer in this process; it polls
+the sinks until every message is in (or, realistic profile, every recipient finished),
+then stops the node and reads its event logs for the delivery times and counts. A row
+that fails records its error and the next one runs. The alternatives of ``--compare``
+are in ``bench/compare.py``. Every process started here is stopped on exit, on errors
+and on Ctrl-C / SIGTERM.
 """
 
 from __future__ import annotations
@@ -18,7 +25,6 @@ import math
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,9 +32,13 @@ from pathlib import Path
 
 import trio
 
-from salvo.bench import harness, samples
-from salvo.bench.harness import Node, Sink, cpu_seconds, free_port, peak_rss
+from salvo.bench import compare, harness
+from salvo.bench.harness import PROGRESS, Node
 from salvo.client import open_trio_producer
+from salvo.testing import samples
+from salvo.testing.postfix import SMTP_SINK, SmtpSink
+from salvo.testing.procs import cpu_seconds, free_port, peak_rss
+from salvo.testing.smartsink import SmartSink
 
 PROVIDER_HOSTS = [f"127.0.0.{60 + i}" for i in range(10)]
 CEILING_HOST = "127.0.0.70"
@@ -79,86 +89,7 @@ class Options:
     salvo_profile: Path | None = None
 
 
-# -- progress -------------------------------------------------------------------------------
-
-
-class Progress:
-    """One live line on stderr (a terminal), else a line every 5 seconds."""
-
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self.last = 0.0
-        self.width = 0
-
-    def show(self, text: str) -> None:
-        now = time.monotonic()
-        if self.tty:
-            sys.stderr.write("\r" + text.ljust(self.width))
-            self.width = len(text)
-            sys.stderr.flush()
-        elif now - self.last >= 5:
-            print(text, file=sys.stderr, flush=True)
-            self.last = now
-
-    def done(self, text: str) -> None:
-        if self.tty and self.width:
-            sys.stderr.write("\r" + " " * self.width + "\r")
-        self.width = 0
-        self.last = 0.0
-        print(text, file=sys.stderr, flush=True)
-
-
-PROGRESS = Progress()
 LOG_DIR: Path | None = None  # node logs of every row are copied here
-
-
-# -- providers ------------------------------------------------------------------------------
-
-
-class SmartSink:
-    """``python -m salvo.bench.smartsink`` on ``host``: a provider answering by ``policy``."""
-
-    def __init__(self, folder: Path, host: str, policy: dict, key: Path | None) -> None:
-        self.host = host
-        self.status_path = folder / f"smartsink-{host}.json"
-        cmd = [sys.executable, "-m", "salvo.bench.smartsink", "--host", host]
-        cmd += ["--status", str(self.status_path), "--policy", json.dumps(policy)]
-        if key is not None:
-            cmd += ["--key", str(key)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, start_new_session=True, text=True)
-        try:
-            self.port = int(self.proc.stdout.readline())
-        except BaseException:
-            self.stop()
-            raise
-        self.cpu = 0.0
-        self.rss = 0
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    def status(self) -> dict:
-        with contextlib.suppress(OSError, ValueError):
-            return json.loads(self.status_path.read_text())
-        return {}
-
-    def received(self) -> int:
-        return self.status().get("messages", 0)
-
-    def finish(self) -> dict:
-        """Stop it; its final counters (DKIM checks included)."""
-        self.cpu = cpu_seconds(self.proc.pid)
-        self.rss = peak_rss(self.proc.pid)
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(60)
-        self.stop()
-        return self.status()
-
-    def stop(self) -> None:
-        harness.stop_process(self.proc, timeout=5)
 
 
 # -- the producer ---------------------------------------------------------------------------
@@ -280,7 +211,7 @@ def salvo_run(
         sinks: list = []
         for i, host in enumerate(PROVIDER_HOSTS[:providers]):
             if policies is None:
-                sinks.append(Sink(folder, host))
+                sinks.append(SmtpSink(folder, host))
             else:
                 sinks.append(SmartSink(folder, host, policies[i], key))
             stack.callback(sinks[-1].stop)
@@ -306,7 +237,7 @@ def salvo_run(
         pids |= {k: v for k, v in node.pids.items() if k.startswith("signer")}
         cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
         threads0 = harness.core_threads(node.pids["core"])
-        sink_cpu0 = [s.cpu_now() if isinstance(s, Sink) else cpu_seconds(s.proc.pid) for s in sinks]
+        sink_cpu0 = [cpu_seconds(s.proc.pid) for s in sinks]
         own0 = time.process_time()
         sub = Submitted()
         timeout = (30 if policies is not None else 120) + messages / 200
@@ -358,8 +289,8 @@ def salvo_run(
         sink_stats = []
         for i, sink in enumerate(sinks):
             label = f"sink {sink.host}"
-            if isinstance(sink, Sink):
-                cpu[label] = sink.cpu_now() - sink_cpu0[i]
+            if isinstance(sink, SmtpSink):
+                cpu[label] = cpu_seconds(sink.proc.pid) - sink_cpu0[i]
                 rss[label] = peak_rss(sink.proc.pid)
                 sink_stats.append({"host": sink.host, "messages": sink.received()})
             else:
@@ -531,7 +462,8 @@ def _rate(rows: dict, name: str, key: str = "msg_per_s") -> float | None:
 
 
 def targets(rows: dict) -> list[dict]:
-    """Issue 6's targets against this run's rows: value, threshold, met / MISSED / not run."""
+    """The targets (``docs/bench.md``) against this run's rows: value, threshold, met /
+    MISSED / not run."""
     main4k = "salvo 4k rsa clean" if "salvo 4k rsa clean" in rows else None
     e2e = _rate(rows, main4k) if main4k else None
     rsa = _rate(rows, "openssl rsa2048 x2", "sign_per_s")
@@ -689,7 +621,7 @@ def chart(result: dict, path: Path) -> None:
 
 def run(opts: Options, command: str) -> int:
     size = {k: v[1 if opts.quick else 0] for k, v in SIZES.items()}
-    for tool in (harness.SMTP_SINK, harness.SMTP_SOURCE):
+    for tool in (SMTP_SINK, harness.SMTP_SOURCE):
         if not Path(tool).exists():
             print(f"{tool} is missing: apt-get install postfix", file=sys.stderr)
             return 2
@@ -771,8 +703,6 @@ def run(opts: Options, command: str) -> int:
                     ),
                 )
             if opts.compare:
-                from salvo.bench import compare
-
                 compare.run_all(tmp, rows, size, step, opts)
             if opts.big:
                 step("salvo 1M queued", lambda: big_row(tmp, size["big"], opts.dkim))

@@ -14,9 +14,9 @@ import trio
 
 from salvo.actors.delivery import MAX_REFUSED, Delivery, Message, Result, RouteSettings
 from salvo.actors.smtp_session import SMTPTimeouts
-from salvo.bench.sink import SinkPolicy, SinkStats, serve_sink
 from salvo.core.providers import ProviderTable
 from salvo.core.shaping import Limits
+from salvo.testing.sink import SinkPolicy, SinkStats, serve_sink
 
 SETTINGS = RouteSettings(
     ehlo="mta.salvo.test",

@@ -18,11 +18,11 @@ import trio
 from salvo.actors.delivery import Delivery, Result
 from salvo.actors.scheduler import Scheduler
 from salvo.actors.spool_writer import SpoolWriter
-from salvo.bench.sink import SinkPolicy, SinkStats, serve_sink
 from salvo.core.config import parse_config
 from salvo.core.messages import Content, SignItem
 from salvo.core.protocol import Job, Recipient
 from salvo.core.spool import Spool
+from salvo.testing.sink import SinkPolicy, SinkStats, serve_sink
 
 BOUND = 30  # seconds: every wait ends well within this
 PAUSE = 60.0  # connect_backoff: the first pause

@@ -3,7 +3,7 @@
 Starts simulated providers on 127.0.0.x, a fresh node, producers; prints a table and
 writes ``bench.json`` and ``bench.png`` to ``--out``. ``--compare`` adds Postfix's
 ``smtp-source -> smtp-sink``, Postfix as a relay and a naive Python sender, measured in
-the same run on the same sinks.
+the same run on the same sinks. ``python -m salvo.bench`` runs this same command.
 """
 
 from __future__ import annotations

@@ -56,9 +56,9 @@ def _keys(out: Path) -> dict[str, tuple[str, Path]]:
 
 
 def _hot_path(args: argparse.Namespace, keys: dict[str, tuple[str, Path]]) -> float:
-    from salvo.bench import samples
     from salvo.ext.dkim import DKIMSigner, sign_many
     from salvo.ext.mime import MessageTemplate
+    from salvo.testing import samples
 
     signers = [
         DKIMSigner("acme.example", sel, path.read_bytes(), algorithm=alg)
@@ -100,7 +100,7 @@ def _config(out: Path, keys, sink_port: int, ingress: str, events: str, signers)
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from salvo.bench.sink import SinkThread
+    from salvo.testing.sink import SinkThread
 
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -130,9 +130,9 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def _drive(args, node, sink, ingress, out, keys, log_path) -> int:
-    from salvo.bench import samples
     from salvo.client import Producer
     from salvo.core import dkimkeys
+    from salvo.testing import samples
 
     run_id = time.strftime("%Y%m%d%H%M%S")
     started = time.monotonic()

@@ -1,27 +1,32 @@
-"""The smart sink (``bench/sink.py``) as its own process, for ``salvo bench``.
+"""The smart sink (:mod:`salvo.testing.sink`) as its own process, and the handle that
+starts it (:class:`SmartSink`).
 
-    python -m salvo.bench.smartsink --host 127.0.0.60 --status FILE [--policy JSON]
+    python -m salvo.testing.smartsink --host 127.0.0.60 --status FILE [--policy JSON]
         [--key PEM] [--sample-every N]
 
 Prints the bound port on stdout, then serves until SIGTERM or SIGINT. Every 0.2 s and
 at exit it writes its counters to ``--status`` (JSON, replaced atomically); at exit it
 also checks the DKIM signatures of the sampled messages with dkimpy against ``--key``
 (``dkim_checked``, ``dkim_valid``). Its own process, so that its CPU and memory are
-counted apart from the producer's.
+counted apart from those of whoever drives the load.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
 import trio
 
-from salvo.bench.sink import SinkPolicy, SinkStats, serve_sink
+from salvo.core.dkimkeys import verify
+from salvo.testing.procs import cpu_seconds, peak_rss, stop_process
+from salvo.testing.sink import SinkPolicy, SinkStats, serve_sink
 
 
 def _status(stats: SinkStats) -> dict:
@@ -46,8 +51,6 @@ def _write(path: Path, data: dict) -> None:
 def _check_dkim(samples: list[bytes], key: Path | None) -> dict:
     if key is None or not samples:
         return {"dkim_checked": 0, "dkim_valid": 0}
-    from salvo.core.dkimkeys import verify
-
     pem = key.read_bytes()
     valid = 0
     for message in samples:
@@ -77,7 +80,7 @@ async def _main(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m salvo.bench.smartsink")
+    parser = argparse.ArgumentParser(prog="python -m salvo.testing.smartsink")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--status", type=Path, required=True)
     parser.add_argument("--policy", default="{}", help="SinkPolicy fields as JSON")
@@ -87,6 +90,56 @@ def main(argv: list[str] | None = None) -> int:
     final = trio.run(_main, args)
     _write(args.status, final | {"final": True})
     return 0
+
+
+class SmartSink:
+    """``python -m salvo.testing.smartsink`` on ``host`` (a free port), answering by
+    ``policy`` (:class:`~salvo.testing.sink.SinkPolicy` fields); verifies the DKIM
+    signatures of its samples against ``key`` when given."""
+
+    def __init__(self, folder: Path, host: str, policy: dict, key: Path | None) -> None:
+        self.host = host
+        self.status_path = folder / f"smartsink-{host}.json"
+        cmd = [sys.executable, "-m", "salvo.testing.smartsink", "--host", host]
+        cmd += ["--status", str(self.status_path), "--policy", json.dumps(policy)]
+        if key is not None:
+            cmd += ["--key", str(key)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, start_new_session=True, text=True)
+        try:
+            self.port = int(self.proc.stdout.readline())
+        except BaseException:
+            self.stop()
+            raise
+        self.cpu = 0.0
+        self.rss = 0
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def status(self) -> dict:
+        """Its latest counters (empty before the first write)."""
+        with contextlib.suppress(OSError, ValueError):
+            return json.loads(self.status_path.read_text())
+        return {}
+
+    def received(self) -> int:
+        return self.status().get("messages", 0)
+
+    def finish(self) -> dict:
+        """Stop it; its final counters (DKIM checks included). ``cpu`` and ``rss`` then
+        hold what the process used."""
+        self.cpu = cpu_seconds(self.proc.pid)
+        self.rss = peak_rss(self.proc.pid)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(60)
+        self.stop()
+        return self.status()
+
+    def stop(self) -> None:
+        stop_process(self.proc, timeout=5)
 
 
 if __name__ == "__main__":

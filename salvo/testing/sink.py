@@ -1,6 +1,6 @@
 """A smart SMTP sink in Trio: answers like a provider would, and counts what it receives.
 
-Used by the demo and the benchmarks as a simulated destination. It speaks enough ESMTP
+Used by the demo, the benchmarks and the tests as a destination. It speaks enough ESMTP
 for a real client (EHLO with PIPELINING, 8BITMIME, SMTPUTF8, SIZE; MAIL, RCPT, DATA,
 RSET, NOOP, QUIT), answers pipelined commands in order, and can behave like a busy
 provider: a delay per reply, 421 throttling answers at connect (a share of connections,
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import re
+import threading
 from dataclasses import dataclass, field
 
 import trio
@@ -244,8 +245,6 @@ class SinkThread:
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, policy: SinkPolicy = SinkPolicy()):
-        import threading
-
         self.stats = SinkStats()
         self.host = host
         self.port = port
