@@ -54,11 +54,18 @@ OUTCOME_STATES = frozenset({r.QUEUED, r.DELIVERED, r.DEFERRED, r.BOUNCED, r.EXPI
 
 
 class SpoolConfig(msgspec.Struct, frozen=True, kw_only=True):
-    """Policy knobs (seconds): retention after finishing, idempotency window, max age."""
+    """Policy knobs (seconds): retention after finishing, idempotency window, max age.
+
+    A job without ``expires_in`` expires ``max_age_by_traffic[job.traffic]`` after its
+    start (``send_after``, or acceptance when that is later), or ``max_age`` for a traffic
+    class not in the mapping (the node's config does the same: an unknown class is
+    ``default``).
+    """
 
     retention: float = 3 * DAY
     idempotency_window: float = 7 * DAY
     max_age: float = 5 * DAY
+    max_age_by_traffic: dict[str, float] = {}
     max_recipients: int = 10_000
     history: int = 8
     check_suppression: bool = True
@@ -241,6 +248,7 @@ class Spool:
         meta = db["meta"]
         next_seq = int(txn.get(b"next_seq", b"1", db=meta))
         max_age = self.config.max_age
+        max_age_of = self.config.max_age_by_traffic.get
         encode = ENC.encode
         pack_rcpt = r.RCPT.pack
         pack_due = r.TIME_RCPT.pack
@@ -259,7 +267,10 @@ class Spool:
             skey = pack_seq(seq)
             send_after = job.not_before()
             start = now if send_after is None or send_after < now else send_after
-            expires_at = now + (job.expires_in if job.expires_in is not None else max_age)
+            lifetime = job.expires_in
+            if lifetime is None:
+                lifetime = max_age_of(job.traffic, max_age)
+            expires_at = start + lifetime
             start_ms = r.ms(start)
             accepted = []
             for idx, (rcpt, key, domain) in enumerate(keep):
