@@ -11,11 +11,12 @@ from __future__ import annotations
 import functools
 import itertools
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
 
+from salvo.core import host
 from salvo.core import spool_records as r
 from salvo.core.address import bare_address, domain_of_mailbox, mailbox_key, parse_address
 from salvo.core.errors import InvalidAddressError
@@ -49,7 +50,7 @@ __all__ = [
 
 DAY = 86400.0
 NO_BODY = (None, None, None, {}, None)  # JobRecord's subject, text, html, headers, raw
-MID_POOL = 4096  # Message-IDs made from one os.urandom call
+MID_POOL = 4096  # Message-IDs made from one call of the random source
 OUTCOME_STATES = frozenset({r.QUEUED, r.DELIVERED, r.DEFERRED, r.BOUNCED, r.EXPIRED, r.SUPPRESSED})
 
 
@@ -146,20 +147,37 @@ class RecoveryReport(msgspec.Struct, frozen=True):
 
 
 class Spool:
-    """Jobs and recipients in a :class:`Store`; see the module docstring."""
+    """Jobs and recipients in a :class:`Store`; see the module docstring.
 
-    def __init__(self, store: Store, config: SpoolConfig | None = None) -> None:
+    ``random_bytes(n)`` gives ``n`` random bytes, drawn for the Message-IDs of submitted
+    recipients; a spool without it (opened only to read) refuses submissions.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        config: SpoolConfig | None = None,
+        *,
+        random_bytes: Callable[[int], bytes] | None = None,
+    ) -> None:
         self.store = store
         self.config = config or SpoolConfig()
+        self._random_bytes = random_bytes
         self.suppression = SuppressionStore(store)
         self._db = store.dbs
 
     @classmethod
     def open(
-        cls, data_dir: str | os.PathLike[str], config: SpoolConfig | None = None, **store_kw: Any
+        cls,
+        data_dir: str | os.PathLike[str],
+        config: SpoolConfig | None = None,
+        *,
+        random_bytes: Callable[[int], bytes] = host.random_bytes,
+        **store_kw: Any,
     ) -> Spool:
-        """Open (or create) the store in ``data_dir`` and run :meth:`recover`."""
-        spool = cls(Store(data_dir, **store_kw), config)
+        """Open (or create) the store in ``data_dir`` and run :meth:`recover`; Message-IDs
+        come from ``random_bytes`` (by default the operating system's)."""
+        spool = cls(Store(data_dir, **store_kw), config, random_bytes=random_bytes)
         try:
             spool.recover()
         except BaseException:
@@ -180,6 +198,8 @@ class Spool:
         and writes nothing. Invalid or suppressed recipients are rejected individually.
         Raises SpoolFullError (temporary) with nothing written.
         """
+        if self._random_bytes is None:
+            raise ValueError("this spool was opened to read: it has no Message-ID source")
         return self.store.write(lambda txn: self._submit_in(txn, jobs, now), submit=True)
 
     def _submit_in(self, txn: Any, jobs: Sequence[Job], now: float) -> list[Submitted]:
@@ -259,7 +279,8 @@ class Spool:
         rkeys, rvals, vvals, dkeys, okeys = [], [], [], [], []
         jkeys, jvals, tkeys, lvals, ekeys, pkeys, ikeys = [], [], [], [], [], [], []
         n_ids = sum(len(p[3]) for p in pending)
-        hexes = os.urandom(16 * min(n_ids, MID_POOL)).hex()
+        random_bytes = self._random_bytes
+        hexes = random_bytes(16 * min(n_ids, MID_POOL)).hex()
         used = 0
         for pos, job, ikey, keep, rejected, from_domain in pending:
             seq = next_seq
@@ -277,7 +298,7 @@ class Spool:
                 mid = rcpt.message_id
                 if mid is None:
                     if used == len(hexes):
-                        hexes = os.urandom(16 * min(n_ids, MID_POOL)).hex()
+                        hexes = random_bytes(16 * min(n_ids, MID_POOL)).hex()
                         used = 0
                     mid = f"<{hexes[used : used + 32]}@{from_domain}>"
                     used += 32
