@@ -41,6 +41,9 @@ def open_spool(config: Config) -> Spool:
         retention=parse_duration(config.spool.retention),
         idempotency_window=parse_duration(config.spool.idempotency_window),
         max_age=parse_duration(config.traffic_class("default").expire_after),
+        max_age_by_traffic={
+            name: parse_duration(traffic.expire_after) for name, traffic in config.traffic.items()
+        },
         max_recipients=config.ingress.max_recipients,
     )
     return Spool.open(config.data_dir, spool_config, max_map_size=parse_size(config.spool.max_size))

@@ -15,6 +15,7 @@ import cProfile
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,7 +104,7 @@ def _signer_main(config_path: str | None, endpoint: str, index: int) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     config = load_config(config_path)
-    composer = Composer(keys_from_config(config))
+    composer = Composer(keys_from_config(config), clock=time.time)
     context = zmq.Context()
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 1000)

@@ -26,12 +26,19 @@ CHILD = [sys.executable, "-m", "salvo.bench.spool_crash_child"]
 
 @dataclass
 class CrashStats:
-    """Totals of a crash run; ``lost`` lists acked ids missing or incomplete after a kill."""
+    """Totals of a crash run; ``lost`` lists acked ids missing or incomplete after a kill.
+
+    ``acked_jobs`` maps each spool directory to the ``(id, recipients)`` acked into it,
+    ``exit_codes`` holds each child's exit status (``-SIGKILL`` when the kill found it
+    running).
+    """
 
     kills: int = 0
     acked: int = 0
     lost: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    acked_jobs: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    exit_codes: list[int] = field(default_factory=list)
 
 
 def _spawn(cycle: int) -> subprocess.Popen[str]:
@@ -85,6 +92,8 @@ def run(
         acked = [(i, int(n)) for i, n in (line.split() for line in lines)]
         stats.kills += 1
         stats.acked += len(acked)
+        stats.acked_jobs.setdefault(data_dir, []).extend(acked)
+        stats.exit_codes.append(child.returncode)
         stats.lost += _check(data_dir, acked)
     stats.seconds = time.monotonic() - start
     return stats

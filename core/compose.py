@@ -9,11 +9,12 @@ line ends only and is not dot-stuffed (the SMTP transport does that, or sends it
 from __future__ import annotations
 
 import email.utils
-import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from salvo.core import host
 from salvo.core.messages import Content
 from salvo.ext.dkim import DKIMSigner, sign_many
 from salvo.ext.errors import DKIMError, TemplateError
@@ -45,11 +46,19 @@ class Composer:
     """Renders and signs messages, caching compiled templates and DKIM signers.
 
     ``keys`` maps a From domain (lowercase) to the signatures to make for it; a domain
-    without keys is sent unsigned.
+    without keys is sent unsigned. ``clock`` gives the time (seconds since the epoch) for
+    the Date of a raw message that has none.
     """
 
-    def __init__(self, keys: dict[str, list[KeySpec]], *, cache_size: int = 256) -> None:
+    def __init__(
+        self,
+        keys: dict[str, list[KeySpec]],
+        *,
+        clock: Callable[[], float],
+        cache_size: int = 256,
+    ) -> None:
         self._keys = keys
+        self._clock = clock
         self._signers: dict[str, list[DKIMSigner]] = {}
         self._templates: OrderedDict[object, tuple] = OrderedDict()
         self._cache_size = cache_size
@@ -62,7 +71,7 @@ class Composer:
             for spec in self._keys.get(domain, []):
                 header_c, _, body_c = spec.canonicalization.partition("/")
                 try:
-                    pem = spec.private_key.read_bytes()
+                    pem = host.read_bytes(spec.private_key)
                 except OSError as exc:
                     raise DKIMError(f"DKIM key for {domain}: {exc}") from exc
                 signers.append(
@@ -112,7 +121,7 @@ class Composer:
         """
         compiled, signers = self._prepared(key, job)
         if isinstance(compiled, bytes):
-            message = _complete_raw(compiled, message_id)
+            message = _complete_raw(compiled, message_id, self._clock())
         else:
             message = compiled.render(to, variables, message_id=message_id)
         if signers:
@@ -120,7 +129,7 @@ class Composer:
         return message
 
 
-def _complete_raw(raw: bytes, message_id: str) -> bytes:
+def _complete_raw(raw: bytes, message_id: str, now: float) -> bytes:
     """A raw message with Message-ID and Date added when it lacks them (as RFC 6409 allows)."""
     end = raw.find(b"\r\n\r\n")
     head = raw if end < 0 else raw[: end + 2]
@@ -128,7 +137,7 @@ def _complete_raw(raw: bytes, message_id: str) -> bytes:
     if not _header_present(head, b"message-id"):
         extra += b"Message-ID: " + message_id.encode() + b"\r\n"
     if not _header_present(head, b"date"):
-        extra += b"Date: " + email.utils.formatdate(time.time()).encode() + b"\r\n"
+        extra += b"Date: " + email.utils.formatdate(now).encode() + b"\r\n"
     return extra + raw
 
 

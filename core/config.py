@@ -14,11 +14,11 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import socket
 from pathlib import Path
 
 import msgspec
 
+from salvo.core import host
 from salvo.core.providers import ProviderTable
 from salvo.core.shaping import Limits
 from salvo.ext.errors import SalvoError
@@ -255,8 +255,7 @@ class Config(_Section):
 
     def path(self, value: str) -> Path:
         """A path from the config, made absolute against the config file's folder."""
-        p = Path(value).expanduser()
-        return p if p.is_absolute() else Path(self.base_dir or os.getcwd()) / p
+        return host.absolute_path(value, self.base_dir)
 
     @property
     def data_dir(self) -> Path:
@@ -264,10 +263,10 @@ class Config(_Section):
 
     @property
     def hostname(self) -> str:
-        return self.node.hostname or socket.getfqdn()
+        return self.node.hostname or host.fqdn()
 
     def signer_count(self) -> int:
-        return self.node.signers or max(1, os.cpu_count() or 1)
+        return self.node.signers or host.cpu_count()
 
     def dkim_keys(self, domain: str) -> list[DkimKey]:
         """The signing keys for a From domain (several tables: several signatures)."""
@@ -287,7 +286,7 @@ class Config(_Section):
         if auth is None:
             return None
         if auth.password_file:
-            return auth.username, self.path(auth.password_file).read_text().strip()
+            return auth.username, host.read_text(self.path(auth.password_file)).strip()
         return auth.username, auth.password
 
     def traffic_class(self, name: str) -> TrafficSection:
@@ -329,7 +328,7 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"{where}: no [routes] entry has this target ('host:port')")
         if bool(auth.password) == bool(auth.password_file):
             raise ConfigError(f"{where}: give password or password_file (one of them)")
-        if auth.password_file and not config.path(auth.password_file).is_file():
+        if auth.password_file and not host.is_file(config.path(auth.password_file)):
             raise ConfigError(f"{where} password_file: {auth.password_file!r} is not a file")
     for name, pool in config.pools.items():
         for source in pool.sources:
@@ -445,10 +444,10 @@ def parse_config(text: str | bytes, *, base_dir: str = "", source: str = "config
 def load_config(path: str | os.PathLike | None = None) -> Config:
     """The configuration in ``path``, or the embedded default when ``path`` is None."""
     if path is None:
-        return parse_config(b"", base_dir=os.getcwd(), source="default config")
+        return parse_config(b"", base_dir=str(host.working_dir()), source="default config")
     path = Path(path)
     try:
-        text = path.read_bytes()
+        text = host.read_bytes(path)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
-    return parse_config(text, base_dir=str(path.resolve().parent), source=str(path))
+    return parse_config(text, base_dir=str(host.resolved(path).parent), source=str(path))

@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import random
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import random
 
 SMTP_PORT = 25
 DEFAULT_MAX_HOSTS = 5

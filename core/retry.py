@@ -6,12 +6,17 @@ Exponential backoff with jitter, near Postfix's defaults: the first retry after
 that their retries do not arrive as a storm. A recipient held back because its
 destination is paused (docs/delivery.md, dead destinations) is due again when the pause
 ends instead, spread a little (:func:`after_pause`). Pure: time and randomness are passed
-in.
+in (``rng``; without one, the host's generator, :data:`salvo.core.host.rng`).
 """
 
 from __future__ import annotations
 
-import random
+from typing import TYPE_CHECKING
+
+from salvo.core import host
+
+if TYPE_CHECKING:
+    import random
 
 
 def retry_delay(
@@ -26,7 +31,7 @@ def retry_delay(
     attempts = max(1, attempts)
     # 2**n overflows float for large n; the cap is reached long before n = 60.
     delay = min(cap, first * 2.0 ** min(attempts - 1, 60))
-    spread = (rng or random).uniform(-jitter, jitter) if jitter else 0.0
+    spread = (rng or host.rng).uniform(-jitter, jitter) if jitter else 0.0
     return max(0.0, delay * (1.0 + spread))
 
 
@@ -48,4 +53,4 @@ def after_pause(
     again: the pause's end, plus up to ``spread`` of ``left`` (at least up to ``floor``
     seconds), so that what one pause held back does not all come back in one instant."""
     left = max(0.0, left)
-    return left + (rng or random).uniform(0.0, max(floor, spread * left))
+    return left + (rng or host.rng).uniform(0.0, max(floor, spread * left))

@@ -11,11 +11,12 @@ from __future__ import annotations
 import functools
 import itertools
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
 
+from salvo.core import host
 from salvo.core import spool_records as r
 from salvo.core.address import bare_address, domain_of_mailbox, mailbox_key, parse_address
 from salvo.core.errors import InvalidAddressError
@@ -49,16 +50,23 @@ __all__ = [
 
 DAY = 86400.0
 NO_BODY = (None, None, None, {}, None)  # JobRecord's subject, text, html, headers, raw
-MID_POOL = 4096  # Message-IDs made from one os.urandom call
+MID_POOL = 4096  # Message-IDs made from one call of the random source
 OUTCOME_STATES = frozenset({r.QUEUED, r.DELIVERED, r.DEFERRED, r.BOUNCED, r.EXPIRED, r.SUPPRESSED})
 
 
 class SpoolConfig(msgspec.Struct, frozen=True, kw_only=True):
-    """Policy knobs (seconds): retention after finishing, idempotency window, max age."""
+    """Policy knobs (seconds): retention after finishing, idempotency window, max age.
+
+    A job without ``expires_in`` expires ``max_age_by_traffic[job.traffic]`` after its
+    start (``send_after``, or acceptance when that is later), or ``max_age`` for a traffic
+    class not in the mapping (the node's config does the same: an unknown class is
+    ``default``).
+    """
 
     retention: float = 3 * DAY
     idempotency_window: float = 7 * DAY
     max_age: float = 5 * DAY
+    max_age_by_traffic: dict[str, float] = {}
     max_recipients: int = 10_000
     history: int = 8
     check_suppression: bool = True
@@ -139,20 +147,37 @@ class RecoveryReport(msgspec.Struct, frozen=True):
 
 
 class Spool:
-    """Jobs and recipients in a :class:`Store`; see the module docstring."""
+    """Jobs and recipients in a :class:`Store`; see the module docstring.
 
-    def __init__(self, store: Store, config: SpoolConfig | None = None) -> None:
+    ``random_bytes(n)`` gives ``n`` random bytes, drawn for the Message-IDs of submitted
+    recipients; a spool without it (opened only to read) refuses submissions.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        config: SpoolConfig | None = None,
+        *,
+        random_bytes: Callable[[int], bytes] | None = None,
+    ) -> None:
         self.store = store
         self.config = config or SpoolConfig()
+        self._random_bytes = random_bytes
         self.suppression = SuppressionStore(store)
         self._db = store.dbs
 
     @classmethod
     def open(
-        cls, data_dir: str | os.PathLike[str], config: SpoolConfig | None = None, **store_kw: Any
+        cls,
+        data_dir: str | os.PathLike[str],
+        config: SpoolConfig | None = None,
+        *,
+        random_bytes: Callable[[int], bytes] = host.random_bytes,
+        **store_kw: Any,
     ) -> Spool:
-        """Open (or create) the store in ``data_dir`` and run :meth:`recover`."""
-        spool = cls(Store(data_dir, **store_kw), config)
+        """Open (or create) the store in ``data_dir`` and run :meth:`recover`; Message-IDs
+        come from ``random_bytes`` (by default the operating system's)."""
+        spool = cls(Store(data_dir, **store_kw), config, random_bytes=random_bytes)
         try:
             spool.recover()
         except BaseException:
@@ -173,6 +198,8 @@ class Spool:
         and writes nothing. Invalid or suppressed recipients are rejected individually.
         Raises SpoolFullError (temporary) with nothing written.
         """
+        if self._random_bytes is None:
+            raise ValueError("this spool was opened to read: it has no Message-ID source")
         return self.store.write(lambda txn: self._submit_in(txn, jobs, now), submit=True)
 
     def _submit_in(self, txn: Any, jobs: Sequence[Job], now: float) -> list[Submitted]:
@@ -241,6 +268,7 @@ class Spool:
         meta = db["meta"]
         next_seq = int(txn.get(b"next_seq", b"1", db=meta))
         max_age = self.config.max_age
+        max_age_of = self.config.max_age_by_traffic.get
         encode = ENC.encode
         pack_rcpt = r.RCPT.pack
         pack_due = r.TIME_RCPT.pack
@@ -251,7 +279,8 @@ class Spool:
         rkeys, rvals, vvals, dkeys, okeys = [], [], [], [], []
         jkeys, jvals, tkeys, lvals, ekeys, pkeys, ikeys = [], [], [], [], [], [], []
         n_ids = sum(len(p[3]) for p in pending)
-        hexes = os.urandom(16 * min(n_ids, MID_POOL)).hex()
+        random_bytes = self._random_bytes
+        hexes = random_bytes(16 * min(n_ids, MID_POOL)).hex()
         used = 0
         for pos, job, ikey, keep, rejected, from_domain in pending:
             seq = next_seq
@@ -259,14 +288,17 @@ class Spool:
             skey = pack_seq(seq)
             send_after = job.not_before()
             start = now if send_after is None or send_after < now else send_after
-            expires_at = now + (job.expires_in if job.expires_in is not None else max_age)
+            lifetime = job.expires_in
+            if lifetime is None:
+                lifetime = max_age_of(job.traffic, max_age)
+            expires_at = start + lifetime
             start_ms = r.ms(start)
             accepted = []
             for idx, (rcpt, key, domain) in enumerate(keep):
                 mid = rcpt.message_id
                 if mid is None:
                     if used == len(hexes):
-                        hexes = os.urandom(16 * min(n_ids, MID_POOL)).hex()
+                        hexes = random_bytes(16 * min(n_ids, MID_POOL)).hex()
                         used = 0
                     mid = f"<{hexes[used : used + 32]}@{from_domain}>"
                     used += 32

@@ -17,6 +17,7 @@ import datetime as dt
 import os
 from typing import Any
 
+from salvo.core import host
 from salvo.core.errors import CsvImportError, InvalidAddressError
 from salvo.core.suppression import SuppressionEntry, SuppressionStore
 
@@ -60,7 +61,7 @@ def _read_rows(
     store: SuppressionStore, path: str, now: float
 ) -> tuple[list[tuple[bytes, SuppressionEntry]], list[tuple[int, str]]]:
     items, problems = [], []
-    with open(path, newline="", encoding="utf-8") as fh:
+    with host.open_text(path) as fh:
         reader = csv.reader(fh)
         for row in reader:
             line = reader.line_num
@@ -107,11 +108,11 @@ def export_csv(store: SuppressionStore, path: str | os.PathLike[str]) -> int:
     """Write every entry (expired ones not yet purged included); return the count."""
     entries = store.entries()
     tmp = f"{os.fspath(path)}.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with host.open_text(tmp, "w") as fh:
         writer = csv.writer(fh)
         writer.writerow(COLUMNS)
         writer.writerows(_row(e) for e in entries)
-    os.replace(tmp, path)
+    host.replace(tmp, path)
     return len(entries)
 
 

@@ -23,6 +23,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from salvo.core import host
 from salvo.ext.errors import TemplateError
 from salvo.ext.mime import MessageTemplate
 
@@ -34,7 +35,7 @@ def load_template(path: str | Path) -> MessageTemplate:
     """Compile the template described by a TOML file."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(host.read_text(path))
     except tomllib.TOMLDecodeError as exc:
         raise TemplateError(f"{path}: not valid TOML: {exc}") from exc
     return template_from_mapping(data, base=path.parent, where=str(path))
@@ -75,7 +76,7 @@ def _body(data: dict[str, Any], kind: str, base: Path, where: str) -> str | None
     if inline is not None and file is not None:
         raise TemplateError(f"{where}: give {kind!r} or {kind + '_file'!r}, not both")
     if file is not None:
-        return (base / file).read_text(encoding="utf-8")
+        return host.read_text(base / file)
     if inline is not None and not isinstance(inline, str):
         raise TemplateError(f"{where}: {kind!r} must be a string")
     return inline
@@ -93,4 +94,4 @@ def _attachment(item: Any, index: int, base: Path, where: str) -> tuple[str, str
     content_type = item.get("content_type") or (
         mimetypes.guess_type(filename)[0] or "application/octet-stream"
     )
-    return (filename, content_type, path.read_bytes())
+    return (filename, content_type, host.read_bytes(path))

@@ -6,6 +6,7 @@ import argparse
 import logging
 import shutil
 import sys
+import time
 from pathlib import Path
 
 
@@ -35,7 +36,7 @@ def run_node(args: argparse.Namespace) -> int:
     config_path = str(args.config) if args.config else None
     config = load_config(config_path)
     # Fail here, with a clear message, rather than in every signer process.
-    composer = Composer(keys_from_config(config))
+    composer = Composer(keys_from_config(config), clock=time.time)
     for domain in config.dkim:
         composer.signers_for(domain.lower())
     open_spool(config).close()  # a data dir that is not a salvo store is refused here
