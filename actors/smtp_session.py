@@ -36,11 +36,11 @@ import math
 import os
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 import trio
 
+from salvo.actors.smtp_io import PlainIO, StreamIO, exchange, exchange_transactions
 from salvo.core.smtp import (
     AuthResult,
     Capabilities,
@@ -53,73 +53,20 @@ from salvo.core.smtp import (
     Scope,
     SessionRefused,
     SMTPClient,
+    SMTPTimeouts,
     StartTLS,
     StartTLSRefused,
     State,
     TransactionDone,
 )
 from salvo.core.smtp.reply import Reply
+from salvo.core.smtp.splits import SplitRounds
 from salvo.ext.errors import SalvoError
 
-__all__ = ["SMTPSession", "SMTPSessionError", "SMTPTimeouts", "TLSPolicy"]
+__all__ = ["SMTPSession", "SMTPSessionError", "TLSPolicy"]
 
 TLSPolicy = Literal["opportunistic", "required", "off"]
-_RECV = 65536
-_SEND = 65536
-# A reply's deadline may come this much early: a reused connection's deadlines move a few
-# ms per message, and moving a Trio deadline costs more than the read it guards.
-DEADLINE_SLACK = 0.05  # seconds
-
-
-def _move_deadline(scope: trio.CancelScope, deadline: float) -> None:
-    """Set ``scope``'s deadline to ``deadline``, or leave it up to DEADLINE_SLACK earlier."""
-    current = scope.deadline
-    if deadline < current or deadline - current > DEADLINE_SLACK:
-        scope.deadline = deadline
-
-
-@dataclass(frozen=True, slots=True)
-class SMTPTimeouts:
-    """Seconds allowed per step, each over a whole reply (RFC 5321 4.5.3.2 defaults).
-
-    ``connect`` is Postfix's ``smtp_connect_timeout`` (the RFC names none): a host that
-    does not answer a SYN in 30 s will not do better later. ``data_block`` bounds every
-    write of up to 64 KiB; ``starttls`` covers the 220 and the handshake.
-    """
-
-    connect: float = 30.0
-    greeting: float = 300.0
-    ehlo: float = 300.0
-    starttls: float = 300.0
-    auth: float = 300.0
-    mail: float = 300.0
-    rcpt: float = 300.0
-    rset: float = 300.0
-    data_init: float = 120.0
-    data_block: float = 180.0
-    data_end: float = 600.0
-    quit: float = 300.0
-    transaction: float = 900.0
-
-    # ``transaction`` bounds one whole transaction, from the first byte of ``[RSET] MAIL``
-    # to the last reply, on top of the per-reply deadlines: with pipelining each reply
-    # gets its own deadline, so a batch of N commands could otherwise take N x ``rcpt``.
-
-    def for_phase(self, phase: Phase) -> float:
-        """The deadline of the reply awaited in ``phase``."""
-        return {
-            Phase.GREETING: self.greeting,
-            Phase.EHLO: self.ehlo,
-            Phase.HELO: self.ehlo,
-            Phase.STARTTLS: self.starttls,
-            Phase.AUTH: self.auth,
-            Phase.RSET: self.rset,
-            Phase.MAIL: self.mail,
-            Phase.RCPT: self.rcpt,
-            Phase.DATA: self.data_init,
-            Phase.DATA_END: self.data_end,
-            Phase.QUIT: self.quit,
-        }[phase]
+DEFAULT_TIMEOUTS = SMTPTimeouts()
 
 
 class SMTPSessionError(SalvoError):
@@ -160,10 +107,10 @@ class SMTPSession:
 
     def __init__(self, stream: trio.abc.Stream, client: SMTPClient, timeouts: SMTPTimeouts):
         self._stream = stream
-        # Plain TCP: read and write the socket directly (see _PlainIO); TLS: the stream.
-        self._io: _PlainIO | _StreamIO = _StreamIO(stream)
+        # Plain TCP: read and write the socket directly (see PlainIO); TLS: the stream.
+        self._io: PlainIO | StreamIO = StreamIO(stream)
         if isinstance(stream, trio.SocketStream) and os.name == "posix":
-            self._io = _PlainIO(stream.socket.fileno())
+            self._io = PlainIO(stream.socket.fileno())
         self._client = client
         self._timeouts = timeouts
         self._deadlines = {phase: timeouts.for_phase(phase) for phase in Phase}
@@ -182,7 +129,7 @@ class SMTPSession:
         tls: TLSPolicy = "opportunistic",
         ssl_context: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
-        timeouts: SMTPTimeouts = SMTPTimeouts(),
+        timeouts: SMTPTimeouts = DEFAULT_TIMEOUTS,
         data_encoder: Callable[[bytes], bytes] | None = None,
     ) -> SMTPSession:
         """Connect, read the greeting, EHLO (HELO fallback), STARTTLS per ``tls``.
@@ -269,7 +216,7 @@ class SMTPSession:
             if tls == "opportunistic":
                 raise _TLSFailed from exc
             raise SMTPSessionError(f"TLS handshake with {hostname} failed: {exc!r}") from exc
-        self._stream, self._io = stream, _StreamIO(stream)
+        self._stream, self._io = stream, StreamIO(stream)
         self._client.tls_established()
         await self._establish()
 
@@ -347,46 +294,15 @@ class SMTPSession:
             first = await self._transactions(transactions, on_done)
             if self._client.splits == splits:  # the usual case: nothing to send again
                 return [list(outcomes) for outcomes in first]
-            finals = await self._resend_splits(transactions, first)
+            rounds = SplitRounds(transactions, first)
+            while self.reusable and (batch := rounds.next_batch()):
+                rounds.settle(await self._transactions(batch))
             if on_done is not None:  # those held back for their split recipients
-                for k, outcomes in enumerate(first):
-                    if any(o.split for o in outcomes):
-                        on_done(k, finals[k])
-            return finals
+                for k in rounds.held:
+                    on_done(k, rounds.finals[k])
+            return rounds.finals
         finally:
             self._busy = False
-
-    async def _resend_splits(
-        self, transactions: Sequence[Sequence], first: list[tuple[Outcome, ...]]
-    ) -> list[list[Outcome]]:
-        """Send recipients refused as too many (452 4.5.3, RCPTMAX) again at once, in
-        further transactions, as long as each round makes progress."""
-        recipients = [list(item[1]) for item in transactions]
-        finals = [list(outcomes) for outcomes in first]
-        todo = []
-        for k, outcomes in enumerate(first):
-            split = [i for i, o in enumerate(outcomes) if o.split]
-            if split and len(split) < len(outcomes):
-                todo.append((k, split))
-        for _ in range(sum(map(len, recipients))):  # each round settles a recipient
-            if not todo or not self.reusable:
-                break
-            batch = []
-            for k, positions in todo:
-                item = transactions[k]
-                smtputf8 = len(item) > 3 and item[3]
-                batch.append((item[0], [recipients[k][i] for i in positions], item[2], smtputf8))
-            again = []
-            for (k, positions), result in zip(todo, await self._transactions(batch), strict=True):
-                split = []
-                for i, outcome in zip(positions, result, strict=True):
-                    finals[k][i] = outcome
-                    if outcome.split:
-                        split.append(i)
-                if split and len(split) < len(positions):
-                    again.append((k, split))
-            todo = again
-        return finals
 
     async def quit(self) -> None:
         """Say QUIT (waiting for the 221 at most the quit timeout), then close."""
@@ -404,7 +320,7 @@ class SMTPSession:
         await self._close_transport()
 
     async def _close_transport(self) -> None:
-        self._io = _StreamIO(self._stream)  # closed, it raises; a stale fd number might not
+        self._io = StreamIO(self._stream)  # closed, it raises; a stale fd number might not
         await trio.aclose_forcefully(self._stream)
 
     # -- internals --------------------------------------------------------------------
@@ -421,7 +337,9 @@ class SMTPSession:
                 if type(event) is TransactionDone:
                     done.set(event.index, event.outcomes)
             if client.state is State.TRANSACTION:
-                await self._pump_transactions(done)
+                await exchange_transactions(
+                    client, self._io, self._deadlines, self._timeouts, done.set
+                )
             if client.state is State.BROKEN:  # a protocol error after some were answered
                 for event in client.abort(f"protocol error: {client.error}"):
                     done.set(event.index, event.outcomes)  # type: ignore[attr-defined]
@@ -442,49 +360,6 @@ class SMTPSession:
             await self.aclose()
         return done.outcomes  # type: ignore[return-value]
 
-    async def _pump_transactions(self, done: _Done) -> None:
-        """As :meth:`_pump`, until every transaction in flight has ended.
-
-        Each transaction's outcomes go into ``done`` as soon as they are known, so that
-        those answered before a failure keep them. ``transaction`` bounds each one,
-        counted from the end of the one before.
-        """
-        client, io, deadlines = self._client, self._io, self._deadlines
-        block, bound = self._timeouts.data_block, self._timeouts.transaction
-        now = trio.current_time
-        t = now()  # when the last reply completed: the next one's deadline counts from it
-        until = t + bound
-        with trio.CancelScope() as scope:
-            while True:
-                data = client.data_to_send()
-                if data:
-                    waited = False
-                    for start in range(0, len(data), _SEND):
-                        chunk = data[start : start + _SEND] if len(data) > _SEND else data
-                        waited |= await io.send_all_within(chunk, scope, block, until)
-                    if waited:  # a slow write does not eat into the reply's deadline
-                        t = now()
-                phase = client.awaiting
-                if phase is None:
-                    return
-                count = client.reply_count
-                deadline = min(t + deadlines[phase], until)
-                ended = False
-                while client.reply_count == count:  # each pass reads; the deadline ends it
-                    # The reply cannot be there yet (we just wrote, or read a part of
-                    # it): wait first, and save a read that would only say EAGAIN.
-                    data = await io.receive_some(_RECV, scope, deadline, True)
-                    for event in client.receive_data(data):
-                        if type(event) is TransactionDone:
-                            done.set(event.index, event.outcomes)
-                            ended = True
-                    if not data:
-                        return
-                t = now()
-                if ended:
-                    until = t + bound
-        raise trio.TooSlowError  # only reached when the scope's deadline cancelled it
-
     async def _guard(self, pump: Awaitable[list[Event]]) -> list[Event]:
         try:
             return await pump
@@ -495,122 +370,9 @@ class SMTPSession:
             raise
 
     async def _pump(self, *stop: type, until: float = math.inf) -> list[Event]:
-        """Write what is due, then read reply after reply until an event in ``stop``.
-
-        One cancel scope for the whole exchange, with the deadline of every write
-        (``data_block``) and every awaited reply (that reply's timeout, over all the reads
-        it takes), never beyond ``until``; the transport moves it there before it waits.
-        Raises ``trio.TooSlowError`` when it expires.
-        """
-        client, events, deadlines = self._client, [], self._deadlines
-        block = self._timeouts.data_block
-        with trio.CancelScope() as scope:
-            while True:
-                data = client.data_to_send()
-                for start in range(0, len(data), _SEND):
-                    deadline = min(trio.current_time() + block, until)
-                    await self._io.send_all(data[start : start + _SEND], scope, deadline)
-                phase = client.awaiting
-                if phase is None or any(isinstance(e, stop) for e in events):
-                    return events
-                count = client.reply_count
-                deadline = min(trio.current_time() + deadlines[phase], until)
-                while client.reply_count == count:  # each pass reads; the deadline ends it
-                    data = await self._io.receive_some(_RECV, scope, deadline)
-                    events += client.receive_data(data)
-                    if not data:
-                        return events
-        raise trio.TooSlowError  # only reached when the scope's deadline cancelled it
-
-
-class _PlainIO:
-    """Reads and writes of a plain TCP socket without Trio's extra scheduling passes.
-
-    ``trio.SocketStream`` yields to the scheduler after every successful send and recv
-    (a checkpoint): four or more passes per message, a third of the CPU of a reused
-    connection. Here a call that can complete at once does so; one that would block waits
-    with ``wait_readable`` / ``wait_writable``, which are checkpoints and honour the
-    caller's cancel scope (the deadlines). Every transaction waits for the server at least
-    once, so other tasks still run. The fd stays owned by the ``SocketStream``.
-    """
-
-    __slots__ = ("_fd",)
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-
-    async def send_all_within(
-        self, data: bytes, scope: trio.CancelScope, block: float, until: float
-    ) -> bool:
-        """:meth:`send_all` with the deadline ``min(now + block, until)``, computed only
-        if the write has to wait (nearly never: the socket buffer takes a message).
-        Returns whether it waited."""
-        view, fd = memoryview(data), self._fd
-        while view:
-            try:
-                sent = os.write(fd, view)
-            except BlockingIOError:
-                await self.send_all(view, scope, min(trio.current_time() + block, until))
-                return True
-            except OSError as exc:
-                raise trio.BrokenResourceError(f"send failed: {exc!r}") from exc
-            view = view[sent:]
-        return False
-
-    async def send_all(self, data: bytes, scope: trio.CancelScope, deadline: float) -> None:
-        view, fd = memoryview(data), self._fd
-        while view:
-            try:
-                sent = os.write(fd, view)
-            except BlockingIOError:
-                scope.deadline = deadline
-                await trio.lowlevel.wait_writable(fd)
-                continue
-            except OSError as exc:
-                raise trio.BrokenResourceError(f"send failed: {exc!r}") from exc
-            view = view[sent:]
-
-    async def receive_some(
-        self, max_bytes: int, scope: trio.CancelScope, deadline: float, wait: bool = False
-    ) -> bytes:
-        """Read what is there; ``wait``: wait for readability before the first read."""
-        fd = self._fd
-        if wait:
-            _move_deadline(scope, deadline)
-            await trio.lowlevel.wait_readable(fd)
-        while True:
-            try:
-                return os.read(fd, max_bytes)
-            except BlockingIOError:
-                _move_deadline(scope, deadline)  # only now: it costs more than a read
-                await trio.lowlevel.wait_readable(fd)
-            except OSError as exc:
-                raise trio.BrokenResourceError(f"receive failed: {exc!r}") from exc
-
-
-class _StreamIO:
-    """Any Trio stream (TLS, or a closed one) behind :class:`_PlainIO`'s interface."""
-
-    __slots__ = ("_stream",)
-
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self._stream = stream
-
-    async def send_all(self, data: bytes, scope: trio.CancelScope, deadline: float) -> None:
-        scope.deadline = deadline
-        await self._stream.send_all(data)
-
-    async def send_all_within(
-        self, data: bytes, scope: trio.CancelScope, block: float, until: float
-    ) -> bool:
-        await self.send_all(data, scope, min(trio.current_time() + block, until))
-        return True
-
-    async def receive_some(
-        self, max_bytes: int, scope: trio.CancelScope, deadline: float, wait: bool = False
-    ) -> bytes:
-        scope.deadline = deadline
-        return await self._stream.receive_some(max_bytes)
+        return await exchange(
+            self._client, self._io, self._deadlines, self._timeouts.data_block, stop, until
+        )
 
 
 def _describe(exc: BaseException) -> str:

@@ -37,7 +37,7 @@ import time
 import trio
 
 from salvo.actors.delivery import BATCH, Delivery, Message, RouteSettings
-from salvo.actors.smtp_session import SMTPTimeouts
+from salvo.core.smtp import SMTPTimeouts
 
 HOST = "127.0.0.7"
 TARGET_RATE = 15_000

@@ -35,7 +35,7 @@ __all__ = [
 #: ``n`` random bytes from the operating system (Message-IDs; see ``Spool.open``).
 random_bytes = os.urandom
 
-#: The generator of the retry jitter when none is passed in (see salvo.core.retry).
+#: The generator of the retry jitter when none is passed in (see salvo.core.policy).
 rng = random.Random()
 
 #: Seconds since the epoch (the Date of a raw message without one; see ``Composer``).

@@ -13,9 +13,9 @@ from dataclasses import replace
 import trio
 
 from salvo.actors.delivery import MAX_REFUSED, Delivery, Message, Result, RouteSettings
-from salvo.actors.smtp_session import SMTPTimeouts
 from salvo.core.providers import ProviderTable
 from salvo.core.shaping import Limits
+from salvo.core.smtp import SMTPTimeouts
 from salvo.testing.sink import SinkPolicy, SinkStats, serve_sink
 
 SETTINGS = RouteSettings(

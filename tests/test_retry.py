@@ -1,6 +1,6 @@
 """The retry schedule and expiry with a fake clock (hypothesis; a real LMDB spool).
 
-The schedule (salvo.core.retry): delays grow, are capped, and the jitter stays within its
+The retry schedule (salvo.core.policy): delays grow, are capped, and the jitter stays within its
 bounds; after a pause comes its end, spread a little. Driven through the spool with a fake
 ``now``: a recipient deferred again and again ends ``expired``, and only when no attempt
 is left before its expiry: at or after its expiry (claim_due, expire_due), or at a
@@ -18,8 +18,8 @@ import tempfile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from salvo.core.policy import after_pause, deferred_until, retry_delay
 from salvo.core.protocol import Job, Recipient
-from salvo.core.retry import after_pause, next_attempt, retry_delay
 from salvo.core.spool import Outcome, Spool, SpoolConfig
 
 START = 1_700_000_000.0
@@ -48,7 +48,7 @@ def test_delays_grow_are_capped_and_jitter_stays_in_bounds(first, cap_factor, ji
 def test_zero_and_huge_attempt_counts():
     assert retry_delay(0, first=300, cap=3600, jitter=0) == 300
     assert retry_delay(10**9, first=300, cap=3600, jitter=0) == 3600
-    assert next_attempt(START, 1, first=300, cap=3600, rng=random.Random(1)) > START
+    assert deferred_until(START, 1, first=300, cap=3600, rng=random.Random(1)) > START
 
 
 @given(left=st.floats(-10, 7200), seed=st.integers(0, 2**32))
@@ -116,7 +116,7 @@ def test_a_recipient_deferred_again_and_again_expires_never_early(
             assert len(claim.claimed) == 1, "due and not claimed"
             assert now < expires_at  # never tried at or after its expiry
             assert claim.claimed[0].attempts == attempts
-            when = next_attempt(now, attempts + 1, first=first, cap=cap, rng=rng)
+            when = deferred_until(now, attempts + 1, first=first, cap=cap, rng=rng)
             assert when > now
             out = Outcome(seq=seq, idx=idx, state="deferred", code=451, next_attempt=when)
             (change,) = spool.record_outcomes([out], now)

@@ -17,8 +17,8 @@ import trio
 import trustme
 from test_smtp_session import MSG, greet, hostile, read_until
 
-from salvo.actors.smtp_session import SMTPSession, SMTPSessionError, SMTPTimeouts
-from salvo.core.smtp import Scope, Status
+from salvo.actors.smtp_session import SMTPSession, SMTPSessionError
+from salvo.core.smtp import Scope, SMTPTimeouts, Status
 
 D, F, B = Status.DELIVERED, Status.DEFERRED, Status.BOUNCED
 FAST = SMTPTimeouts(

@@ -17,8 +17,8 @@ import trio
 import trustme
 from aiosmtpd.controller import Controller
 
-from salvo.actors.smtp_session import SMTPSession, SMTPSessionError, SMTPTimeouts
-from salvo.core.smtp import Scope, Status
+from salvo.actors.smtp_session import SMTPSession, SMTPSessionError
+from salvo.core.smtp import Scope, SMTPTimeouts, Status
 
 D, F, B = Status.DELIVERED, Status.DEFERRED, Status.BOUNCED
 MSG = b"From: s@sender.example\r\nSubject: hi\r\n\r\nbody\r\n.leading dot\r\n"
@@ -618,12 +618,12 @@ def test_auth_over_tls(server, ca):
 def test_reply_deadlines_move_later_only_past_the_slack():
     """A reused connection's reply deadlines creep later by a few ms per message: the
     scope keeps its deadline unless the new one is earlier or past DEADLINE_SLACK."""
-    from salvo.actors.smtp_session import DEADLINE_SLACK, _move_deadline
+    from salvo.actors.smtp_io import DEADLINE_SLACK, move_deadline
 
     scope = trio.CancelScope(deadline=100.0)
-    _move_deadline(scope, 100.0 + DEADLINE_SLACK / 2)
+    move_deadline(scope, 100.0 + DEADLINE_SLACK / 2)
     assert scope.deadline == 100.0  # a little later: kept (at most the slack early)
-    _move_deadline(scope, 99.0)
+    move_deadline(scope, 99.0)
     assert scope.deadline == 99.0  # earlier: always moved
-    _move_deadline(scope, 99.0 + 2 * DEADLINE_SLACK)
+    move_deadline(scope, 99.0 + 2 * DEADLINE_SLACK)
     assert scope.deadline == 99.0 + 2 * DEADLINE_SLACK  # past the slack: moved

@@ -18,8 +18,8 @@ import time
 import pytest
 import trio
 
-from salvo.actors.smtp_session import SMTPSession, SMTPSessionError, SMTPTimeouts
-from salvo.core.smtp import Scope, Status
+from salvo.actors.smtp_session import SMTPSession, SMTPSessionError
+from salvo.core.smtp import Scope, SMTPTimeouts, Status
 
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 pytestmark = pytest.mark.skipif(not os.path.exists(SMTP_SINK), reason="no Postfix smtp-sink")

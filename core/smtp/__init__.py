@@ -18,6 +18,7 @@ from .events import (
 )
 from .outcome import Outcome, Scope, Status
 from .reply import Reply, ReplyParser
+from .timeouts import SMTPTimeouts
 
 __all__ = [
     "AuthResult",
@@ -32,6 +33,7 @@ __all__ = [
     "ReplyParser",
     "SMTPClient",
     "SMTPProtocolError",
+    "SMTPTimeouts",
     "Scope",
     "SessionRefused",
     "StartTLS",
