@@ -1,24 +1,11 @@
 """The scheduler: the single owner of queue state in the core process.
 
-It claims due recipients from the spool (a durable move to in-flight, at most
-``max_ready`` at a time: the rest stays on disk, as in Postfix's small active queue),
-sends them to the signers in batches of one job's recipients, routes each signed message
-to delivery, and records every outcome in batched spool commits. Events leave only after
-the commit that made the change. Deferred recipients get their next attempt from the
-retry schedule of their traffic class; a remote server's permanent 5.1.x reply (bad
-mailbox or domain) adds the address to the suppression list.
-
-Providers (docs/delivery.md): each message is queued for its provider (the MX pattern or
-MX set of its domain, or its static route). One provider may have at most its share of
-``max_ready`` in flight (``[providers.NAME] max_ready``; by default all of it for a
-provider without a rate limit, about 30 s of its rate for one with a limit): a claimed
-recipient whose domain is known to belong to a provider at its share is handed back to
-the spool unsigned, due again after :data:`HANDBACK_DELAY`, so a slow provider cannot
-fill the node with its mail while others wait on disk. Likewise a recipient of a provider
-whose every lane is paused after failed connections (a dead destination) is handed back
-unsigned, due when the pause ends: no CPU goes into rendering and signing mail that could
-only be deferred. A deferral for a paused lane carries the pause's end as a hint
-(``Result.retry_at``): its next attempt is the later of the hint and the retry schedule.
+It claims due recipients from the spool (a durable move to in-flight), holds back those
+of a provider that is paused or at its share, sends the rest to the signers in batches of
+one job's recipients, routes each signed message (salvo.actors.routing) to delivery, and
+records every outcome in batched spool commits; events leave only after the commit that
+made the change. Every decision on the way is salvo.core.policy's; this module does the
+spool transactions, the channels and the bookkeeping of what is in flight.
 """
 
 from __future__ import annotations
@@ -28,23 +15,20 @@ import email.utils
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import trio
 
 from salvo.actors.delivery import BATCH, Delivery, Message, Result, RouteSettings
 from salvo.actors.dispatch import Dispatcher
 from salvo.actors.resolver import Resolver
-from salvo.actors.smtp_session import SMTPTimeouts
+from salvo.actors.routing import Router
 from salvo.actors.spool_writer import SpoolWriter
-from salvo.core import protocol
-from salvo.core.config import Config, PoolSection, parse_duration
-from salvo.core.events import Event
+from salvo.core import policy, protocol
+from salvo.core.config import Config, parse_duration
+from salvo.core.events import Event, change_event
 from salvo.core.messages import Content, SignItem
-from salvo.core.mx import FailureReason, MXPlan, RouteFailure
-from salvo.core.providers import route_key
-from salvo.core.retry import after_pause, next_attempt
-from salvo.core.smtp import Outcome, Scope, Status
+from salvo.core.smtp import Outcome, Scope
 from salvo.core.spool import Change, Claim, Claimed
 from salvo.core.spool import Outcome as SpoolOutcome
 from salvo.core.spool_records import JobRecord
@@ -54,16 +38,7 @@ log = logging.getLogger("salvo.scheduler")
 CLAIM_BATCH = 512
 SIGN_BATCH = 32
 OUTCOME_BATCH = 2000
-# Every spool commit has a fixed cost (two fsyncs, copied B-tree pages: about 0.3 ms of
-# CPU), so commits of a few dozen outcomes cost twice as much per recipient as commits of
-# hundreds. Outcomes are news of mail already sent: they gather for OUTCOME_WINDOW before
-# their commit (bench: core CPU per message 147 -> 120 us at 4,500 msg/s), and the claims
-# that follow them grow with them.
-OUTCOME_WINDOW = 0.01  # seconds
 MAINTENANCE_EVERY = 10.0
-HANDBACK_DELAY = 5.0  # seconds: a recipient of a provider at its share is due again then
-SHARE_HORIZON = 30.0  # seconds of a rate-limited provider's rate that may be in flight
-DOMAIN_CACHE = 100_000  # domains whose provider is remembered (cleared when full)
 
 
 @dataclass(slots=True)
@@ -115,28 +90,32 @@ class Scheduler:
         self._wake = trio.Event()
         self._idle = trio.Event()
         self.claiming = True
-        # MX routing: domains being resolved, and the messages waiting for each.
-        self.resolver = resolver or Resolver.from_config(config)
-        self._resolving: dict[str, list[tuple[Message, str]]] = {}
-        # Providers: their table, the provider of each in-flight recipient and of each
-        # domain seen, and how many recipients each has in flight.
+        # Providers: their table, the provider of each in-flight recipient, and how many
+        # recipients each has in flight.
         self.providers = config.provider_table()
         delivery.configure(self.providers, config.delivery.max_connections_total, clock)
         self._provider_of: dict[tuple[int, int], str] = {}
-        self._domain_provider: dict[str, str] = {}
         self.provider_inflight: collections.Counter[str] = collections.Counter()
-        self._static: dict[tuple[str, tuple[str, int]], tuple] = {}
-        self._routes: dict[str, tuple[str, int] | None] = {}
-        self.settings = {
+        timeouts = config.smtp_timeouts()
+        settings = {
             name: RouteSettings(
                 ehlo=pool.ehlo or config.hostname,
                 max_connections=config.delivery.max_connections,
                 max_messages_per_connection=config.delivery.max_messages_per_connection,
                 idle_timeout=parse_duration(config.delivery.idle_timeout),
-                timeouts=_timeouts(config),
+                timeouts=timeouts,
             )
             for name, pool in config.pools.items()
         }
+        self.router = Router(
+            config,
+            delivery,
+            self.providers,
+            settings,
+            resolver or Resolver.from_config(config),
+            self._count,
+            results_send.send_nowait,
+        )
 
     # -- intake ---------------------------------------------------------------------------
 
@@ -161,13 +140,13 @@ class Scheduler:
     async def run_claims(self) -> None:
         """Claim due recipients while there is room; sleep until the next is due."""
         while self.claiming:
-            room = self.config.delivery.max_ready - len(self.inflight)
+            room = policy.claim_room(
+                self.config.delivery.max_ready, len(self.inflight), CLAIM_BATCH
+            )
             got = 0
             handed: list[SpoolOutcome] = []
             if room > 0:
-                claim = await self.writer.run_sync(
-                    self.spool.claim_due, self._clock(), min(room, CLAIM_BATCH)
-                )
+                claim = await self.writer.run_sync(self.spool.claim_due, self._clock(), room)
                 got = len(claim.claimed) + len(claim.finished)
                 handed = self._take(claim)
                 if handed:  # written unsigned, without events: they were never tried
@@ -180,7 +159,7 @@ class Scheduler:
                             if c.record.state != "queued"
                         ]
                     )
-            if got and got >= min(room, CLAIM_BATCH) and not handed:
+            if got and got >= room and not handed:
                 continue  # more may be due right now
             wait = 1.0
             due = self.spool.next_due()
@@ -191,41 +170,6 @@ class Scheduler:
             with trio.move_on_after(wait):
                 await self._wake.wait()
             self._wake = trio.Event()
-
-    def _share(self, provider: str) -> int:
-        """How many recipients of ``provider`` may be in flight at once: its configured
-        ``max_ready``, else what it can take soon. A provider without a message rate
-        limit may use all of ``max_ready`` (a cap below it would only stall the queue:
-        what is handed back waits HANDBACK_DELAY while the provider idles); a rate-limited
-        one about SHARE_HORIZON seconds of its rate, so that it cannot fill ``max_ready``
-        with messages that wait for tokens while other providers' mail waits on disk."""
-        p = self.providers.get(provider)
-        total = self.config.delivery.max_ready
-        if p.max_ready:
-            return p.max_ready
-        rate = p.limits.max_messages_per_second or p.limits.max_messages_per_hour / 3600
-        if not rate:
-            return total
-        soon = max(rate * SHARE_HORIZON, p.limits.max_connections * BATCH)
-        return max(1, min(total // 2, int(soon)))
-
-    def _known_provider(self, domain: str) -> str | None:
-        """The provider of a domain, if known before its message is made: its static route,
-        or the provider its last MX lookup gave."""
-        route = self._route(domain)
-        if route is not None:
-            return route_key(*route)
-        return self._domain_provider.get(domain.rstrip(".").lower())
-
-    def _route(self, domain: str) -> tuple[str, int] | None:
-        """``config.route(domain)``, remembered: it is asked for every message."""
-        try:
-            return self._routes[domain]
-        except KeyError:
-            if len(self._routes) >= DOMAIN_CACHE:
-                self._routes.clear()
-            route = self._routes[domain] = self.config.route(domain)
-            return route
 
     def _take(self, claim: Claim) -> list[SpoolOutcome]:
         """Send claimed recipients to the signers; return those handed back unsigned
@@ -254,29 +198,26 @@ class Scheduler:
         by_job: dict[int, list[SignItem]] = {}
         now = self._clock()
         paused: dict[str, float] = {}  # per provider, asked once per claim
+        max_ready = self.config.delivery.max_ready
         for c in claim.claimed:
-            provider = self._known_provider(c.domain)
+            provider = self.router.known_provider(c.domain)
             if provider is not None:
                 if provider not in paused:
                     paused[provider] = self.delivery.paused_for(provider)
-                why, delay = "", 0.0
-                if paused[provider] > 0:
-                    why = f"paused for {paused[provider]:.0f} s after failed connections"
-                    delay = after_pause(paused[provider])
-                elif self.provider_inflight[provider] >= self._share(provider):
-                    why, delay = "at its share of max_ready", HANDBACK_DELAY
-                if why:
+                share = policy.share(self.providers.get(provider), max_ready, BATCH)
+                held = policy.hold_back(paused[provider], self.provider_inflight[provider], share)
+                if held is not None:
                     handed.append(
                         SpoolOutcome(
                             seq=c.seq,
                             idx=c.idx,
                             state="queued",
-                            text=f"{provider}: {why}",
-                            next_attempt=now + delay,
+                            text=f"{provider}: {held.reason}",
+                            next_attempt=now + held.delay,
                         )
                     )
                     continue
-                self._count((c.seq, c.idx), provider)
+                self._count_key((c.seq, c.idx), provider)
             self.inflight[(c.seq, c.idx)] = c
             self._jobs[c.seq].refs += 1
             by_job.setdefault(c.seq, []).append(SignItem(c.seq, c.idx, c.to, c.vars, c.message_id))
@@ -310,87 +251,13 @@ class Scheduler:
             )
             self._results_send.send_nowait(Result(message, outcome, "", ""))
             return
-        pool = self.config.traffic_class(job.traffic).pool
-        route = self._route(claimed.domain)
-        if route is None:
-            self._route_by_mx(message, claimed.domain, pool)
-            return
-        host, port = route
-        message.hosts = [(host, host, port)]
-        provider, spec, settings = self._static_target(pool, route)
-        self._count((seq, idx), provider)
-        self.delivery.send(
-            message, host, port, spec.sources, settings, provider=provider, weights=spec.weights
-        )
+        self.router.send(message, claimed.domain, self.config.traffic_class(job.traffic).pool)
 
-    def _static_target(
-        self, pool: str, route: tuple[str, int]
-    ) -> tuple[str, PoolSection, RouteSettings]:
-        """The provider, pool and route settings (with the SMTP AUTH of the route target, if
-        any) of a static route, made once per (pool, route)."""
-        key = (pool, route)
-        target = self._static.get(key)
-        if target is None:
-            settings = self.settings[pool]
-            credentials = self.config.route_credentials(*route)
-            if credentials is not None:
-                settings = replace(settings, auth=credentials)
-            target = self._static[key] = (route_key(*route), self.config.pools[pool], settings)
-        return target
+    def _count(self, message: Message, provider: str) -> None:
+        """A message queued for ``provider`` (by the router)."""
+        self._count_key((message.seq, message.idx), provider)
 
-    # -- MX routing (docs/routing.md) -------------------------------------------------------
-
-    def _route_by_mx(self, message: Message, domain: str, pool: str) -> None:
-        """Queue a message for its domain's MX lookup; one lookup task per domain at a
-        time (the resolver's cache and coalescing spare DNS the rest)."""
-        domain = domain.rstrip(".").lower()
-        waiting = self._resolving.get(domain)
-        if waiting is None:
-            waiting = self._resolving[domain] = []
-            self.delivery.nursery.start_soon(self._resolve, domain)
-        waiting.append((message, pool))
-
-    async def _resolve(self, domain: str) -> None:
-        try:
-            try:
-                result = await self.resolver.route(domain)
-            except Exception as exc:  # never leave the waiting messages without an outcome
-                log.exception("MX routing of %s failed", domain)
-                result = RouteFailure(
-                    domain, FailureReason.TEMPORARY, False, f"{domain}: routing: {exc}", (4, 4, 3)
-                )
-        finally:  # cancelled (the node stops): the messages stay in flight, drain hands back
-            waiting = self._resolving.pop(domain, [])
-        for message, pool in waiting:
-            self._send_routed(message, pool, result)
-
-    def _send_routed(self, message: Message, pool: str, result: MXPlan | RouteFailure) -> None:
-        """Deliver on the plan's first destination, or end the recipient as DNS said:
-        bounced (permanent: null MX, NXDOMAIN, only refused hosts) or deferred."""
-        if isinstance(result, RouteFailure):
-            status = Status.BOUNCED if result.permanent else Status.DEFERRED
-            outcome = Outcome(message.rcpt, status, Scope.SITE, None, result.esc, result.text)
-            self._results_send.send_nowait(Result(message, outcome, "", ""))
-            return
-        message.hosts = result.destinations()
-        _name, address, port = message.hosts[0]
-        provider = self.providers.classify([name for name, _address, _port in message.hosts])
-        if len(self._domain_provider) >= DOMAIN_CACHE:
-            self._domain_provider.clear()
-        self._domain_provider[result.domain.rstrip(".").lower()] = provider
-        self._count((message.seq, message.idx), provider)
-        spec = self.config.pools[pool]
-        self.delivery.send(
-            message,
-            address,
-            port,
-            spec.sources,
-            self.settings[pool],
-            provider=provider,
-            weights=spec.weights,
-        )
-
-    def _count(self, key: tuple[int, int], provider: str) -> None:
+    def _count_key(self, key: tuple[int, int], provider: str) -> None:
         """Count an in-flight recipient against its provider's share (until recorded)."""
         if key not in self._provider_of:
             self._provider_of[key] = provider
@@ -401,7 +268,7 @@ class Scheduler:
     async def run_outcomes(self) -> None:
         """Record delivery results in batched commits, then publish their events."""
         async for first in self._results:
-            await trio.sleep(OUTCOME_WINDOW)  # one wake-up per batch, not one per result
+            await trio.sleep(policy.OUTCOME_WINDOW)  # one wake-up per batch, not per result
             batch = [first]
             while len(batch) < OUTCOME_BATCH:
                 try:
@@ -421,9 +288,7 @@ class Scheduler:
             job = self._job_of(change.seq)
             event = self._event(change, job, result)
             events.append(event)
-            # Only a remote server's 5.1.x (a reply code) suppresses: a local DNS verdict
-            # could come from a broken resolver and must not poison the list.
-            if event.type == "bounced" and event.code >= 500 and event.status.startswith("5.1."):
+            if policy.suppresses(event.type, event.code, event.status):
                 hard.append((change.record.to, event))
         for result in batch:
             key = (result.message.seq, result.message.idx)
@@ -446,34 +311,21 @@ class Scheduler:
             self._idle.set()
 
     def _spool_outcome(self, result: Result, now: float) -> SpoolOutcome:
-        o, m = result.outcome, result.message
-        code = o.code or 0
-        enhanced = ".".join(map(str, o.esc)) if o.esc else ""
-        common = {
-            "seq": m.seq,
-            "idx": m.idx,
-            "code": code,
-            "enhanced": enhanced,
-            "host": result.host,
-        }
-        text = o.text[:500]
-        if o.status is Status.DELIVERED:
-            return SpoolOutcome(state="delivered", text=text, **common)
-        if o.status is Status.BOUNCED:
-            return SpoolOutcome(state="bounced", text=text, **common)
+        m = result.message
         claimed = self.inflight.get((m.seq, m.idx))
         job = self._jobs.get(m.seq)
         traffic = self.config.traffic_class(job.traffic if job else "default")
-        attempts = (claimed.attempts if claimed else 0) + 1
-        when = next_attempt(
-            now,
-            attempts,
-            first=parse_duration(traffic.first_retry),
-            cap=parse_duration(traffic.max_retry),
+        return policy.spool_outcome(
+            m.seq,
+            m.idx,
+            result.outcome,
+            result.host,
+            now=now,
+            attempts=(claimed.attempts if claimed else 0) + 1,
+            first_retry=parse_duration(traffic.first_retry),
+            max_retry=parse_duration(traffic.max_retry),
+            retry_at=result.retry_at,
         )
-        if result.retry_at is not None:  # its lane is paused: not before the pause ends
-            when = max(when, result.retry_at)
-        return SpoolOutcome(state="deferred", text=text, next_attempt=when, **common)
 
     async def _suppress(self, hard: list[tuple[str, Event]], now: float) -> None:
         def add() -> None:
@@ -529,41 +381,6 @@ class Scheduler:
     def _event(
         self, change: Change, job: _Job | JobRecord | None, result: Result | None = None
     ) -> Event:
-        record = change.record
-        last = record.last
-        return Event(
-            type=record.state,
-            ts=last.at if last else self._clock(),
-            job=job.id if job else "",
-            recipient=record.to,
-            message_id=record.message_id,
-            tenant=job.tenant if job else "",
-            campaign=job.campaign if job else "",
-            attempt=record.attempts,
-            host=(last.host if last else "") or (result.host if result else ""),
-            source=result.source if result else "",
-            code=last.code if last else 0,
-            status=last.enhanced if last else "",
-            text=last.text if last else "",
-            queued_at=job.submitted if job else 0.0,
-            next_attempt=record.next_attempt if record.state == "deferred" else 0.0,
-        )
-
-
-def _timeouts(config: Config) -> SMTPTimeouts:
-    d = config.delivery
-    command = parse_duration(d.command_timeout)
-    return SMTPTimeouts(
-        connect=parse_duration(d.connect_timeout),
-        greeting=command,
-        ehlo=command,
-        starttls=command,
-        auth=command,
-        mail=command,
-        rcpt=command,
-        rset=command,
-        data_init=command,
-        data_block=command,
-        data_end=parse_duration(d.data_timeout),
-        quit=min(command, 30.0),
-    )
+        if result is None:
+            return change_event(change, job, self._clock())
+        return change_event(change, job, self._clock(), result.host, result.source)

@@ -21,6 +21,7 @@ import msgspec
 from salvo.core import host
 from salvo.core.providers import ProviderTable
 from salvo.core.shaping import Limits
+from salvo.core.smtp import SMTPTimeouts
 from salvo.ext.errors import SalvoError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
@@ -288,6 +289,26 @@ class Config(_Section):
         if auth.password_file:
             return auth.username, host.read_text(self.path(auth.password_file)).strip()
         return auth.username, auth.password
+
+    def smtp_timeouts(self) -> SMTPTimeouts:
+        """The SMTP client's timeouts from ``[delivery]``: every command's reply within
+        ``command_timeout`` (QUIT's at most 30 s), the final dot's within ``data_timeout``."""
+        d = self.delivery
+        command = parse_duration(d.command_timeout)
+        return SMTPTimeouts(
+            connect=parse_duration(d.connect_timeout),
+            greeting=command,
+            ehlo=command,
+            starttls=command,
+            auth=command,
+            mail=command,
+            rcpt=command,
+            rset=command,
+            data_init=command,
+            data_block=command,
+            data_end=parse_duration(d.data_timeout),
+            quit=min(command, 30.0),
+        )
 
     def traffic_class(self, name: str) -> TrafficSection:
         return self.traffic.get(name) or self.traffic["default"]

@@ -8,7 +8,12 @@ line in the JSONL files, and the second frame on the PUB socket) is described in
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import msgspec
+
+if TYPE_CHECKING:
+    from salvo.core.spool import Change
 
 EVENT_TYPES = ("accepted", "delivered", "deferred", "bounced", "expired", "suppressed")
 
@@ -31,6 +36,31 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
     text: str = ""  # reply text or the reason
     queued_at: float = 0.0  # when the job was accepted
     next_attempt: float = 0.0  # for deferred: when the next try is due
+
+
+def change_event(change: Change, job: Any, now: float, host: str = "", source: str = "") -> Event:
+    """The event of a recipient's recorded change. ``job``: what is known of its job (any
+    object with ``id``, ``tenant``, ``campaign`` and ``submitted``), or None; ``host``,
+    ``source``: of the attempt, when the spool record has no host."""
+    record = change.record
+    last = record.last
+    return Event(
+        type=record.state,
+        ts=last.at if last else now,
+        job=job.id if job else "",
+        recipient=record.to,
+        message_id=record.message_id,
+        tenant=job.tenant if job else "",
+        campaign=job.campaign if job else "",
+        attempt=record.attempts,
+        host=(last.host if last else "") or host,
+        source=source,
+        code=last.code if last else 0,
+        status=last.enhanced if last else "",
+        text=last.text if last else "",
+        queued_at=job.submitted if job else 0.0,
+        next_attempt=record.next_attempt if record.state == "deferred" else 0.0,
+    )
 
 
 _encoder = msgspec.json.Encoder()

@@ -12,7 +12,8 @@ from dataclasses import replace
 
 import trio
 
-from salvo.actors.delivery import MAX_REFUSED, Delivery, Message, Result, RouteSettings
+from salvo.actors.delivery import Delivery, Message, Result, RouteSettings
+from salvo.core.policy import MAX_REFUSED
 from salvo.core.providers import ProviderTable
 from salvo.core.shaping import Limits
 from salvo.core.smtp import SMTPTimeouts
