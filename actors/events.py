@@ -73,7 +73,9 @@ async def run_events(
         sock.close()
         if log is not None:
             log.close()
-        raise StartupError(f"events: cannot publish on {publish}: {exc.strerror}") from exc
+        raise StartupError(
+            f"events: cannot publish on {publish}: {zmq.strerror(exc.errno)}"
+        ) from exc
     task_status.started()
     # Only this task uses the socket, and a PUB socket never blocks: past a slow
     # subscriber's high-water mark it drops, so delivery never waits for subscribers (the

@@ -73,7 +73,9 @@ class Ingress:
             sock.bind(self.listen)
         except zmq.ZMQError as exc:
             sock.close()
-            raise StartupError(f"ingress: cannot listen on {self.listen}: {exc.strerror}") from exc
+            raise StartupError(
+                f"ingress: cannot listen on {self.listen}: {zmq.strerror(exc.errno)}"
+            ) from exc
         router = TrioSocket(sock)
         try:
             async with trio.open_nursery() as nursery:

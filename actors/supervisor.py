@@ -287,7 +287,9 @@ class Supervisor:
             self._start(child)
         announced = False
         while not self._stopping and self.failure is None:
-            self._watch(timeout=0.5)
+            pending = [c.restart_at for c in self._children if c.process is None]
+            soonest = min(pending, default=time.monotonic() + 0.5) - time.monotonic()
+            self._watch(timeout=min(max(soonest, 0.0), 0.5))
             if not announced and all(c.started for c in self._children):
                 announced = True
                 if self.on_started is not None:
