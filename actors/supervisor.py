@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from salvo.core.config import ConfigError
 from salvo.core.errors import SalvoError, StartupError
 from salvo.core.spool_env import NODE_LOCK, STORE_SUBDIR
 
@@ -166,7 +167,7 @@ def describe_failure(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, OSError):
         return _os_reason(exc), 1
     if isinstance(exc, SalvoError):
-        return str(exc), 2 if type(exc).__name__ == "ConfigError" else 1
+        return str(exc), 2 if isinstance(exc, ConfigError) else 1
     return f"{type(exc).__name__}: {exc}", 1
 
 
