@@ -14,6 +14,7 @@ from pathlib import Path
 import trio
 import zmq
 
+from salvo.core.errors import StartupError
 from salvo.core.events import EVENT_TYPES, Event, encode_events
 
 
@@ -60,12 +61,22 @@ async def run_events(
     publish: str,
     log: EventLog | None,
     context: zmq.Context,
+    task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Publish and log event batches until the channel closes."""
+    """Publish and log event batches until the channel closes (started once bound)."""
     sock = context.socket(zmq.PUB)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, 100_000)
-    sock.bind(publish)
+    try:
+        sock.bind(publish)
+    except zmq.ZMQError as exc:
+        sock.close()
+        if log is not None:
+            log.close()
+        raise StartupError(
+            f"events: cannot publish on {publish}: {zmq.strerror(exc.errno)}"
+        ) from exc
+    task_status.started()
     # Only this task uses the socket, and a PUB socket never blocks: past a slow
     # subscriber's high-water mark it drops, so delivery never waits for subscribers (the
     # JSONL log is complete). Plain non-blocking sends, then: two events per message.

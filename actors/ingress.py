@@ -22,6 +22,7 @@ import zmq
 from salvo.actors.spool_writer import SpoolWriter
 from salvo.actors.zmqtrio import TrioSocket
 from salvo.core import protocol
+from salvo.core.errors import StartupError
 from salvo.ext.errors import SalvoError
 
 log = logging.getLogger("salvo.ingress")
@@ -68,7 +69,13 @@ class Ingress:
         # (ROUTER_MANDATORY) instead of queueing for no one.
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        sock.bind(self.listen)
+        try:
+            sock.bind(self.listen)
+        except zmq.ZMQError as exc:
+            sock.close()
+            raise StartupError(
+                f"ingress: cannot listen on {self.listen}: {zmq.strerror(exc.errno)}"
+            ) from exc
         router = TrioSocket(sock)
         try:
             async with trio.open_nursery() as nursery:

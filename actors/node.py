@@ -4,13 +4,16 @@ On 2 cores the CPU goes to the signers (RSA signatures); everything else shares 
 process, linked by memory channels, and talks to the signers over one ipc:// ROUTER.
 
 Start-up: open the spool (``reader_check``, in-flight recipients back to queued, the due
-index checked), then accept work. SIGTERM or SIGINT: stop taking jobs (producers get
+index checked), bind the events and producers' sockets, tell the supervisor that the
+core started (a failure before that ends the node: see :mod:`salvo.actors.supervisor`),
+then accept work. SIGTERM or SIGINT: stop taking jobs (producers get
 ``retry``), stop claiming, let in-flight deliveries finish for up to ``drain_timeout``,
 hand the rest back to the queue, commit, exit 0.
 """
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import signal
@@ -25,6 +28,7 @@ from salvo.actors.ingress import Ingress
 from salvo.actors.scheduler import Scheduler
 from salvo.actors.signer import profiled
 from salvo.actors.spool_writer import SpoolWriter
+from salvo.actors.supervisor import report_started
 from salvo.actors.zmqtrio import context
 from salvo.core.config import Config, load_config, parse_duration, parse_size
 from salvo.core.events import Event
@@ -78,9 +82,13 @@ async def run_core(config: Config, work_endpoint: str) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as outer:
             outer.start_soon(writer.run)
-            outer.start_soon(
-                lambda: run_events(
-                    events_recv, publish=config.events.publish, log=log_file, context=zmq_context
+            await outer.start(
+                functools.partial(
+                    run_events,
+                    events_recv,
+                    publish=config.events.publish,
+                    log=log_file,
+                    context=zmq_context,
                 )
             )
             async with trio.open_nursery() as work:
@@ -96,6 +104,7 @@ async def run_core(config: Config, work_endpoint: str) -> None:
                     config.events.publish,
                     config.data_dir,
                 )
+                report_started()
                 async for signum in signals:
                     log.info("%s: stopping", signal.Signals(signum).name)
                     break

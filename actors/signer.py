@@ -22,6 +22,7 @@ from pathlib import Path
 import msgspec
 import zmq
 
+from salvo.actors.supervisor import report_started
 from salvo.core.compose import Composer, KeySpec
 from salvo.core.config import Config, load_config
 from salvo.core.messages import FromSigner, Hello, SignBatch, Signed, SignedBatch, Stop, ToSigner
@@ -105,6 +106,8 @@ def _signer_main(config_path: str | None, endpoint: str, index: int) -> None:
     signal.signal(signal.SIGTERM, stop)
     config = load_config(config_path)
     composer = Composer(keys_from_config(config), clock=time.time)
+    for domain in config.dkim:
+        composer.signers_for(domain.lower())  # an unreadable key fails the start
     context = zmq.Context()
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 1000)
@@ -113,6 +116,7 @@ def _signer_main(config_path: str | None, endpoint: str, index: int) -> None:
     decode = msgspec.msgpack.Decoder(ToSigner).decode
     hello: FromSigner = Hello(index, os.getpid(), CREDITS)
     sock.send(encode(hello))
+    report_started()
     try:
         while True:
             if not sock.poll(STOP_IDLE_MS, zmq.POLLIN):

@@ -1,10 +1,15 @@
 """The supervisor: ``salvo node``'s main process, as Postfix's master(8) is Postfix's.
 
-It starts the actors as processes (spawn, never fork: LMDB environments and ZeroMQ
-contexts must not cross a fork), restarts one that dies (with a growing delay), and stops
-them in order: on SIGTERM or SIGINT the core process (ingress, scheduler, delivery,
-events) drains first — producers get ``retry``, in-flight deliveries finish or go back to
-the queue, the spool commits — then the signers stop, then the supervisor exits 0.
+It holds the data dir's lock (:class:`DataDirLock`) for the node's whole life, starts the
+actors as processes (spawn, never fork: LMDB environments and ZeroMQ contexts must not
+cross a fork) and waits until each reports that it started (sockets bound, spool open).
+An actor that fails before that is a start-up failure: the node stops the others and
+exits with one line naming the reason, instead of starting it again. An actor that dies
+after it started is restarted, with a growing delay, up to a limit; past it the node
+stops and exits non-zero with the reason. On SIGTERM or SIGINT the core process
+(ingress, scheduler, delivery, events) drains first — producers get ``retry``, in-flight
+deliveries finish or go back to the queue, the spool commits — then the signers stop,
+then the supervisor exits 0.
 
 Every child asks the kernel to kill it when the supervisor dies (``PR_SET_PDEATHSIG``), so
 a SIGKILLed node leaves no orphan holding its ports or its spool.
@@ -12,21 +17,36 @@ a SIGKILLed node leaves no orphan holding its ports or its spool.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import ctypes
+import errno
+import fcntl
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from salvo.core.config import ConfigError
+from salvo.core.errors import SalvoError, StartupError
+from salvo.core.spool_env import NODE_LOCK, STORE_SUBDIR
+
 log = logging.getLogger("salvo.supervisor")
 
 _PR_SET_PDEATHSIG = 1
+
+FIRST_DELAY = 0.2  # seconds before the first restart of an actor that died
+MAX_DELAY = 30.0  # the delay doubles per death, up to this
+HEALTHY_AFTER = 30.0  # an actor that ran this long was healthy: its delay starts over
+RESTART_LIMIT = 5  # restarts of one actor within RESTART_WINDOW; one more death ends the node
+RESTART_WINDOW = 60.0
 
 
 def die_with_parent() -> None:
@@ -38,12 +58,144 @@ def die_with_parent() -> None:
         return
 
 
-def _child(target: Callable[..., None], parent: int, args: tuple) -> None:
+# -- the data dir's lock ------------------------------------------------------------------
+
+
+class DataDirLock:
+    """An exclusive ``flock`` on ``DATA_DIR/node.lock``, which holds the owner's pid.
+
+    The supervisor takes it before anything opens the spool and keeps the descriptor open
+    until it exits. The kernel drops the lock when the last descriptor of the open file
+    goes, so a node killed by SIGKILL never leaves a stale lock. The descriptor is
+    close-on-exec and spawned children get only the descriptors multiprocessing passes
+    them, so no actor holds a copy that could outlive the supervisor.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.path = data_dir / NODE_LOCK
+        self._fd: int | None = None
+
+    def acquire(self) -> DataDirLock:
+        """Take the lock, or raise :class:`StartupError` naming why not (and the holder)."""
+        where = f"data dir {self.data_dir}"
+        if (
+            self.data_dir.is_dir()
+            and not self.path.exists()
+            and not (self.data_dir / STORE_SUBDIR).exists()
+            and any(self.data_dir.iterdir())
+        ):  # no lock file left in a folder that is not ours
+            raise StartupError(
+                f"{where} is not empty and holds no salvo store; "
+                "use an empty or new directory for data_dir"
+            )
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise StartupError(f"{where}: cannot use it: {_os_reason(exc)}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise StartupError(f"{where}: cannot lock {self.path}: {exc.strerror}") from None
+            holder = self._holder()
+            raise StartupError(
+                f"{where} is in use by another node ({holder}); "
+                "stop it first or use another data_dir"
+            ) from None
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as exc:
+            os.close(fd)
+            raise StartupError(f"{where}: cannot write {self.path}: {exc.strerror}") from None
+        self._fd = fd
+        return self
+
+    def _holder(self) -> str:
+        # The holder writes its pid right after it took the lock: give it a moment.
+        deadline = time.monotonic() + 1.0
+        while True:
+            try:
+                text = self.path.read_text().strip()
+            except OSError:
+                text = ""
+            if text.isdigit():
+                return f"pid {text}"
+            if time.monotonic() >= deadline:
+                return "pid unknown"
+            time.sleep(0.05)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _os_reason(exc: OSError) -> str:
+    reason = exc.strerror or str(exc)
+    return f"{reason} ({exc.filename})" if exc.filename else reason
+
+
+# -- start-up reports ----------------------------------------------------------------------
+
+
+_report: multiprocessing.connection.Connection | None = None
+
+
+def report_started() -> None:
+    """Tell the supervisor that this actor process started: its sockets are bound, its
+    spool is open. Before this call, a failure ends the node; after it, the actor is
+    restarted. A no-op when the process was not started by a supervisor."""
+    global _report
+    if _report is not None:
+        with contextlib.suppress(OSError):
+            _report.send(("started",))
+        _report.close()
+        _report = None
+
+
+def describe_failure(exc: BaseException) -> tuple[str, int]:
+    """One line and an exit status for an exception that stopped an actor's start."""
+    while isinstance(exc, BaseExceptionGroup):
+        leaves = [e for e in exc.exceptions if type(e).__name__ != "Cancelled"]
+        exc = (leaves or exc.exceptions)[0]
+    if isinstance(exc, StartupError):
+        return str(exc), exc.exit_status
+    if isinstance(exc, OSError):
+        return _os_reason(exc), 1
+    if isinstance(exc, SalvoError):
+        return str(exc), 2 if isinstance(exc, ConfigError) else 1
+    return f"{type(exc).__name__}: {exc}", 1
+
+
+def _child(
+    target: Callable[..., None],
+    parent: int,
+    args: tuple,
+    report: multiprocessing.connection.Connection,
+) -> None:
+    global _report
     die_with_parent()
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    target(*args)
+    _report = report
+    try:
+        target(*args)
+    except BaseException as exc:
+        if _report is None:  # it had started: a crash, with its traceback in the log
+            raise
+        message, status = describe_failure(exc)
+        log.debug("start-up failure", exc_info=True)
+        with contextlib.suppress(OSError):
+            _report.send(("failed", message, status))
+        sys.exit(status)
+
+
+# -- the supervisor ------------------------------------------------------------------------
 
 
 @dataclass
@@ -54,21 +206,51 @@ class Child:
     target: Callable[..., None]
     args: tuple
     process: multiprocessing.process.BaseProcess | None = None
+    report: multiprocessing.connection.Connection | None = None  # reads the start-up report
+    started: bool = False  # this incarnation reported that it started
+    ever_started: bool = False  # some incarnation did: a failure to start is no longer fatal
+    failure: str | None = None  # why this incarnation failed to start, as it said
+    failure_status: int = 1
     restarts: int = 0
-    delay: float = 0.5
+    deaths: collections.deque[float] = field(default_factory=collections.deque)
+    delay: float = FIRST_DELAY
     restart_at: float = 0.0
-    started_at: float = field(default=0.0)
+    started_at: float = 0.0
     hub: bool = False  # the others are linked to it: when it dies, they restart with it
 
 
-class Supervisor:
-    """Starts, watches and stops the node's processes."""
+def _exit_reason(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit status {exitcode}"
 
-    def __init__(self, *, stop_timeout: float = 60.0) -> None:
+
+class Supervisor:
+    """Starts, watches and stops the node's processes.
+
+    After :meth:`run`, ``failure`` holds the one-line reason when the node ended on its
+    own (an actor that could not start, or one that died too often), else None.
+    """
+
+    def __init__(
+        self,
+        *,
+        stop_timeout: float = 60.0,
+        restart_limit: int = RESTART_LIMIT,
+        restart_window: float = RESTART_WINDOW,
+    ) -> None:
         self._ctx = multiprocessing.get_context("spawn")
         self._children: list[Child] = []
         self._stopping = False
         self.stop_timeout = stop_timeout
+        self.restart_limit = restart_limit
+        self.restart_window = restart_window
+        self.failure: str | None = None
+        self.failure_status = 1
+        self.on_started: Callable[[], None] | None = None  # once every actor has started
 
     def add(self, name: str, target: Callable[..., None], *args: object, hub: bool = False) -> None:
         """Register a process to run (started by :meth:`run`), in stop order.
@@ -79,11 +261,18 @@ class Supervisor:
         self._children.append(Child(name, target, args, hub=hub))
 
     def _start(self, child: Child) -> None:
+        if child.report is not None:
+            child.report.close()
+        reader, writer = self._ctx.Pipe(duplex=False)
         process = self._ctx.Process(
-            target=_child, args=(child.target, os.getpid(), child.args), name=child.name
+            target=_child, args=(child.target, os.getpid(), child.args, writer), name=child.name
         )
         process.start()
+        writer.close()
         child.process = process
+        child.report = reader
+        child.started = False
+        child.failure = None
         child.started_at = time.monotonic()
         log.info("started %s (pid %d)", child.name, process.pid)
 
@@ -92,35 +281,86 @@ class Supervisor:
         self._stopping = True
 
     def run(self) -> int:
-        """Run until asked to stop; return the exit status."""
+        """Run until asked to stop or until the node cannot go on; return the exit status."""
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         for child in self._children:
             self._start(child)
-        while not self._stopping:
-            self._watch(timeout=0.5)
-        return self._stop_all()
+        announced = False
+        while not self._stopping and self.failure is None:
+            pending = [c.restart_at for c in self._children if c.process is None]
+            soonest = min(pending, default=time.monotonic() + 0.5) - time.monotonic()
+            self._watch(timeout=min(max(soonest, 0.0), 0.5))
+            if not announced and all(c.started for c in self._children):
+                announced = True
+                if self.on_started is not None:
+                    self.on_started()
+        status = self._stop_all()
+        return self.failure_status if self.failure is not None else status
+
+    def _read_reports(self, child: Child) -> None:
+        report = child.report
+        if report is None:
+            return
+        try:
+            while report.poll():
+                message = report.recv()
+                if message[0] == "started":
+                    child.started = child.ever_started = True
+                    log.info("%s (pid %d) is up", child.name, child.process.pid)
+                elif message[0] == "failed":
+                    child.failure, child.failure_status = message[1], message[2]
+        except (EOFError, OSError):
+            report.close()
+            child.report = None
 
     def _watch(self, timeout: float) -> None:
-        sentinels = [c.process.sentinel for c in self._children if c.process is not None]
-        multiprocessing.connection.wait(sentinels, timeout=timeout)
+        waitables: list = [c.process.sentinel for c in self._children if c.process is not None]
+        waitables += [c.report for c in self._children if c.report is not None]
+        multiprocessing.connection.wait(waitables, timeout=timeout)
         now = time.monotonic()
         for child in self._children:
+            self._read_reports(child)
             process = child.process
             if process is not None and not process.is_alive() and not self._stopping:
-                log.warning("%s (pid %d) exited with %s", child.name, process.pid, process.exitcode)
                 process.join()
+                self._read_reports(child)  # what it said before it exited
                 child.process = None
+                reason = child.failure or _exit_reason(process.exitcode)
+                if not child.started:
+                    log.warning("%s (pid %d) failed to start: %s", child.name, process.pid, reason)
+                    if not child.ever_started:  # the node's own start: no use trying again
+                        self.failure = reason if child.failure else f"{child.name}: {reason}"
+                        self.failure_status = child.failure_status if child.failure else 1
+                        return
+                else:
+                    log.warning("%s (pid %d) exited: %s", child.name, process.pid, reason)
+                if self._give_up(child, now, reason):
+                    return
                 if child.hub:
                     self._restart_linked(child)
-                # A child that ran a while was healthy: start again quickly.
-                if now - child.started_at > 30:
-                    child.delay = 0.5
+                if now - child.started_at > HEALTHY_AFTER:
+                    child.delay = FIRST_DELAY
                 child.restart_at = now + child.delay
-                child.delay = min(child.delay * 2, 30.0)
+                child.delay = min(child.delay * 2, MAX_DELAY)
             if child.process is None and not self._stopping and now >= child.restart_at:
                 child.restarts += 1
                 self._start(child)
+
+    def _give_up(self, child: Child, now: float, reason: str) -> bool:
+        """Count a death; past the limit, set ``failure`` and return True."""
+        child.deaths.append(now)
+        while child.deaths and child.deaths[0] < now - self.restart_window:
+            child.deaths.popleft()
+        if len(child.deaths) <= self.restart_limit:
+            return False
+        self.failure = (
+            f"{child.name} died {len(child.deaths)} times within {self.restart_window:.0f} s "
+            f"(last: {reason}); not restarting it again"
+        )
+        self.failure_status = 1
+        log.error("%s", self.failure)
+        return True
 
     def _restart_linked(self, hub: Child) -> None:
         for other in self._children:
@@ -152,6 +392,10 @@ class Supervisor:
                 status = 1
             elif process.exitcode not in (0, -signal.SIGTERM):
                 status = 1
+        for child in self._children:
+            if child.report is not None:
+                child.report.close()
+                child.report = None
         return status
 
 

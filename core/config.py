@@ -279,10 +279,10 @@ class Config(_Section):
         target = self.routes.get(_domain_key(domain)) or self.routes.get("*")
         return _host_port(target) if target else None
 
-    def route_credentials(self, host: str, port: int) -> tuple[str, str] | None:
+    def route_credentials(self, target: str, port: int) -> tuple[str, str] | None:
         """The SMTP AUTH (username, password) for a static route target, if configured."""
-        auth = self.route_auth.get(f"{host}:{port}") or (
-            self.route_auth.get(host) if port == 25 else None
+        auth = self.route_auth.get(f"{target}:{port}") or (
+            self.route_auth.get(target) if port == 25 else None
         )
         if auth is None:
             return None

@@ -14,6 +14,7 @@ __all__ = [
     "SalvoError",
     "SpoolError",
     "SpoolFullError",
+    "StartupError",
     "StoreMismatchError",
 ]
 
@@ -42,6 +43,17 @@ class SpoolFullError(SpoolError):
 
 class StoreMismatchError(SpoolError):
     """The directory holds something other than a salvo store (or a newer format)."""
+
+
+class StartupError(SalvoError):
+    """A node cannot start: a port in use, a data dir it cannot use or that another node
+    holds, a key it cannot read. The message is the one line ``salvo node`` prints;
+    ``exit_status`` is its exit status (2: the config itself is wrong, 1: anything else).
+    """
+
+    def __init__(self, message: str, exit_status: int = 1) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
 
 
 class CsvImportError(SalvoError, ValueError):

@@ -46,6 +46,7 @@ DB_NAMES = (
     "supp_exp",  # expires_ms + supp key -> b""
 )
 STORE_SUBDIR = "store"
+NODE_LOCK = "node.lock"  # taken by a running node before it opens the store (actors/supervisor)
 MIB = 1 << 20
 
 
@@ -231,7 +232,7 @@ def _check_directory(data_dir: Path, store: Path) -> bool:
         raise StoreMismatchError(f"{data_dir} is not a directory")
     if (store / "data.mdb").exists():
         return False
-    if data_dir.exists() and any(data_dir.iterdir()):
+    if data_dir.exists() and any(p.name != NODE_LOCK for p in data_dir.iterdir()):
         raise StoreMismatchError(
             f"{data_dir} is not empty and holds no salvo store ({STORE_SUBDIR}/data.mdb); "
             "use an empty or new directory for --data"

@@ -112,6 +112,7 @@ class NodeSetup:
     max_retry: str = "1h"
     max_job_size: str | None = None
     extra: str = ""
+    data: str = "data"  # the data_dir, relative to root (or absolute: another node's)
     ingress_port: int = field(default_factory=free_port)
     events_port: int = field(default_factory=free_port)
 
@@ -125,7 +126,7 @@ class NodeSetup:
 
     @property
     def data_dir(self) -> Path:
-        return self.root / "data"
+        return self.root / self.data
 
     @property
     def endpoint(self) -> str:
@@ -145,7 +146,7 @@ class NodeSetup:
         self.config_path.write_text(
             f"""
 [node]
-data_dir = "data"
+data_dir = "{self.data}"
 signers = {self.signers}
 hostname = "node.salvo.test"
 

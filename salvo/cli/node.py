@@ -26,33 +26,74 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_node(args: argparse.Namespace) -> int:
-    from salvo.actors.node import core_main, open_spool
-    from salvo.actors.signer import keys_from_config, signer_main
-    from salvo.actors.supervisor import Supervisor, runtime_dir
-    from salvo.core.compose import Composer
-    from salvo.core.config import load_config
+    """Start the node; a failure to start is one line on stderr and a non-zero status:
+    2 when the config is wrong, 1 when the node cannot start with it (docs/cli.md)."""
+    from salvo.actors.supervisor import describe_failure
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        return _run_node(args)
+    except Exception as exc:
+        message, status = describe_failure(exc)
+        logging.getLogger("salvo.node").debug("start-up failure", exc_info=True)
+        print(f"salvo node: {message}", file=sys.stderr)
+        return status
+
+
+def _run_node(args: argparse.Namespace) -> int:
+    from salvo.actors.node import core_main, open_spool
+    from salvo.actors.signer import keys_from_config, signer_main
+    from salvo.actors.supervisor import DataDirLock, Supervisor, describe_failure, runtime_dir
+    from salvo.core.compose import Composer
+    from salvo.core.config import load_config
+    from salvo.core.errors import StartupError
+    from salvo.ext.errors import DKIMError
+
     config_path = str(args.config) if args.config else None
     config = load_config(config_path)
-    # Fail here, with a clear message, rather than in every signer process.
-    composer = Composer(keys_from_config(config), clock=time.time)
-    for domain in config.dkim:
-        composer.signers_for(domain.lower())
-    open_spool(config).close()  # a data dir that is not a salvo store is refused here
-    signers = args.signers if args.signers is not None else config.signer_count()
-    run_dir = runtime_dir()
-    endpoint = f"ipc://{run_dir}/work"
-    supervisor = Supervisor()
-    supervisor.add("core", core_main, config_path, endpoint, hub=True)
-    for i in range(signers):
-        supervisor.add(f"signer-{i}", signer_main, config_path, endpoint, i)
-    print(
-        f"salvo node: {signers} signer(s); producers: {config.ingress.listen}; "
-        f"events: {config.events.publish}; data: {config.data_dir}",
-        file=sys.stderr,
-    )
+    # Before anything opens the spool, and held until this process exits: the actors are
+    # its children and die with it (docs/architecture.md, "Start-up and the data dir lock").
+    lock = DataDirLock(config.data_dir).acquire()
     try:
-        return supervisor.run()
+        # Fail here, with a clear message, rather than in every signer process.
+        composer = Composer(keys_from_config(config), clock=time.time)
+        for domain in config.dkim:
+            try:
+                composer.signers_for(domain.lower())
+            except DKIMError as exc:
+                cause = exc.__cause__
+                if isinstance(cause, OSError) and cause.filename:
+                    raise StartupError(
+                        f"DKIM key for {domain}: cannot read {cause.filename}: {cause.strerror}"
+                    ) from exc
+                raise
+        try:
+            open_spool(config).close()  # a data dir that is not a salvo store is refused here
+        except Exception as exc:
+            message, _ = describe_failure(exc)
+            raise StartupError(f"data dir {config.data_dir}: {message}") from exc
+        signers = args.signers if args.signers is not None else config.signer_count()
+        run_dir = runtime_dir()
+        endpoint = f"ipc://{run_dir}/work"
+        supervisor = Supervisor()
+        supervisor.add("core", core_main, config_path, endpoint, hub=True)
+        for i in range(signers):
+            supervisor.add(f"signer-{i}", signer_main, config_path, endpoint, i)
+
+        def started() -> None:
+            print(
+                f"salvo node: {signers} signer(s); producers: {config.ingress.listen}; "
+                f"events: {config.events.publish}; data: {config.data_dir}",
+                file=sys.stderr,
+            )
+
+        supervisor.on_started = started
+        try:
+            status = supervisor.run()
+        finally:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        if supervisor.failure is not None:
+            print(f"salvo node: {supervisor.failure}", file=sys.stderr)
+        return status
     finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        lock.release()
