@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -131,6 +132,7 @@ class Delivery:
         self.providers = providers
         self.max_connections = max_connections or math.inf
         self.clock = clock
+        self.rng = random.Random()  # spread of the retry hints after a pause
         self._lanes: dict[tuple[str | None, str], Lane] = {}
         self._provider_lanes: dict[str, list[Lane]] = {}
         self._routes: dict[tuple[str | None, str, RouteSettings], Route] = {}

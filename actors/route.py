@@ -306,7 +306,9 @@ class Route:
         """When a message deferred for the lane's pause is due again (on the delivery's
         clock), spread a little; None when the lane is not paused."""
         left = self.lane.shaper.pause_left(trio.current_time())
-        return self._delivery.clock() + after_pause(left) if left > 0 else None
+        if left <= 0:
+            return None
+        return self._delivery.clock() + after_pause(left, rng=self._delivery.rng)
 
     def _report(
         self, message: Message, outcome: Outcome, host: str, retry_at: float | None = None

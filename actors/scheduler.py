@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import email.utils
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,8 +76,10 @@ class Scheduler:
         *,
         clock: Callable[[], float] = time.time,
         resolver: Resolver | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.config = config
+        self._rng = rng or random.Random()  # retry jitter, spread after pauses
         self.writer = writer
         self.spool = writer.spool
         self.delivery = delivery
@@ -205,7 +208,9 @@ class Scheduler:
                 if provider not in paused:
                     paused[provider] = self.delivery.paused_for(provider)
                 share = policy.share(self.providers.get(provider), max_ready, BATCH)
-                held = policy.hold_back(paused[provider], self.provider_inflight[provider], share)
+                held = policy.hold_back(
+                    paused[provider], self.provider_inflight[provider], share, self._rng
+                )
                 if held is not None:
                     handed.append(
                         SpoolOutcome(
@@ -325,6 +330,7 @@ class Scheduler:
             first_retry=parse_duration(traffic.first_retry),
             max_retry=parse_duration(traffic.max_retry),
             retry_at=result.retry_at,
+            rng=self._rng,
         )
 
     async def _suppress(self, hard: list[tuple[str, Event]], now: float) -> None:
