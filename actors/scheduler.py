@@ -86,6 +86,13 @@ def _mail_from(record: JobRecord) -> str:
     return email.utils.parseaddr(record.from_)[1]
 
 
+class _CannotMake(Outcome):
+    """A signer could not make the message (a template or encoding error at send time):
+    recorded as ``failed``, a final state of its own (docs/spool.md)."""
+
+    __slots__ = ()
+
+
 class Scheduler:
     """Claims, dispatches, routes and records; see the module docstring."""
 
@@ -304,9 +311,9 @@ class Scheduler:
         rcpt = claimed.rcpt
         job = self._jobs[seq]
         message = Message(seq, idx, rcpt, job.mail_from, body or b"")
-        if body is None:
-            outcome = Outcome.bounced(
-                rcpt, Scope.MESSAGE, f"cannot make the message: {error}", (5, 6, 0)
+        if body is None:  # final as `failed` (_CannotMake): not a bounce, suppresses no one
+            outcome = _CannotMake(
+                rcpt, Status.BOUNCED, Scope.MESSAGE, text=f"cannot make the message: {error}"
             )
             self._results_send.send_nowait(Result(message, outcome, "", ""))
             return
@@ -457,6 +464,8 @@ class Scheduler:
             "host": result.host,
         }
         text = o.text[:500]
+        if type(o) is _CannotMake:
+            return SpoolOutcome(state="failed", text=text, **common)
         if o.status is Status.DELIVERED:
             return SpoolOutcome(state="delivered", text=text, **common)
         if o.status is Status.BOUNCED:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import msgspec
 
-EVENT_TYPES = ("accepted", "delivered", "deferred", "bounced", "expired", "suppressed")
+EVENT_TYPES = ("accepted", "delivered", "deferred", "bounced", "failed", "expired", "suppressed")
 
 
 class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
