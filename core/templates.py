@@ -104,7 +104,7 @@ def _attachment(item: Any, index: int, base: Path, where: str) -> tuple[str, str
 def job_template(job: Job) -> MessageTemplate | None:
     """The compiled template of a producer's job (None for a raw message), compiled as the
     signers compile it (:class:`salvo.core.compose.Composer`), so that what it accepts
-    renders there. Jobs of one campaign share their content: the last 256 templates are
+    renders there. Jobs of one campaign share their content: the last 32 templates are
     kept, keyed by content. Raises :class:`TemplateError` when the content cannot compile.
     """
     if job.raw is not None:
@@ -113,7 +113,7 @@ def job_template(job: Job) -> MessageTemplate | None:
     return _compiled(job.from_, job.subject or "", job.text, job.html, headers)
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=32)
 def _compiled(
     from_: str,
     subject: str,
