@@ -211,6 +211,10 @@ class Spool:
             except TemplateError as exc:  # no recipient could be rendered: nothing written
                 results[pos] = Submitted(Reply(id=job.id, status="error", error=str(exc)))
                 continue
+            except Exception as exc:  # a renderer bug must not abort the batch's other jobs
+                error = f"cannot screen the recipients: {type(exc).__name__}: {exc}"
+                results[pos] = Submitted(Reply(id=job.id, status="error", error=error))
+                continue
             if not keep and any(x.reason == MISSING_VARIABLE for x in rejected):
                 results[pos] = Submitted(_unrenderable(job.id, rejected))
                 continue
