@@ -705,19 +705,24 @@ cdef object _MISSING = object()
 cdef inline object _lookup(dict variables, tuple path):
     """The value at a dotted path, or ``_MISSING``: the one lookup that render and
     :meth:`MessageTemplate.missing` share, so the check and the renderer cannot disagree."""
-    cdef object v = variables
-    cdef str seg
-    for seg in path:
-        if type(v) is dict:
-            v = (<dict>v).get(seg, _MISSING)
-        else:
-            try:
-                v = v[seg]
-            except (KeyError, TypeError, IndexError):
-                v = _MISSING
+    cdef object v = variables.get(path[0], _MISSING)
+    cdef Py_ssize_t i
+    for i in range(1, len(path)):
         if v is _MISSING:
             return v
+        if type(v) is dict:
+            v = (<dict>v).get(path[i], _MISSING)
+        else:
+            v = _item(v, path[i])
     return v
+
+
+cdef object _item(object v, str seg):
+    """``v[seg]``, or ``_MISSING`` when ``v`` has no such item or takes no such index."""
+    try:
+        return v[seg]
+    except (KeyError, TypeError, IndexError):
+        return _MISSING
 
 
 cdef str _value(dict variables, _Slot slot, str field):
