@@ -29,7 +29,7 @@ from salvo.core import policy, protocol
 from salvo.core.config import Config, parse_duration
 from salvo.core.events import Event, change_event
 from salvo.core.messages import Content, SignItem
-from salvo.core.smtp import Outcome, Scope
+from salvo.core.smtp import Outcome
 from salvo.core.spool import Change, Claim, Claimed
 from salvo.core.spool import Outcome as SpoolOutcome
 from salvo.core.spool_records import JobRecord
@@ -250,10 +250,8 @@ class Scheduler:
         rcpt = claimed.rcpt
         job = self._jobs[seq]
         message = Message(seq, idx, rcpt, job.mail_from, body or b"")
-        if body is None:
-            outcome = Outcome.bounced(
-                rcpt, Scope.MESSAGE, f"cannot make the message: {error}", (5, 6, 0)
-            )
+        if body is None:  # not the destination's answer: not a bounce, suppresses no one
+            outcome = Outcome.failed(rcpt, f"cannot make the message: {error}")
             self._results_send.send_nowait(Result(message, outcome, "", ""))
             return
         self.router.send(message, claimed.domain, self.config.traffic_class(job.traffic).pool)

@@ -15,7 +15,7 @@ import msgspec
 if TYPE_CHECKING:
     from salvo.core.spool import Change
 
-EVENT_TYPES = ("accepted", "delivered", "deferred", "bounced", "expired", "suppressed")
+EVENT_TYPES = ("accepted", "delivered", "deferred", "bounced", "failed", "expired", "suppressed")
 
 
 class Event(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -34,8 +34,9 @@ transactions, signers and SMTP connections. Read it in the order of a recipient'
    traffic class's ``first_retry`` up to ``max_retry`` (:func:`retry_delay`, near Postfix's
    defaults), never before the retry hint of a paused lane (:func:`after_pause`, which
    spreads what one pause held back).
-7. **Recorded** (:func:`spool_outcome`): delivered, bounced, or deferred with its next
-   attempt; the spool turns a deferral past the recipient's expiry into ``expired``.
+7. **Recorded** (:func:`spool_outcome`): delivered, bounced, failed (the message could
+   not be made: no destination's verdict, counted apart from bounces), or deferred with its
+   next attempt; the spool turns a deferral past the recipient's expiry into ``expired``.
    Outcomes gather for :data:`OUTCOME_WINDOW` before their commit: a commit has a fixed
    cost, and the window bounds how long a delivered recipient can stay unrecorded (the
    duplicate window after a crash, docs/spool.md).
@@ -289,6 +290,8 @@ def spool_outcome(
         return SpoolOutcome(state="delivered", **common)
     if outcome.status is Status.BOUNCED:
         return SpoolOutcome(state="bounced", **common)
+    if outcome.status is Status.FAILED:
+        return SpoolOutcome(state="failed", **common)
     when = deferred_until(
         now, attempts, first=first_retry, cap=max_retry, retry_at=retry_at, rng=rng
     )

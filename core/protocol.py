@@ -139,11 +139,14 @@ class Accepted(msgspec.Struct, frozen=True):
     message_id: str
 
 
-class Rejected(msgspec.Struct, frozen=True):
-    """A recipient the node refused, with a short reason (``suppressed``, ``invalid-address``)."""
+class Rejected(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A recipient the node refused, with a short reason (``suppressed``, ``invalid-address``,
+    ``missing-variable``...) and, for some reasons, a ``text`` for people (the missing
+    variables); an empty ``text`` is left out of the map."""
 
     to: str
     reason: str
+    text: str = ""
 
 
 class Reply(msgspec.Struct, frozen=True, kw_only=True, gc=False):

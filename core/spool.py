@@ -36,6 +36,8 @@ from salvo.core.spool_records import (
 )
 from salvo.core.spool_summary import Summary, summarize
 from salvo.core.suppression import SuppressionStore
+from salvo.core.templates import job_template
+from salvo.ext.errors import TemplateError
 
 __all__ = [
     "Change",
@@ -51,7 +53,10 @@ __all__ = [
 DAY = 86400.0
 NO_BODY = (None, None, None, {}, None)  # JobRecord's subject, text, html, headers, raw
 MID_POOL = 4096  # Message-IDs made from one call of the random source
-OUTCOME_STATES = frozenset({r.QUEUED, r.DELIVERED, r.DEFERRED, r.BOUNCED, r.EXPIRED, r.SUPPRESSED})
+MISSING_VARIABLE = "missing-variable"  # a rejection's reason (docs/protocol.md)
+OUTCOME_STATES = frozenset(
+    {r.QUEUED, r.DELIVERED, r.DEFERRED, r.BOUNCED, r.FAILED, r.EXPIRED, r.SUPPRESSED}
+)
 
 
 class SpoolConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -228,7 +233,18 @@ class Spool:
                 results[pos] = self._replay_in(txn, r.seq_of(known))
                 continue
             firsts[ikey] = pos
-            keep, rejected = _screen(job)
+            try:
+                keep, rejected = _screen(job)
+            except TemplateError as exc:  # no recipient could be rendered: nothing written
+                results[pos] = Submitted(Reply(id=job.id, status="error", error=str(exc)))
+                continue
+            except Exception as exc:  # a renderer bug must not abort the batch's other jobs
+                error = f"cannot screen the recipients: {type(exc).__name__}: {exc}"
+                results[pos] = Submitted(Reply(id=job.id, status="error", error=error))
+                continue
+            if not keep and any(x.reason == MISSING_VARIABLE for x in rejected):
+                results[pos] = Submitted(_unrenderable(job.id, rejected))
+                continue
             pending.append((pos, job, ikey, keep, rejected, from_domain))
         if config.check_suppression and pending:
             self._drop_suppressed(txn, pending, now)
@@ -764,9 +780,13 @@ def _job_problem(job: Job, config: SpoolConfig) -> tuple[str | None, str]:
 
 def _screen(job: Job) -> tuple[list, list[Rejected]]:
     """Split a job's recipients into (recipient, lookup key, A-label domain) to queue and
-    rejections (invalid address or Message-ID, the same address twice); suppression is
-    checked later, for the whole batch at once. ``to`` may be ``Name <addr>``: the bare
-    address is what is checked (see :func:`salvo.core.address.mailbox_key`)."""
+    rejections (invalid address or Message-ID, the same address twice, variables that do
+    not fill the template's placeholders); suppression is checked later, for the whole
+    batch at once. ``to`` may be ``Name <addr>``: the bare address is what is checked (see
+    :func:`salvo.core.address.mailbox_key`). Raises :class:`TemplateError` when the job's
+    template does not compile (no recipient could be rendered)."""
+    template = job_template(job)
+    missing = template.missing if template is not None and template.requires else None
     keep, rejected, seen = [], [], set()
     for rcpt in job.recipients:
         try:
@@ -778,10 +798,30 @@ def _screen(job: Job) -> tuple[list, list[Rejected]]:
             rejected.append(Rejected(rcpt.to, "invalid-message-id"))
         elif key in seen:
             rejected.append(Rejected(rcpt.to, "duplicate"))
+        elif missing is not None and (names := missing(rcpt.vars)):
+            rejected.append(Rejected(rcpt.to, MISSING_VARIABLE, _missing_text(names)))
         else:
             seen.add(key)
             keep.append((rcpt, key, domain))
     return keep, rejected
+
+
+def _missing_text(names: tuple[str, ...]) -> str:
+    if len(names) == 1:
+        return f"missing variable {names[0]!r}"
+    return "missing variables " + ", ".join(map(repr, names))
+
+
+def _unrenderable(job_id: str, rejected: list[Rejected]) -> Reply:
+    """The ``error`` reply to a job none of whose recipients could be rendered."""
+    texts = list(dict.fromkeys(x.text for x in rejected if x.reason == MISSING_VARIABLE))
+    why = "; ".join(texts[:3]) + ("; ..." if len(texts) > 3 else "")
+    return Reply(
+        id=job_id,
+        status="error",
+        rejected=rejected,
+        error=f"no recipient can be rendered: {why}",
+    )
 
 
 def _valid_message_id(value: str) -> bool:

@@ -8,7 +8,7 @@ use NUL as a separator (ids, tenants and campaigns may not contain NUL).
 Submissions are :class:`salvo.core.protocol.Job` values, as the ingress decodes them; the
 records below keep their own layout (``""`` where the protocol has ``None``). A job's
 rejected recipients are stored as :class:`salvo.core.protocol.Rejected` (a ``{to, reason}``
-map, the same bytes as before).
+map, the same bytes as before; ``text`` is added only where one is given).
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ DEFERRED = "deferred"
 BOUNCED = "bounced"
 EXPIRED = "expired"
 SUPPRESSED = "suppressed"
-STATES = (QUEUED, IN_FLIGHT, DELIVERED, DEFERRED, BOUNCED, EXPIRED, SUPPRESSED)
-FINAL_STATES = frozenset({DELIVERED, BOUNCED, EXPIRED, SUPPRESSED})
+FAILED = "failed"  # the message could not be made at send time: final, not a bounce
+STATES = (QUEUED, IN_FLIGHT, DELIVERED, DEFERRED, BOUNCED, FAILED, EXPIRED, SUPPRESSED)
+FINAL_STATES = frozenset({DELIVERED, BOUNCED, FAILED, EXPIRED, SUPPRESSED})
 WAITING_STATES = frozenset({QUEUED, DEFERRED})
 
 

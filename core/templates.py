@@ -1,4 +1,5 @@
-"""Message templates from TOML files (``salvo render``, the demo).
+"""Message templates from TOML files (``salvo render``, the demo), and a job's compiled
+template for the render check at intake (:func:`job_template`).
 
 A template file holds the fields of a job's content::
 
@@ -18,14 +19,18 @@ Paths are relative to the template file. Unknown keys are errors that name the k
 
 from __future__ import annotations
 
+import functools
 import mimetypes
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from salvo.core import host
 from salvo.ext.errors import TemplateError
 from salvo.ext.mime import MessageTemplate
+
+if TYPE_CHECKING:
+    from salvo.core.protocol import Job
 
 _KEYS = {"from", "subject", "text", "text_file", "html", "html_file", "headers", "attachments"}
 _ATTACHMENT_KEYS = {"path", "content_type", "filename"}
@@ -95,3 +100,26 @@ def _attachment(item: Any, index: int, base: Path, where: str) -> tuple[str, str
         mimetypes.guess_type(filename)[0] or "application/octet-stream"
     )
     return (filename, content_type, host.read_bytes(path))
+
+
+def job_template(job: Job) -> MessageTemplate | None:
+    """The compiled template of a producer's job (None for a raw message), compiled as the
+    signers compile it (:class:`salvo.core.compose.Composer`), so that what it accepts
+    renders there. Jobs of one campaign share their content: the last 32 templates are
+    kept, keyed by content. Raises :class:`TemplateError` when the content cannot compile.
+    """
+    if job.raw is not None:
+        return None
+    headers = tuple(job.headers.items()) if job.headers else ()
+    return _compiled(job.from_, job.subject or "", job.text, job.html, headers)
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(
+    from_: str,
+    subject: str,
+    text: str | None,
+    html: str | None,
+    headers: tuple[tuple[str, str], ...],
+) -> MessageTemplate:
+    return MessageTemplate(from_, subject, text=text, html=html, headers=dict(headers) or None)

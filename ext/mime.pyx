@@ -681,6 +681,20 @@ cdef list _parse_template(str text, str field, bint allow_raw):
     return [p for p in parts if not (type(p) is str and p == "")] or [""]
 
 
+cdef tuple _placeholder_paths(list fields):
+    """``(name, path)`` for each distinct placeholder of the fields' parsed templates,
+    in order of first use."""
+    cdef list out = []
+    cdef set seen = set()
+    cdef list parts
+    for parts in fields:
+        for p in parts:
+            if type(p) is not str and (<_Slot>p).name not in seen:
+                seen.add((<_Slot>p).name)
+                out.append(((<_Slot>p).name, (<_Slot>p).path))
+    return tuple(out)
+
+
 cdef bint _is_static(list parts):
     return len(parts) == 1 and type(parts[0]) is str
 
@@ -688,20 +702,34 @@ cdef bint _is_static(list parts):
 cdef object _MISSING = object()
 
 
+cdef inline object _lookup(dict variables, tuple path):
+    """The value at a dotted path, or ``_MISSING``: the one lookup that render and
+    :meth:`MessageTemplate.missing` share, so the check and the renderer cannot disagree."""
+    cdef object v = variables.get(path[0], _MISSING)
+    cdef Py_ssize_t i
+    for i in range(1, len(path)):
+        if v is _MISSING:
+            return v
+        if type(v) is dict:
+            v = (<dict>v).get(path[i], _MISSING)
+        else:
+            v = _item(v, path[i])
+    return v
+
+
+cdef object _item(object v, str seg):
+    """``v[seg]``, or ``_MISSING`` when ``v`` has no such item or takes no such index."""
+    try:
+        return v[seg]
+    except (KeyError, TypeError, IndexError):
+        return _MISSING
+
+
 cdef str _value(dict variables, _Slot slot, str field):
     """Look up a slot's dotted path and turn the value into text."""
-    cdef object v = variables
-    cdef str seg
-    for seg in slot.path:
-        if type(v) is dict:
-            v = (<dict>v).get(seg, _MISSING)
-        else:
-            try:
-                v = v[seg]
-            except (KeyError, TypeError, IndexError):
-                v = _MISSING
-        if v is _MISSING:
-            raise MissingVariableError(slot.name, field)
+    cdef object v = _lookup(variables, slot.path)
+    if v is _MISSING:
+        raise MissingVariableError(slot.name, field)
     if type(v) is str:
         return <str>v
     if v is None:
@@ -967,6 +995,8 @@ cdef class MessageTemplate:
     cdef bytes _between           # delimiter between text and html
     cdef bytes _suffix            # closing delimiter(s), attachments included
     cdef str _mid_domain
+    cdef tuple _paths             # (name, path) of each distinct placeholder, render order
+    cdef readonly frozenset requires
 
     def __init__(self, from_, subject, text=None, html=None, headers=None,
                  attachments=None, *, message_id_domain=None):
@@ -1028,6 +1058,35 @@ cdef class MessageTemplate:
             self._between = None
         self._prefix = [prefix] if prefix else []
         self._suffix = suffix
+        fields = [self._from_parts, self._subject.parts]
+        fields += [(<_Header>h).parts for h in self._extras]
+        if self._text is not None:
+            fields.append(self._text.parts)
+        if self._html is not None:
+            fields.append(self._html.parts)
+        self._paths = _placeholder_paths(fields)
+        self.requires = frozenset([name for name, _ in self._paths])
+
+    def missing(self, variables=None):
+        """The placeholders ``variables`` cannot fill, as a tuple of dotted names in the
+        order :meth:`render` meets them (empty when every one resolves).
+
+        A name is missing exactly when :meth:`render` would raise
+        :class:`MissingVariableError` for it: a segment is absent, or a value on the way is
+        not a mapping (``order.id`` with ``order`` a string). The first name is the one
+        render would raise for. Only lookups: nothing is rendered or encoded, and value
+        types are not checked (a list where text is expected fails at render).
+        """
+        cdef dict vars_ = {} if variables is None else (
+            variables if type(variables) is dict else dict(variables))
+        cdef list out = None
+        cdef tuple item
+        for item in self._paths:
+            if _lookup(vars_, <tuple>item[1]) is _MISSING:
+                if out is None:
+                    out = []
+                out.append(item[0])
+        return () if out is None else tuple(out)
 
     def render(self, to, variables=None, message_id=None, *, date=None):
         """Render the message for one recipient; returns RFC 5322 bytes with CRLF line ends.

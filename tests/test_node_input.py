@@ -182,15 +182,19 @@ def test_req_style_delimiter_frame(node):
     assert reply["id"] == "req-1" and reply["status"] == "accepted", reply
 
 
-def test_cr_lf_or_missing_variable_bounces_only_that_recipient(producer, node):
-    """Variables are rendered at send time: one that would inject a header (or is missing)
-    bounces its recipient (5.6.0, not suppressed); the job's other recipients go out."""
+def test_cr_lf_fails_and_missing_variable_is_rejected_only_that_recipient(producer, node):
+    """A missing variable is found at intake: that recipient is rejected, never acked.
+    A value that would inject a header is found at send time: that recipient ends
+    ``failed`` (not a bounce, not suppressed); the job's other recipients go out."""
     setup, _, sink = node
     bad = job("vars", ["v-ok@example.org", "v-crlf@example.org", "v-missing@example.org"])
     bad["recipients"][1]["vars"] = {"name": "x\r\nBcc: victim@example.org"}
     bad["recipients"][2]["vars"] = {}
     reply = producer.request(bad)
-    assert reply is not None and reply["status"] == "accepted", reply
+    assert reply is not None and reply["status"] == "partial", reply
+    assert [(r["to"], r["reason"]) for r in reply["rejected"]] == [
+        ("v-missing@example.org", "missing-variable")
+    ]
     mids = {a["to"]: a["message_id"] for a in reply["accepted"]}
 
     def final() -> dict[str, dict]:
@@ -199,14 +203,12 @@ def test_cr_lf_or_missing_variable_bounces_only_that_recipient(producer, node):
         }
         return events if all(e["type"] != "accepted" for e in events.values()) else {}
 
-    assert wait_for(lambda: len(final()) == 3, 60, 0.1), setup.events()[-10:]
+    assert wait_for(lambda: len(final()) == 2, 60, 0.1), setup.events()[-10:]
     events = final()
     assert events[mids["v-ok@example.org"]]["type"] == "delivered"
-    for to in ("v-crlf@example.org", "v-missing@example.org"):
-        event = events[mids[to]]
-        assert (event["type"], event["status"]) == ("bounced", "5.6.0"), event
-    assert "control character" in events[mids["v-crlf@example.org"]]["text"]
-    assert "missing variable" in events[mids["v-missing@example.org"]]["text"]
+    event = events[mids["v-crlf@example.org"]]
+    assert event["type"] == "failed", event
+    assert "control character" in event["text"]
     assert "victim@example.org" not in _rcpts(sink)
     assert "v-crlf@example.org" not in _rcpts(sink)
     check = setup.cli("suppress", "--data", str(setup.data_dir), "check", "v-crlf@example.org")

@@ -120,6 +120,10 @@ def test_spool_outcome_of_each_status():
         "mx.example",
     )
     assert policy.spool_outcome(1, 2, HARD, "mx", rng=rng, **common).state == "bounced"
+    cannot = Outcome.failed("a@example.org", "cannot make the message: missing variable")
+    failed = policy.spool_outcome(1, 2, cannot, "", rng=rng, **common)
+    assert (failed.state, failed.code, failed.enhanced) == ("failed", 0, "")
+    assert not policy.suppresses(failed.state, failed.code, failed.enhanced)
     deferred = policy.spool_outcome(1, 2, RCPT_SOFT, "mx", rng=rng, **common)
     assert deferred.state == "deferred"
     assert NOW + 240 <= deferred.next_attempt <= NOW + 360  # 5 min +- 20 %

@@ -26,6 +26,7 @@ class Status(enum.Enum):
     DELIVERED = "delivered"
     DEFERRED = "deferred"  # temporary: retry later
     BOUNCED = "bounced"  # permanent: never retry
+    FAILED = "failed"  # the message could not be made: final, and no answer of a destination
 
 
 class Scope(enum.Enum):
@@ -80,6 +81,12 @@ class Outcome:
     def bounced(cls, recipient: str, scope: Scope, text: str, esc: tuple[int, int, int]) -> Outcome:
         """A permanent failure decided locally, before anything was sent."""
         return cls(recipient, Status.BOUNCED, scope, None, esc, text)
+
+    @classmethod
+    def failed(cls, recipient: str, text: str) -> Outcome:
+        """The message could not be made (a template or encoding error at send time): final,
+        but not a bounce, since no destination refused anything."""
+        return cls(recipient, Status.FAILED, Scope.MESSAGE, None, None, text)
 
     @classmethod
     def split_off(cls, recipient: str, text: str, reply: Reply | None = None) -> Outcome:

@@ -1,5 +1,8 @@
 """``salvo submit``: send jobs to a node and print one JSON reply per job.
 
+Each refused recipient (with its reason and the missing variables, if any) and each job
+error is also told on stderr, one line each, at most :data:`SHOWN` per job.
+
 Exit status: 0 when every job was accepted, 1 when a job was rejected or partly rejected,
 2 on errors (a malformed line, an "error" reply, no reply, or ``retry`` until the end).
 """
@@ -21,6 +24,7 @@ import msgspec
 from salvo.ext.errors import SalvoError
 
 _EXIT = {"accepted": 0, "partial": 1, "rejected": 1}  # anything else: 2
+SHOWN = 10  # refused recipients told on stderr per job
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -147,6 +151,23 @@ class _Report:
 
     def reply(self, reply: dict[str, Any], line: int) -> None:
         self._emit({**reply, "line": line})
+        self._tell(reply, line)
+
+    def _tell(self, reply: dict[str, Any], line: int) -> None:
+        """One line on stderr per refused recipient (the first SHOWN) and per job error."""
+        rejected = reply.get("rejected") or []
+        if reply["status"] != "error" and not rejected:
+            return
+        where = f"line {line}, job {reply['id']}"
+        out = []
+        if reply["status"] == "error":
+            out.append(f"{where}: error: {reply.get('error') or 'no reason given'}")
+        for r in rejected[:SHOWN]:
+            why = f"{r['reason']}: {r['text']}" if r.get("text") else r["reason"]
+            out.append(f"{where}: {r['to']} rejected ({why})")
+        if len(rejected) > SHOWN:
+            out.append(f"{where}: ... and {len(rejected) - SHOWN} more rejected recipients")
+        sys.stderr.write(("\r\x1b[K" if self._progress else "") + "\n".join(out) + "\n")
 
     def malformed(self, line: int, why: str) -> None:
         error = f"line {line}: {why}; this job was not sent"
