@@ -141,9 +141,8 @@ def core_main(config_path: str | None, work_endpoint: str) -> None:
     the core stops on SIGTERM by itself, so its stats are written after the drain.
     """
     config = load_config(config_path)
-    # Nearly all of the core's garbage is acyclic and freed by reference counting; the
-    # cycle collector's frequent young-generation passes cost ~10% of intake at full
-    # rate for nothing, so they run 20x less often.
+    # Nearly all of the core's garbage is acyclic and freed by reference counting: the
+    # cycle collector's young-generation passes run far less often (docs/bench.md).
     gc.set_threshold(20_000, 20, 20)
     with profiled("core"):
         trio.run(run_core, config, work_endpoint)
