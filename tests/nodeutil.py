@@ -556,6 +556,29 @@ class EventSubscriber:
         self.sock.close()
 
 
+def missing_acked(acked: dict[str, str], sink: AioSink, setup: NodeSetup) -> list[str]:
+    """Acked Message-IDs neither at the sink nor finally bounced/expired (per events)."""
+    arrived = set(sink.by_message_id())
+    left = [m for m in acked if m not in arrived]
+    if not left:
+        return []
+    final = final_states(setup.events())
+    return [m for m in left if final.get(m) not in ("bounced", "expired")]
+
+
+@contextlib.contextmanager
+def node_with_sink(root: Path, sink_host: str) -> Iterator[tuple[NodeSetup, NodeProcess, AioSink]]:
+    """A started node whose example.org goes to an aiosmtpd sink on ``sink_host``."""
+    with AioSink(sink_host) as sink:
+        setup = NodeSetup(root / "node", {"example.org": sink.address})
+        process = NodeProcess(setup)
+        try:
+            process.start()
+            yield setup, process, sink
+        finally:
+            process.close()
+
+
 def final_states(events: list[dict]) -> dict[str, str]:
     """The last event type per message id (events in the order they were emitted)."""
     last: dict[str, str] = {}

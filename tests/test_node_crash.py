@@ -17,8 +17,8 @@ from nodeutil import (
     NodeSetup,
     RawProducer,
     children_of,
-    final_states,
     job,
+    missing_acked,
     running_node,
     wait_for,
 )
@@ -26,16 +26,6 @@ from nodeutil import (
 KILLS = 20
 MAX_READY = 64
 SETTLE_BOUND = 120.0  # seconds for the last restart to deliver what is left
-
-
-def _missing(acked: dict[str, str], sink: AioSink, setup: NodeSetup) -> list[str]:
-    """Acked Message-IDs neither at the sink nor finally bounced/expired (per events)."""
-    arrived = set(sink.by_message_id())
-    left = [m for m in acked if m not in arrived]
-    if not left:
-        return []
-    final = final_states(setup.events())
-    return [m for m in left if final.get(m) not in ("bounced", "expired")]
 
 
 def test_sigkill_loop_under_continuous_submission_loses_nothing(tmp_path: Path):
@@ -69,8 +59,8 @@ def test_sigkill_loop_under_continuous_submission_loses_nothing(tmp_path: Path):
                 wait_for(lambda: producer.acked_count() > 0, 30, 0.1)
                 time.sleep(1.0)
             acked = dict(producer.acked)
-            wait_for(lambda: not _missing(acked, sink, setup), SETTLE_BOUND, 0.25)
-            missing = _missing(acked, sink, setup)
+            wait_for(lambda: not missing_acked(acked, sink, setup), SETTLE_BOUND, 0.25)
+            missing = missing_acked(acked, sink, setup)
             copies = sink.by_message_id()
             status = node.terminate()
         finally:

@@ -18,7 +18,14 @@ import random
 import time
 from pathlib import Path
 
-from nodeutil import AioSink, ContinuousProducer, NodeProcess, NodeSetup, final_states, wait_for
+from nodeutil import (
+    AioSink,
+    ContinuousProducer,
+    NodeProcess,
+    NodeSetup,
+    missing_acked,
+    wait_for,
+)
 
 from salvo.actors.delivery import BATCH
 
@@ -103,16 +110,8 @@ def test_sigkills_against_a_slow_receiver_duplicate_little_and_lose_nothing(tmp_
             handler.cost = 0.0
             acked = dict(producer.acked)
 
-            def missing() -> list[str]:
-                arrived = set(sink.by_message_id())
-                left = [m for m in acked if m not in arrived]
-                if not left:
-                    return []
-                final = final_states(setup.events())
-                return [m for m in left if final.get(m) not in ("bounced", "expired")]
-
-            wait_for(lambda: not missing(), SETTLE_BOUND, 0.25)
-            lost = missing()
+            wait_for(lambda: not missing_acked(acked, sink, setup), SETTLE_BOUND, 0.25)
+            lost = missing_acked(acked, sink, setup)
             copies = sink.by_message_id()
             windows = _windows(sink, handler.times, setup.events(), slow_until)
             status = node.terminate()

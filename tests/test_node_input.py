@@ -4,22 +4,15 @@ and the node keeps serving other producers."""
 from __future__ import annotations
 
 import pytest
-from nodeutil import AioSink, NodeProcess, NodeSetup, RawProducer, job, wait_for
+from nodeutil import AioSink, RawProducer, job, node_with_sink, wait_for
 
 REPLY_KEYS = {"id", "status", "accepted", "rejected", "error"}
 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("input")
-    with AioSink("127.0.0.5") as sink:
-        setup = NodeSetup(root / "node", {"example.org": sink.address})
-        process = NodeProcess(setup)
-        try:
-            process.start()
-            yield setup, process, sink
-        finally:
-            process.close()
+    with node_with_sink(tmp_path_factory.mktemp("input"), "127.0.0.5") as running:
+        yield running
 
 
 @pytest.fixture

@@ -162,23 +162,21 @@ def _taken(port: int) -> socket.socket:
     return sock
 
 
-def test_ingress_port_in_use(setup: NodeSetup):
-    with _taken(setup.ingress_port):
+@pytest.mark.parametrize(
+    ("port", "endpoint", "says"),
+    [
+        ("ingress_port", "endpoint", "ingress: cannot listen on"),
+        ("events_port", "events_endpoint", "events: cannot publish on"),
+    ],
+)
+def test_a_port_in_use(setup: NodeSetup, port: str, endpoint: str, says: str):
+    with _taken(getattr(setup, port)):
         status, stderr, _ = _salvo_node(setup)
     assert status == 1
     assert _one_error_line(stderr) == (
-        f"salvo node: ingress: cannot listen on {setup.endpoint}: Address already in use"
+        f"salvo node: {says} {getattr(setup, endpoint)}: Address already in use"
     )
     assert "started core" in stderr and "restarting" not in stderr
-
-
-def test_events_port_in_use(setup: NodeSetup):
-    with _taken(setup.events_port):
-        status, stderr, _ = _salvo_node(setup)
-    assert status == 1
-    assert _one_error_line(stderr) == (
-        f"salvo node: events: cannot publish on {setup.events_endpoint}: Address already in use"
-    )
 
 
 def test_dkim_key_that_cannot_be_read(setup: NodeSetup):

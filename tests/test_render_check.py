@@ -12,22 +12,15 @@ from __future__ import annotations
 import re
 
 import pytest
-from nodeutil import AioSink, NodeProcess, NodeSetup, RawProducer, job, wait_for
+from nodeutil import AioSink, NodeSetup, RawProducer, job, node_with_sink, wait_for
 
 DELIVERY_BOUND = 60.0
 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("rendercheck")
-    with AioSink("127.0.0.6") as sink:
-        setup = NodeSetup(root / "node", {"example.org": sink.address})
-        process = NodeProcess(setup)
-        try:
-            process.start()
-            yield setup, process, sink
-        finally:
-            process.close()
+    with node_with_sink(tmp_path_factory.mktemp("rendercheck"), "127.0.0.6") as running:
+        yield running
 
 
 @pytest.fixture
