@@ -20,8 +20,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
-import errno
-import fcntl
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -34,9 +32,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from salvo.actors.datadir_lock import os_reason
 from salvo.core.config import ConfigError
 from salvo.core.errors import SalvoError, StartupError
-from salvo.core.spool_env import NODE_LOCK, STORE_SUBDIR
 
 log = logging.getLogger("salvo.supervisor")
 
@@ -56,87 +54,6 @@ def die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         return
-
-
-# -- the data dir's lock ------------------------------------------------------------------
-
-
-class DataDirLock:
-    """An exclusive ``flock`` on ``DATA_DIR/node.lock``, which holds the owner's pid.
-
-    The supervisor takes it before anything opens the spool and keeps the descriptor open
-    until it exits. The kernel drops the lock when the last descriptor of the open file
-    goes, so a node killed by SIGKILL never leaves a stale lock. The descriptor is
-    close-on-exec and spawned children get only the descriptors multiprocessing passes
-    them, so no actor holds a copy that could outlive the supervisor.
-    """
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.path = data_dir / NODE_LOCK
-        self._fd: int | None = None
-
-    def acquire(self) -> DataDirLock:
-        """Take the lock, or raise :class:`StartupError` naming why not (and the holder)."""
-        where = f"data dir {self.data_dir}"
-        if (
-            self.data_dir.is_dir()
-            and not self.path.exists()
-            and not (self.data_dir / STORE_SUBDIR).exists()
-            and any(self.data_dir.iterdir())
-        ):  # no lock file left in a folder that is not ours
-            raise StartupError(
-                f"{where} is not empty and holds no salvo store; "
-                "use an empty or new directory for data_dir"
-            )
-        try:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            raise StartupError(f"{where}: cannot use it: {_os_reason(exc)}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise StartupError(f"{where}: cannot lock {self.path}: {exc.strerror}") from None
-            holder = self._holder()
-            raise StartupError(
-                f"{where} is in use by another node ({holder}); "
-                "stop it first or use another data_dir"
-            ) from None
-        try:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
-        except OSError as exc:
-            os.close(fd)
-            raise StartupError(f"{where}: cannot write {self.path}: {exc.strerror}") from None
-        self._fd = fd
-        return self
-
-    def _holder(self) -> str:
-        # The holder writes its pid right after it took the lock: give it a moment.
-        deadline = time.monotonic() + 1.0
-        while True:
-            try:
-                text = self.path.read_text().strip()
-            except OSError:
-                text = ""
-            if text.isdigit():
-                return f"pid {text}"
-            if time.monotonic() >= deadline:
-                return "pid unknown"
-            time.sleep(0.05)
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
-def _os_reason(exc: OSError) -> str:
-    reason = exc.strerror or str(exc)
-    return f"{reason} ({exc.filename})" if exc.filename else reason
 
 
 # -- start-up reports ----------------------------------------------------------------------
@@ -165,7 +82,7 @@ def describe_failure(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, StartupError):
         return str(exc), exc.exit_status
     if isinstance(exc, OSError):
-        return _os_reason(exc), 1
+        return os_reason(exc), 1
     if isinstance(exc, SalvoError):
         return str(exc), 2 if isinstance(exc, ConfigError) else 1
     return f"{type(exc).__name__}: {exc}", 1

@@ -41,9 +41,10 @@ def run_node(args: argparse.Namespace) -> int:
 
 
 def _run_node(args: argparse.Namespace) -> int:
+    from salvo.actors.datadir_lock import DataDirLock
     from salvo.actors.node import core_main, open_spool
     from salvo.actors.signer import keys_from_config, signer_main
-    from salvo.actors.supervisor import DataDirLock, Supervisor, describe_failure, runtime_dir
+    from salvo.actors.supervisor import Supervisor, describe_failure, runtime_dir
     from salvo.core.compose import Composer
     from salvo.core.config import load_config
     from salvo.core.errors import StartupError
