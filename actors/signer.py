@@ -28,7 +28,9 @@ from salvo.core.config import Config, load_config
 from salvo.core.messages import FromSigner, Hello, SignBatch, Signed, SignedBatch, Stop, ToSigner
 from salvo.ext.errors import SalvoError
 
-STOP_IDLE_MS = 250  # after SIGTERM, exit once no batch came for this long
+STOP_IDLE_MS = 2000  # after SIGTERM, exit once no batch came for this long
+POLL_MS = 100
+STOP_NOW = signal.SIGUSR1  # the supervisor's "the core is gone: stop now"
 CREDITS = 2  # one batch being signed, one waiting: the signer never idles, little is queued
 
 
@@ -92,18 +94,24 @@ def signer_main(config_path: str | None, endpoint: str, index: int) -> None:
 
 
 def _signer_main(config_path: str | None, endpoint: str, index: int) -> None:
-    # The supervisor stops signers with a Stop message or SIGTERM; Ctrl-C goes to it alone.
-    # SIGTERM finishes the work in hand first: when the whole process group gets it (a
-    # service manager's stop), the core is still draining and needs the batches it gave
-    # out signed; exiting at once would leave them to the core's drain timeout.
+    # SIGTERM to the whole process group (a service manager's stop, Ctrl-C's SIGINT is
+    # ignored) finishes the work in hand first: the core is still draining and needs the
+    # batches it gives out signed, even those a signer that just started has not received
+    # yet, so the signer waits until none came for a while. The supervisor stops a signer
+    # once the core has exited, with STOP_NOW: then there is no more work to wait for.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    stopping = False
+    stopping = now = False
 
     def stop(*_: object) -> None:
         nonlocal stopping
         stopping = True
 
+    def stop_now(*_: object) -> None:
+        nonlocal stopping, now
+        stopping = now = True
+
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(STOP_NOW, stop_now)
     config = load_config(config_path)
     composer = Composer(keys_from_config(config), clock=time.time)
     for domain in config.dkim:
@@ -117,12 +125,15 @@ def _signer_main(config_path: str | None, endpoint: str, index: int) -> None:
     hello: FromSigner = Hello(index, os.getpid(), CREDITS)
     sock.send(encode(hello))
     report_started()
+    idle = 0  # ms without a batch
     try:
-        while True:
-            if not sock.poll(STOP_IDLE_MS, zmq.POLLIN):
-                if stopping:
+        while not now:
+            if not sock.poll(POLL_MS, zmq.POLLIN):
+                idle += POLL_MS
+                if stopping and idle >= STOP_IDLE_MS:
                     break  # asked to stop, and no work came for a while
                 continue
+            idle = 0
             frames = sock.recv_multipart(copy=False)
             match decode(frames[0].buffer):
                 case Stop():

@@ -134,6 +134,7 @@ class Child:
     restart_at: float = 0.0
     started_at: float = 0.0
     hub: bool = False  # the others are linked to it: when it dies, they restart with it
+    stop_signal: int = signal.SIGTERM  # what the supervisor sends it to stop
 
 
 def _exit_reason(exitcode: int | None) -> str:
@@ -169,13 +170,22 @@ class Supervisor:
         self.failure_status = 1
         self.on_started: Callable[[], None] | None = None  # once every actor has started
 
-    def add(self, name: str, target: Callable[..., None], *args: object, hub: bool = False) -> None:
+    def add(
+        self,
+        name: str,
+        target: Callable[..., None],
+        *args: object,
+        hub: bool = False,
+        stop_signal: int = signal.SIGTERM,
+    ) -> None:
         """Register a process to run (started by :meth:`run`), in stop order.
 
         When a ``hub`` dies the other children are restarted too: they hold links (and
         in-flight work) that only the hub's new incarnation can take up again.
+        ``stop_signal`` is what the supervisor sends it to stop (a signer distinguishes the
+        supervisor's stop, after the core is gone, from a SIGTERM to the process group).
         """
-        self._children.append(Child(name, target, args, hub=hub))
+        self._children.append(Child(name, target, args, hub=hub, stop_signal=stop_signal))
 
     def _start(self, child: Child) -> None:
         if child.report is not None:
@@ -283,7 +293,7 @@ class Supervisor:
         for other in self._children:
             if other is not hub and other.process is not None and other.process.is_alive():
                 log.info("restarting %s with %s", other.name, hub.name)
-                other.process.terminate()
+                os.kill(other.process.pid, other.stop_signal)
                 other.process.join(10)
                 if other.process.is_alive():
                     other.process.kill()
@@ -298,7 +308,7 @@ class Supervisor:
             if process is None or not process.is_alive():
                 continue
             log.info("stopping %s (pid %d)", child.name, process.pid)
-            process.terminate()
+            os.kill(process.pid, child.stop_signal)
             process.join(self.stop_timeout)
             if process.is_alive():
                 log.error(

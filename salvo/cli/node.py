@@ -43,7 +43,7 @@ def run_node(args: argparse.Namespace) -> int:
 def _run_node(args: argparse.Namespace) -> int:
     from salvo.actors.datadir_lock import DataDirLock
     from salvo.actors.node import core_main, open_spool
-    from salvo.actors.signer import keys_from_config, signer_main
+    from salvo.actors.signer import STOP_NOW, keys_from_config, signer_main
     from salvo.actors.supervisor import Supervisor, describe_failure, runtime_dir
     from salvo.core.compose import Composer
     from salvo.core.config import load_config
@@ -79,7 +79,9 @@ def _run_node(args: argparse.Namespace) -> int:
         supervisor = Supervisor()
         supervisor.add("core", core_main, config_path, endpoint, hub=True)
         for i in range(signers):
-            supervisor.add(f"signer-{i}", signer_main, config_path, endpoint, i)
+            supervisor.add(
+                f"signer-{i}", signer_main, config_path, endpoint, i, stop_signal=STOP_NOW
+            )
 
         def started() -> None:
             print(
