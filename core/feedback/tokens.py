@@ -5,8 +5,8 @@ Pure functions: the node's secret is passed in as bytes (the node reads it once 
 with a label of its own kind, so a token of one kind is never valid as another, and a
 forged or altered token reads as ``None``.
 
-- VERP return path ``b-TOKEN@domain`` (:func:`verp_address`): TOKEN is lowercase base32
-  (``[a-z2-7]``) of a version byte, the spool's job number ``seq`` and the recipient's
+- VERP return path ``b-TOKEN@domain`` (:func:`verp_address`): TOKEN is lowercase hex
+  (``[0-9a-f]``) of a version byte, the spool's job number ``seq`` and the recipient's
   index ``idx`` (unsigned LEB128 varints), and 80 bits of MAC. The spool maps
   ``(seq, idx)`` to tenant, job, recipient and Message-ID while the job is retained. MTAs
   may change the case of a local part: the token is lowercase and read in any case.
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
+import functools
 import hmac
 import re
 
@@ -52,7 +52,7 @@ _COMPACT_MAC = 10  # bytes of HMAC in a compact (local part) token: 80 bits
 _URL_MAC = 12  # bytes of HMAC in an unsubscribe URL token: 96 bits
 _MAX_SEQ = 2**64 - 1  # the spool's job numbers are u64
 _MAX_IDX = 2**32 - 1  # recipient indexes are u32
-_MAX_COMPACT_CHARS = 64 - 2  # a local part is at most 64 octets, the prefix takes 2
+_MAX_COMPACT_CHARS = 2 * (1 + 10 + 5 + _COMPACT_MAC)  # 52: with the prefix, <= 64 octets
 _MAX_URL_CHARS = 4096
 
 # Domain separation: each kind of token has its own label before its payload. The labels
@@ -61,12 +61,21 @@ _VERP_LABEL = b"salvo verp return path\x00"
 _MAILTO_LABEL = b"salvo unsubscribe mailto\x00"
 _URL_LABEL = b"salvo unsubscribe url\x00"
 
-_BASE32 = re.compile(r"[a-z2-7]+")
+_HEX = re.compile(r"(?:[0-9a-f]{2})+")
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 
+@functools.lru_cache(maxsize=32)
+def _keyed(secret: bytes, label: bytes) -> hmac.HMAC:
+    """HMAC-SHA256 keyed with ``secret`` and fed ``label``: copied per token, which saves
+    the key schedule and the label on every call."""
+    return hmac.new(secret, label, "sha256")
+
+
 def _mac(secret: bytes, label: bytes, payload: bytes, size: int) -> bytes:
-    return hmac.digest(secret, label + payload, hashlib.sha256)[:size]
+    mac = _keyed(secret, label).copy()
+    mac.update(payload)
+    return mac.digest()[:size]
 
 
 def _uvarint(n: int) -> bytes:
@@ -103,20 +112,16 @@ def _compact(secret: bytes, label: bytes, seq: int, idx: int) -> str:
     if not (0 <= seq <= _MAX_SEQ and 0 <= idx <= _MAX_IDX):
         raise ValueError(f"seq {seq} or idx {idx} out of range")
     payload = bytes((_VERSION,)) + _uvarint(seq) + _uvarint(idx)
-    raw = payload + _mac(secret, label, payload, _COMPACT_MAC)
-    return base64.b32encode(raw).rstrip(b"=").decode("ascii").lower()
+    return (payload + _mac(secret, label, payload, _COMPACT_MAC)).hex()
 
 
 def _read_compact(secret: bytes, label: bytes, token: str) -> tuple[int, int] | None:
     if not isinstance(token, str) or len(token) > _MAX_COMPACT_CHARS:
         return None
     token = token.lower()
-    if not _BASE32.fullmatch(token):
+    if not _HEX.fullmatch(token):
         return None
-    try:
-        raw = base64.b32decode(token.upper() + "=" * (-len(token) % 8))
-    except (binascii.Error, ValueError):
-        return None
+    raw = bytes.fromhex(token)
     if len(raw) < 3 + _COMPACT_MAC:
         return None
     payload, mac = raw[:-_COMPACT_MAC], raw[-_COMPACT_MAC:]
@@ -134,8 +139,8 @@ def _read_compact(secret: bytes, label: bytes, token: str) -> tuple[int, int] | 
     idx, pos = second
     if pos != len(payload) or seq > _MAX_SEQ or idx > _MAX_IDX:
         return None
-    # One spelling per (seq, idx): base32's unused low bits and over-long varints are
-    # refused, so that no second token reads as the same recipient.
+    # One spelling per (seq, idx): over-long varints are refused, so that no second
+    # token reads as the same recipient.
     if _compact(secret, label, seq, idx) != token:
         return None
     return seq, idx
@@ -149,7 +154,7 @@ def _local_part(address: str, prefix: str) -> str | None:
 
 
 def verp_token(secret: bytes, seq: int, idx: int) -> str:
-    """The VERP token of recipient ``idx`` of spool job ``seq``: ``[a-z2-7]``, <= 62 chars."""
+    """The VERP token of recipient ``idx`` of spool job ``seq``: ``[0-9a-f]``, <= 52 chars."""
     return _compact(secret, _VERP_LABEL, seq, idx)
 
 
