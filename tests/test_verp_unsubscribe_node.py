@@ -12,6 +12,8 @@ from __future__ import annotations
 import email
 import email.policy
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 from nodeutil import (
@@ -172,3 +174,23 @@ def test_verp_and_list_unsubscribe_through_a_node(tmp_path: Path):
                 assert header(m.content, "X-Test") == job_id
         assert all(len(s) == 1 for s in seqs.values()), seqs  # one seq per job
         assert len({next(iter(s)) for s in seqs.values()}) == len(seqs)  # distinct per job
+
+
+def test_a_secret_file_that_cannot_be_read_stops_the_start(tmp_path: Path):
+    setup = NodeSetup(tmp_path / "node", {}, extra=EXTRA)
+    secret_path = setup.root / "keys" / "feedback.secret"
+    secret_path.mkdir()  # a folder: unreadable as a file, for root too
+    done = subprocess.run(
+        [sys.executable, "-m", "salvo", "node", "--config", str(setup.config_path)],
+        cwd=setup.root,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        start_new_session=True,
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == (
+        f"salvo node: [feedback] secret_file {secret_path}: cannot read it: Is a directory"
+    )
+    assert "started core" not in done.stderr  # before any actor
