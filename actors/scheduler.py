@@ -28,6 +28,7 @@ from salvo.actors.spool_writer import SpoolWriter
 from salvo.core import policy, protocol
 from salvo.core.config import Config, parse_duration
 from salvo.core.events import Event, change_event
+from salvo.core.feedback.outbound import ReturnPaths
 from salvo.core.messages import Content, SignItem
 from salvo.core.smtp import Outcome
 from salvo.core.spool import Change, Claim, Claimed
@@ -88,6 +89,7 @@ class Scheduler:
         self._results_send = results_send
         self._events = events
         self._clock = clock
+        self._return_paths = ReturnPaths.from_config(config)  # VERP; the secret read once
         self.inflight: dict[tuple[int, int], Claimed] = {}
         self._jobs: dict[int, _Job] = {}
         self._wake = trio.Event()
@@ -196,6 +198,8 @@ class Scheduler:
                         record.html,
                         record.headers,
                         record.raw,
+                        record.tenant,
+                        record.traffic,
                     ),
                 )
         by_job: dict[int, list[SignItem]] = {}
@@ -249,7 +253,8 @@ class Scheduler:
             return
         rcpt = claimed.rcpt
         job = self._jobs[seq]
-        message = Message(seq, idx, rcpt, job.mail_from, body or b"")
+        mail_from = self._return_paths.mail_from(job.mail_from, job.traffic, seq, idx)
+        message = Message(seq, idx, rcpt, mail_from, body or b"")
         if body is None:  # not the destination's answer: not a bounce, suppresses no one
             outcome = Outcome.failed(rcpt, f"cannot make the message: {error}")
             self._results_send.send_nowait(Result(message, outcome, "", ""))

@@ -25,6 +25,7 @@ import zmq
 from salvo.actors.supervisor import report_started
 from salvo.core.compose import Composer, KeySpec
 from salvo.core.config import Config, load_config
+from salvo.core.feedback.outbound import ListUnsubscribe
 from salvo.core.messages import FromSigner, Hello, SignBatch, Signed, SignedBatch, Stop, ToSigner
 from salvo.ext.errors import SalvoError
 
@@ -53,7 +54,13 @@ def sign_batch(composer: Composer, batch: SignBatch) -> tuple[SignedBatch, list[
         try:
             variables = decode_vars(item.vars) if item.vars else {}
             message = composer.compose(
-                batch.job, batch.content, item.to, variables, item.message_id
+                batch.job,
+                batch.content,
+                item.to,
+                variables,
+                item.message_id,
+                seq=item.seq,
+                idx=item.idx,
             )
         except (SalvoError, msgspec.DecodeError, UnicodeError) as exc:
             results.append(Signed(item.seq, item.idx, 0, f"{type(exc).__name__}: {exc}"))
@@ -113,7 +120,11 @@ def _signer_main(config_path: str | None, endpoint: str, index: int) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(STOP_NOW, stop_now)
     config = load_config(config_path)
-    composer = Composer(keys_from_config(config), clock=time.time)
+    composer = Composer(
+        keys_from_config(config),
+        clock=time.time,
+        list_unsubscribe=ListUnsubscribe.from_config(config),  # the secret, read once
+    )
     for domain in config.dkim:
         composer.signers_for(domain.lower())  # an unreadable key fails the start
     context = zmq.Context()

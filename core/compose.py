@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from salvo.core import host
+from salvo.core.feedback.outbound import ListUnsubscribe
 from salvo.core.messages import Content
 from salvo.ext.dkim import DKIMSigner, sign_many
 from salvo.ext.errors import DKIMError, TemplateError
@@ -47,7 +48,8 @@ class Composer:
 
     ``keys`` maps a From domain (lowercase) to the signatures to make for it; a domain
     without keys is sent unsigned. ``clock`` gives the time (seconds since the epoch) for
-    the Date of a raw message that has none.
+    the Date of a raw message that has none. ``list_unsubscribe`` adds the List-Unsubscribe
+    lines to the templated messages of the traffic classes that enable them.
     """
 
     def __init__(
@@ -56,9 +58,11 @@ class Composer:
         *,
         clock: Callable[[], float],
         cache_size: int = 256,
+        list_unsubscribe: ListUnsubscribe | None = None,
     ) -> None:
         self._keys = keys
         self._clock = clock
+        self._list_unsubscribe = list_unsubscribe
         self._signers: dict[str, list[DKIMSigner]] = {}
         self._templates: OrderedDict[object, tuple] = OrderedDict()
         self._cache_size = cache_size
@@ -88,14 +92,15 @@ class Composer:
 
     def _prepared(
         self, key: object, job: Content
-    ) -> tuple[MessageTemplate | bytes, list[DKIMSigner]]:
-        """The job's compiled template (or normalized raw message) and its signers, cached:
-        one job's recipients arrive in batches, and parsing From per message is costly."""
+    ) -> tuple[MessageTemplate | bytes, list[DKIMSigner], str]:
+        """The job's compiled template (or normalized raw message), its signers and its
+        List-Unsubscribe mailto domain ("" for none), cached: one job's recipients arrive
+        in batches, and parsing From per message is costly."""
         prepared = self._templates.get(key)
         if prepared is None:
-            if job.raw is not None:
+            if job.raw is not None:  # a raw message is sent as it was given
                 raw = normalize_line_endings(job.raw.encode("utf-8"))
-                prepared = (raw, self.signers_for(_raw_from_domain(raw)))
+                prepared = (raw, self.signers_for(_raw_from_domain(raw)), "")
             else:
                 template = MessageTemplate(
                     job.from_,
@@ -104,7 +109,10 @@ class Composer:
                     html=job.html,
                     headers=job.headers or None,
                 )
-                prepared = (template, self.signers_for(from_domain(job.from_)))
+                unsubscribe = ""
+                if self._list_unsubscribe is not None and not _own_list_unsubscribe(job):
+                    unsubscribe = self._list_unsubscribe.domain(job.traffic or "default")
+                prepared = (template, self.signers_for(from_domain(job.from_)), unsubscribe)
             self._templates[key] = prepared
             if len(self._templates) > self._cache_size:
                 self._templates.popitem(last=False)
@@ -113,20 +121,41 @@ class Composer:
         return prepared
 
     def compose(
-        self, key: object, job: Content, to: str, variables: dict, message_id: str
+        self,
+        key: object,
+        job: Content,
+        to: str,
+        variables: dict,
+        message_id: str,
+        *,
+        seq: int = 0,
+        idx: int = 0,
     ) -> bytes:
-        """The signed message for one recipient. ``key`` identifies the job for caching.
+        """The signed message for one recipient. ``key`` identifies the job for caching;
+        ``seq`` and ``idx`` name the recipient in the spool (its unsubscribe mailto).
 
         Raises :class:`TemplateError` (permanent for this recipient) or :class:`DKIMError`.
         """
-        compiled, signers = self._prepared(key, job)
+        compiled, signers, unsubscribe = self._prepared(key, job)
         if isinstance(compiled, bytes):
             message = _complete_raw(compiled, message_id, self._clock())
         else:
             message = compiled.render(to, variables, message_id=message_id)
+            if unsubscribe:
+                assert self._list_unsubscribe is not None
+                lines = self._list_unsubscribe.lines(job.tenant, unsubscribe, seq, idx, to)
+                message = lines + message
         if signers:
             return sign_many(message, signers) + message
         return message
+
+
+def _own_list_unsubscribe(job: Content) -> bool:
+    """Whether the producer set List-Unsubscribe (or its Post) itself: it is kept, and
+    none is added."""
+    return any(
+        name.lower() in ("list-unsubscribe", "list-unsubscribe-post") for name in job.headers
+    )
 
 
 def _complete_raw(raw: bytes, message_id: str, now: float) -> bytes:

@@ -162,6 +162,24 @@ class TrafficSection(_Section):
     first_retry: Duration = "5m"
     max_retry: Duration = "1h"
     expire_after: Duration = "5d"
+    verp: bool = False  # per-recipient return paths b-TOKEN@ a [feedback] domain
+    list_unsubscribe: bool = False  # List-Unsubscribe (URL and mailto) + one-click Post
+    verp_domain: str = ""  # "": the first of [feedback] domains
+
+
+class FeedbackSection(_Section):
+    """``[feedback]``: where reports come back (docs/feedback.md)."""
+
+    listen: str = "127.0.0.1:2525"  # the inbound SMTP listener
+    domains: list[str] = []  # bounce domains: VERP return paths and unsubscribe mailto:
+    secret_file: str = "keys/feedback.secret"  # the tokens' HMAC key, made on first start
+
+
+class UnsubscribeSection(_Section):
+    """``[unsubscribe]``: the one-click unsubscribe endpoint (RFC 8058)."""
+
+    listen: str = "127.0.0.1:8025"  # plain HTTP; TLS ends at the operator's proxy
+    base_url: str = ""  # the public https:// URL the proxy serves it at
 
 
 class DeliverySection(_Section):
@@ -249,6 +267,8 @@ class Config(_Section):
     delivery: DeliverySection = DeliverySection()
     dns: DnsSection = DnsSection()
     providers: dict[str, ProviderSection] = {}
+    feedback: FeedbackSection = FeedbackSection()
+    unsubscribe: UnsubscribeSection = UnsubscribeSection()
     # Where relative paths start: the config file's folder.
     base_dir: str = ""
 
@@ -313,6 +333,22 @@ class Config(_Section):
     def traffic_class(self, name: str) -> TrafficSection:
         return self.traffic.get(name) or self.traffic["default"]
 
+    def feedback_domain(self, name: str) -> str:
+        """The bounce domain of a traffic class's VERP return paths and unsubscribe mailto:
+        its ``verp_domain``, else the first of ``[feedback] domains`` ("" when none)."""
+        traffic = self.traffic_class(name)
+        return traffic.verp_domain or next(iter(self.feedback.domains), "")
+
+    @property
+    def feedback_secret_path(self) -> Path:
+        return self.path(self.feedback.secret_file)
+
+    @property
+    def uses_feedback(self) -> bool:
+        """Whether the feedback loop is configured (a bounce domain): the node then makes
+        the secret file on start if it is missing."""
+        return bool(self.feedback.domains)
+
     def provider_table(self) -> ProviderTable:
         """The built-in provider table with ``[providers]`` applied (docs/delivery.md);
         providers without their own limits take ``[delivery]``'s."""
@@ -373,6 +409,7 @@ def _validate(config: Config) -> None:
             )
         for key in ("first_retry", "max_retry", "expire_after"):
             parse_duration(getattr(traffic, key), key=f"[traffic.{name}] {key}")
+    _validate_feedback(config)
     for domain in config.dkim:
         for key in config.dkim_keys(domain):
             if key.algorithm not in ("rsa-sha256", "ed25519-sha256"):
@@ -401,6 +438,61 @@ def _validate(config: Config) -> None:
     except ValueError as exc:  # ConfigError (a duration) included: it names the key
         raise ConfigError(f"config: {str(exc).removeprefix('config: ')}") from None
     _validate_dns(config.dns)
+
+
+_LISTEN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$")
+# https://host[:port][/path], no query or fragment; no character that ends a URL in a
+# List-Unsubscribe header (RFC 2369: <>, whitespace; and the comma between URLs).
+_BASE_URL = re.compile(r"^https://[A-Za-z0-9.-]+(:\d{1,5})?(/[A-Za-z0-9._~!$&'()*+;=:@%/-]*)?$")
+
+
+def _validate_listen(value: str, where: str) -> None:
+    match = _LISTEN.match(value)
+    if not match or not 0 < int(match.group(2)) < 65536:
+        raise ConfigError(f"config: {where}: {value!r} is not 'host:port', like '127.0.0.1:2525'")
+
+
+def _validate_feedback(config: Config) -> None:
+    _validate_listen(config.feedback.listen, "[feedback] listen")
+    _validate_listen(config.unsubscribe.listen, "[unsubscribe] listen")
+    if not config.feedback.secret_file:
+        raise ConfigError("config: [feedback] secret_file: a file name is needed")
+    for domain in config.feedback.domains:
+        if not _DOMAIN.match(domain):
+            raise ConfigError(
+                f"config: [feedback] domains: {domain!r} is not a domain name (ASCII, "
+                "IDNs as A-labels: 'xn--...')"
+            )
+    base_url = config.unsubscribe.base_url
+    if base_url and not _BASE_URL.match(base_url):
+        raise ConfigError(
+            f"config: [unsubscribe] base_url: {base_url!r} is not an https:// URL without "
+            "query or fragment, like 'https://u.acme.example'"
+        )
+    domains = config.feedback.domains
+    for name, traffic in config.traffic.items():
+        where = f"config: [traffic.{name}]"
+        if traffic.verp_domain and traffic.verp_domain not in domains:
+            raise ConfigError(
+                f"{where} verp_domain: {traffic.verp_domain!r} is not one of [feedback] domains"
+            )
+        if traffic.verp and not domains:
+            raise ConfigError(f"{where} verp: needs a bounce domain in [feedback] domains")
+        if traffic.list_unsubscribe and not base_url:
+            raise ConfigError(
+                f"{where} list_unsubscribe: needs [unsubscribe] base_url "
+                "(https://..., the public URL of the unsubscribe endpoint)"
+            )
+        if traffic.list_unsubscribe and not domains:
+            raise ConfigError(
+                f"{where} list_unsubscribe: needs a domain in [feedback] domains "
+                "(for the mailto: address)"
+            )
+
+
+_DOMAIN = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+)
 
 
 def _named_table(text: str | bytes, where: str, key: str) -> str:
@@ -453,7 +545,16 @@ def parse_config(text: str | bytes, *, base_dir: str = "", source: str = "config
         routes={_domain_key(d): target for d, target in config.routes.items()},
         dkim={_domain_key(d): keys for d, keys in config.dkim.items()},
         pools={"default": PoolSection(), **config.pools},
-        traffic={"default": TrafficSection(), **config.traffic},
+        traffic={
+            name: msgspec.structs.replace(t, verp_domain=_domain_key(t.verp_domain))
+            for name, t in {"default": TrafficSection(), **config.traffic}.items()
+        },
+        feedback=msgspec.structs.replace(
+            config.feedback, domains=[_domain_key(d) for d in config.feedback.domains]
+        ),
+        unsubscribe=msgspec.structs.replace(
+            config.unsubscribe, base_url=config.unsubscribe.base_url.rstrip("/")
+        ),
     )
     try:
         _validate(config)

@@ -19,6 +19,7 @@ from typing import IO
 __all__ = [
     "absolute_path",
     "cpu_count",
+    "create_secret_file",
     "fqdn",
     "is_file",
     "open_text",
@@ -92,3 +93,33 @@ def fqdn() -> str:
 def cpu_count() -> int:
     """The number of CPUs, at least 1."""
     return max(1, os.cpu_count() or 1)
+
+
+def create_secret_file(path: str | os.PathLike[str], size: int = 32) -> bool:
+    """Make ``path`` hold ``size`` random bytes from the operating system, mode 0600, unless
+    it exists; True when this call made it. The file appears whole or not at all (written
+    beside it, then linked into place), and an existing one is never replaced."""
+    path = Path(path)
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, os.urandom(size))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return True

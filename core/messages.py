@@ -25,6 +25,10 @@ class Content(msgspec.Struct, array_like=True, frozen=True):
     html: str | None
     headers: dict[str, str]
     raw: str | None
+    # Added later, with defaults (an older peer's array decodes): what the signer needs
+    # for per-recipient headers of the job's traffic class (List-Unsubscribe).
+    tenant: str = ""
+    traffic: str = ""
 
 
 class SignItem(msgspec.Struct, array_like=True, frozen=True):

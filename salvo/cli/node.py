@@ -8,6 +8,10 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from salvo.core.config import Config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,6 +44,24 @@ def run_node(args: argparse.Namespace) -> int:
         return status
 
 
+def _feedback_secret(config: Config) -> None:
+    """Make ``[feedback] secret_file`` on the first start (32 random bytes, mode 0600),
+    before any actor reads it, and check that it can be read."""
+    from salvo.core import host
+    from salvo.core.errors import StartupError
+    from salvo.core.feedback.outbound import load_secret
+
+    path = config.feedback_secret_path
+    try:
+        if host.create_secret_file(path):
+            logging.getLogger("salvo.node").info("made the feedback secret %s", path)
+    except OSError as exc:
+        raise StartupError(
+            f"[feedback] secret_file {path}: cannot create it: {exc.strerror or exc}"
+        ) from exc
+    load_secret(config)
+
+
 def _run_node(args: argparse.Namespace) -> int:
     from salvo.actors.datadir_lock import DataDirLock
     from salvo.actors.node import core_main, open_spool
@@ -56,6 +78,8 @@ def _run_node(args: argparse.Namespace) -> int:
     # its children and die with it (docs/architecture.md, "Start-up and the data dir lock").
     lock = DataDirLock(config.data_dir).acquire()
     try:
+        if config.uses_feedback:
+            _feedback_secret(config)
         # Fail here, with a clear message, rather than in every signer process.
         composer = Composer(keys_from_config(config), clock=time.time)
         for domain in config.dkim:
