@@ -230,6 +230,72 @@ def _validate_dns(dns: DnsSection) -> None:
         raise ConfigError("config: [dns] smtp_port: a port from 1 to 65535")
 
 
+class FeedbackSection(_Section):
+    """``[feedback]``: the inbound listener for bounces, complaints and mailto unsubscribes,
+    and the policy that applies them (docs/feedback.md). The listener runs only when
+    ``listen`` and ``domains`` are both set."""
+
+    listen: str = ""  # "host:port"; "" = no listener
+    domains: list[str] = []  # the feedback (bounce) domains: RCPT for anything else is 550
+    mailboxes: list[str] = ["postmaster", "abuse", "fbl"]  # local parts taken in those domains
+    secret_file: str = "keys/feedback.secret"  # created on first start if missing
+    max_message_size: Size = "10MiB"
+    max_connections: int = 100
+    max_messages_per_connection: int = 100
+    command_timeout: Duration = "5m"  # a whole command line, from its first byte
+    data_timeout: Duration = "10m"  # a whole message, from the 354
+    max_pending_reports: int = 10_000  # received, not yet processed; past it: 452
+    max_pending_size: Size = "256MiB"
+    soft_bounce_limit: int = 5  # soft bounces of one address within the window: suppressed
+    soft_bounce_window: Duration = "14d"
+
+
+class UnsubscribeSection(_Section):
+    """``[unsubscribe]``: the one-click unsubscribe endpoint (HTTP; TLS at a proxy)."""
+
+    listen: str = ""  # "host:port"; "" = no endpoint
+    base_url: str = ""  # the public https://... the List-Unsubscribe URLs start with
+    max_connections: int = 200
+    request_timeout: Duration = "10s"  # a whole request, from its first byte
+
+
+def listen_address(value: str, *, key: str) -> tuple[str, int]:
+    """``"127.0.0.1:2525"`` or ``"[::1]:2525"`` -> (host, port); ConfigError names the key."""
+    host_part, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host_part:
+        raise ConfigError(f"config: {key}: {value!r} is not 'host:port'")
+    return host_part.strip("[]"), int(port)
+
+
+def _validate_feedback(config: Config) -> None:
+    fb, un = config.feedback, config.unsubscribe
+    if fb.listen:
+        listen_address(fb.listen, key="[feedback] listen")
+    if un.listen:
+        listen_address(un.listen, key="[unsubscribe] listen")
+    for key in ("command_timeout", "data_timeout", "soft_bounce_window"):
+        if parse_duration(getattr(fb, key), key=f"[feedback] {key}") <= 0:
+            raise ConfigError(f"config: [feedback] {key}: must be more than 0")
+    if parse_duration(un.request_timeout, key="[unsubscribe] request_timeout") <= 0:
+        raise ConfigError("config: [unsubscribe] request_timeout: must be more than 0")
+    for key in ("max_message_size", "max_pending_size"):
+        if parse_size(getattr(fb, key), key=f"[feedback] {key}") < 1024:
+            raise ConfigError(f"config: [feedback] {key}: at least 1KiB")
+    for key in (
+        "max_connections",
+        "max_messages_per_connection",
+        "max_pending_reports",
+        "soft_bounce_limit",
+    ):
+        if getattr(fb, key) < 1:
+            raise ConfigError(f"config: [feedback] {key}: 1 or more")
+    if un.max_connections < 1:
+        raise ConfigError("config: [unsubscribe] max_connections: 1 or more")
+    for domain in fb.domains:
+        if not domain or "@" in domain or " " in domain:
+            raise ConfigError(f"config: [feedback] domains: {domain!r} is not a domain")
+
+
 class Config(_Section):
     """The whole configuration; every section has defaults."""
 
@@ -249,6 +315,8 @@ class Config(_Section):
     delivery: DeliverySection = DeliverySection()
     dns: DnsSection = DnsSection()
     providers: dict[str, ProviderSection] = {}
+    feedback: FeedbackSection = FeedbackSection()
+    unsubscribe: UnsubscribeSection = UnsubscribeSection()
     # Where relative paths start: the config file's folder.
     base_dir: str = ""
 
@@ -401,6 +469,7 @@ def _validate(config: Config) -> None:
     except ValueError as exc:  # ConfigError (a duration) included: it names the key
         raise ConfigError(f"config: {str(exc).removeprefix('config: ')}") from None
     _validate_dns(config.dns)
+    _validate_feedback(config)
 
 
 def _named_table(text: str | bytes, where: str, key: str) -> str:
