@@ -237,7 +237,8 @@ class FeedbackSection(_Section):
 
     listen: str = ""  # "host:port"; "" = no listener
     domains: list[str] = []  # the feedback (bounce) domains: RCPT for anything else is 550
-    mailboxes: list[str] = ["postmaster", "abuse", "fbl"]  # local parts taken in those domains
+    # local parts taken in those domains, beside b-TOKEN and u-TOKEN
+    mailboxes: list[str] = msgspec.field(default_factory=lambda: ["postmaster", "abuse", "fbl"])
     secret_file: str = "keys/feedback.secret"  # created on first start if missing
     max_message_size: Size = "10MiB"
     max_connections: int = 100
