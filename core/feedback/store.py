@@ -160,8 +160,11 @@ class FeedbackStore:
                     count += 1
         for k in old:
             txn.delete(k, db=self._soft)
-        added = txn.put(prefix + _U64.pack(ms(now)), b"", db=self._soft, overwrite=False)
-        return count + int(added)
+        # Two soft bounces in one millisecond are two: the second takes the next free one.
+        at = ms(now)
+        while not txn.put(prefix + _U64.pack(at), b"", db=self._soft, overwrite=False):
+            at += 1
+        return count + 1
 
     def clear_soft_in(self, txn: Any, tenant: str, key: str) -> None:
         """Forget an address's soft bounces (it was suppressed)."""
