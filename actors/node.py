@@ -96,8 +96,10 @@ async def run_core(config: Config, work_endpoint: str) -> None:
                 work.start_soon(dispatcher.run)
                 work.start_soon(scheduler.run_outcomes)
                 work.start_soon(scheduler.run_maintenance)
-                await work.start(ingress.run)
+                # Before the ingress: a node that answers producers also listens for
+                # the reports and unsubscribes it is configured for.
                 await start_feedback(work, config, spool, writer, events_send)
+                await work.start(ingress.run)
                 work.start_soon(scheduler.run_claims)
                 log.info(
                     "node ready: producers on %s, events on %s, data in %s",
