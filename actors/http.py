@@ -145,15 +145,13 @@ class HTTPServer:
         target = event.target.decode("ascii", "replace")
         path, _, query = target.partition("?")
         method = event.method.decode("ascii", "replace").upper()
-        route, params = self._match(path)
-        if route is None:
+        matches = self._match(path)
+        if not matches:
             return text_response(404, "not found")
-        if method not in route.methods:
-            return Response(
-                405,
-                b"method not allowed\n",
-                headers=[("Allow", ", ".join(sorted(route.methods)))],
-            )
+        route, params = next(((r, p) for r, p in matches if method in r.methods), (None, ()))
+        if route is None:
+            allowed = sorted({m for r, _ in matches for m in r.methods})
+            return Response(405, b"method not allowed\n", headers=[("Allow", ", ".join(allowed))])
         headers = {k.decode().lower(): v.decode("latin-1") for k, v in event.headers}
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > route.max_body:
@@ -179,12 +177,14 @@ class HTTPServer:
             log.exception("http handler for %s failed", path)
             return text_response(500, "internal error")
 
-    def _match(self, path: str) -> tuple[Route | None, tuple[str, ...]]:
+    def _match(self, path: str) -> list[tuple[Route, tuple[str, ...]]]:
+        """Every route whose pattern matches the whole path, with its groups."""
+        out = []
         for route in self.routes:
             match = route.pattern.fullmatch(path)
             if match:
-                return route, match.groups()
-        return None, ()
+                out.append((route, match.groups()))
+        return out
 
     async def _send(self, stream: trio.SocketStream, conn: h11.Connection, r: Response) -> None:
         if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
