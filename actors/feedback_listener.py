@@ -12,7 +12,7 @@ Sockets, deadlines and bounds around the sans-IO :class:`salvo.core.smtp_server.
   per message (SIZE), ``max_messages_per_connection``.
 - A message is stored in the spool (group commit: the messages of every connection that
   arrived during a commit share the next one) BEFORE its 250; then the processing task
-  (:class:`salvo.actors.feedback.Feedback`) is woken. A full report store answers 452.
+  (:class:`salvo.actors.feedback.Feedback`) is woken. A full report store answers 451.
 """
 
 from __future__ import annotations

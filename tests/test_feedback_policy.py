@@ -172,3 +172,27 @@ def test_the_report_store_is_bounded_and_reports_are_taken_once(spool: Spool):
     assert spool.store.write(lambda txn: fb.take_in(txn, 2)) is None
     assert fb.pending_ids() == [1, 3]
     assert fb.counters(b"\0pending") == {b"\0pending": 2}
+
+
+def test_salvo_feedback_ingest_suppresses_only_with_trust_when_nothing_ties(tmp_path: Path):
+    import subprocess
+    import sys
+
+    report = tmp_path / "r.eml"
+    report.write_bytes(dsn("<never@acme.example>", "zed@example.org"))
+    data = str(tmp_path / "data")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "salvo", "feedback", "ingest", "--data", data, *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+    plain_run = run(str(report))
+    assert plain_run.returncode == 0 and plain_run.stdout == ""
+    assert "0 tied, 1 not tied" in plain_run.stderr
+    trusted = run("--trust", "--tenant", "acme", str(report))
+    assert trusted.returncode == 0 and '"type":"bounced"' in trusted.stdout
+    spool = Spool.open(data)
+    try:
+        assert _suppressed(spool, "zed@example.org").reason == "hard-bounce"
+    finally:
+        spool.close()
