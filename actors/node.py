@@ -96,6 +96,9 @@ async def run_core(config: Config, work_endpoint: str) -> None:
                 work.start_soon(dispatcher.run)
                 work.start_soon(scheduler.run_outcomes)
                 work.start_soon(scheduler.run_maintenance)
+                # Before the ingress: a node that answers producers also listens for
+                # the reports and unsubscribes it is configured for.
+                await start_feedback(work, config, spool, writer, events_send)
                 await work.start(ingress.run)
                 work.start_soon(scheduler.run_claims)
                 log.info(
@@ -126,6 +129,50 @@ async def run_core(config: Config, work_endpoint: str) -> None:
             absorb.cancel()
     spool.close()
     log.info("node stopped")
+
+
+async def start_feedback(
+    nursery: trio.Nursery,
+    config: Config,
+    spool: Spool,
+    writer: SpoolWriter,
+    events_send: trio.MemorySendChannel[list[Event]],
+) -> None:
+    """The feedback loop's services, each only when configured (docs/feedback.md): the
+    inbound SMTP listener (``[feedback] listen`` and ``domains``), the one-click
+    unsubscribe endpoint (``[unsubscribe] listen``), and the processing of reports
+    (whenever either runs; reports left by a crash are processed first)."""
+    fb, un = config.feedback, config.unsubscribe
+    smtp = bool(fb.listen and fb.domains)
+    if not smtp and not un.listen:
+        return
+    from salvo.actors.feedback import Feedback, policy_of
+    from salvo.actors.feedback_listener import FeedbackListener, ReportCommitter
+    from salvo.actors.http import HTTPServer
+    from salvo.actors.unsubscribe import unsubscribe_routes
+    from salvo.core.config import listen_address
+    from salvo.core.feedback.outbound import load_secret
+
+    secret = load_secret(config)  # made by `salvo node` before the actors start
+    feedback = Feedback(spool, writer, events_send, secret=secret, policy=policy_of(config))
+    nursery.start_soon(feedback.run)
+    if smtp:
+        committer = ReportCommitter(
+            writer,
+            max_pending=fb.max_pending_reports,
+            max_bytes=parse_size(fb.max_pending_size),
+        )
+        await nursery.start(FeedbackListener(config, feedback, committer).run)
+    if un.listen:
+        host, port = listen_address(un.listen, key="[unsubscribe] listen")
+        server = HTTPServer(
+            host,
+            port,
+            unsubscribe_routes(feedback),
+            request_timeout=parse_duration(un.request_timeout),
+            max_connections=un.max_connections,
+        )
+        await nursery.start(server.run)
 
 
 async def _absorb_signals(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:

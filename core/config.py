@@ -167,21 +167,6 @@ class TrafficSection(_Section):
     verp_domain: str = ""  # "": the first of [feedback] domains
 
 
-class FeedbackSection(_Section):
-    """``[feedback]``: where reports come back (docs/feedback.md)."""
-
-    listen: str = "127.0.0.1:2525"  # the inbound SMTP listener
-    domains: list[str] = []  # bounce domains: VERP return paths and unsubscribe mailto:
-    secret_file: str = "keys/feedback.secret"  # the tokens' HMAC key, made on first start
-
-
-class UnsubscribeSection(_Section):
-    """``[unsubscribe]``: the one-click unsubscribe endpoint (RFC 8058)."""
-
-    listen: str = "127.0.0.1:8025"  # plain HTTP; TLS ends at the operator's proxy
-    base_url: str = ""  # the public https:// URL the proxy serves it at
-
-
 class DeliverySection(_Section):
     max_connections: int = 32  # per (source, provider) without limits of its own
     max_messages_per_connection: int = 1000
@@ -246,6 +231,66 @@ def _validate_dns(dns: DnsSection) -> None:
         raise ConfigError("config: [dns] cache_size: 0 (no cache) or more")
     if not 0 < dns.smtp_port < 65536:
         raise ConfigError("config: [dns] smtp_port: a port from 1 to 65535")
+
+
+class FeedbackSection(_Section):
+    """``[feedback]``: the inbound listener for bounces, complaints and mailto unsubscribes,
+    and the policy that applies them (docs/feedback.md). The listener runs only when
+    ``listen`` and ``domains`` are both set."""
+
+    listen: str = ""  # "host:port"; "" = no listener
+    domains: list[str] = []  # the feedback (bounce) domains: RCPT for anything else is 550
+    # local parts taken in those domains, beside b-TOKEN and u-TOKEN
+    mailboxes: list[str] = msgspec.field(default_factory=lambda: ["postmaster", "abuse", "fbl"])
+    secret_file: str = "keys/feedback.secret"  # created on first start if missing
+    max_message_size: Size = "10MiB"
+    max_connections: int = 100
+    max_messages_per_connection: int = 100
+    command_timeout: Duration = "5m"  # a whole command line, from its first byte
+    data_timeout: Duration = "10m"  # a whole message, from the 354
+    max_pending_reports: int = 10_000  # received, not yet processed; past it: 452
+    max_pending_size: Size = "256MiB"
+    soft_bounce_limit: int = 5  # soft bounces of one address within the window: suppressed
+    soft_bounce_window: Duration = "14d"
+
+
+class UnsubscribeSection(_Section):
+    """``[unsubscribe]``: the one-click unsubscribe endpoint (HTTP; TLS at a proxy)."""
+
+    listen: str = ""  # "host:port"; "" = no endpoint
+    base_url: str = ""  # the public https://... the List-Unsubscribe URLs start with
+    max_connections: int = 200
+    request_timeout: Duration = "10s"  # a whole request, from its first byte
+
+
+def listen_address(value: str, *, key: str) -> tuple[str, int]:
+    """``"127.0.0.1:2525"`` or ``"[::1]:2525"`` -> (host, port); ConfigError names the key."""
+    host_part, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host_part:
+        raise ConfigError(f"config: {key}: {value!r} is not 'host:port'")
+    return host_part.strip("[]"), int(port)
+
+
+def _validate_feedback_limits(config: Config) -> None:
+    fb, un = config.feedback, config.unsubscribe
+    for key in ("command_timeout", "data_timeout", "soft_bounce_window"):
+        if parse_duration(getattr(fb, key), key=f"[feedback] {key}") <= 0:
+            raise ConfigError(f"config: [feedback] {key}: must be more than 0")
+    if parse_duration(un.request_timeout, key="[unsubscribe] request_timeout") <= 0:
+        raise ConfigError("config: [unsubscribe] request_timeout: must be more than 0")
+    for key in ("max_message_size", "max_pending_size"):
+        if parse_size(getattr(fb, key), key=f"[feedback] {key}") < 1024:
+            raise ConfigError(f"config: [feedback] {key}: at least 1KiB")
+    for key in (
+        "max_connections",
+        "max_messages_per_connection",
+        "max_pending_reports",
+        "soft_bounce_limit",
+    ):
+        if getattr(fb, key) < 1:
+            raise ConfigError(f"config: [feedback] {key}: 1 or more")
+    if un.max_connections < 1:
+        raise ConfigError("config: [unsubscribe] max_connections: 1 or more")
 
 
 class Config(_Section):
@@ -345,9 +390,9 @@ class Config(_Section):
 
     @property
     def uses_feedback(self) -> bool:
-        """Whether the feedback loop is configured (a bounce domain): the node then makes
-        the secret file on start if it is missing."""
-        return bool(self.feedback.domains)
+        """Whether the feedback loop is configured (a bounce domain, or the unsubscribe
+        endpoint): the node then makes the secret file on start if it is missing."""
+        return bool(self.feedback.domains or self.unsubscribe.listen)
 
     def provider_table(self) -> ProviderTable:
         """The built-in provider table with ``[providers]`` applied (docs/delivery.md);
@@ -409,7 +454,6 @@ def _validate(config: Config) -> None:
             )
         for key in ("first_retry", "max_retry", "expire_after"):
             parse_duration(getattr(traffic, key), key=f"[traffic.{name}] {key}")
-    _validate_feedback(config)
     for domain in config.dkim:
         for key in config.dkim_keys(domain):
             if key.algorithm not in ("rsa-sha256", "ed25519-sha256"):
@@ -438,23 +482,22 @@ def _validate(config: Config) -> None:
     except ValueError as exc:  # ConfigError (a duration) included: it names the key
         raise ConfigError(f"config: {str(exc).removeprefix('config: ')}") from None
     _validate_dns(config.dns)
+    _validate_feedback(config)
 
 
-_LISTEN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$")
 # https://host[:port][/path], no query or fragment; no character that ends a URL in a
 # List-Unsubscribe header (RFC 2369: <>, whitespace; and the comma between URLs).
 _BASE_URL = re.compile(r"^https://[A-Za-z0-9.-]+(:\d{1,5})?(/[A-Za-z0-9._~!$&'()*+;=:@%/-]*)?$")
 
 
-def _validate_listen(value: str, where: str) -> None:
-    match = _LISTEN.match(value)
-    if not match or not 0 < int(match.group(2)) < 65536:
-        raise ConfigError(f"config: {where}: {value!r} is not 'host:port', like '127.0.0.1:2525'")
 
 
 def _validate_feedback(config: Config) -> None:
-    _validate_listen(config.feedback.listen, "[feedback] listen")
-    _validate_listen(config.unsubscribe.listen, "[unsubscribe] listen")
+    if config.feedback.listen:
+        listen_address(config.feedback.listen, key="[feedback] listen")
+    if config.unsubscribe.listen:
+        listen_address(config.unsubscribe.listen, key="[unsubscribe] listen")
+    _validate_feedback_limits(config)
     if not config.feedback.secret_file:
         raise ConfigError("config: [feedback] secret_file: a file name is needed")
     for domain in config.feedback.domains:

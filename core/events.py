@@ -15,7 +15,17 @@ import msgspec
 if TYPE_CHECKING:
     from salvo.core.spool import Change
 
-EVENT_TYPES = ("accepted", "delivered", "deferred", "bounced", "failed", "expired", "suppressed")
+EVENT_TYPES = (
+    "accepted",
+    "delivered",
+    "deferred",
+    "bounced",
+    "failed",
+    "expired",
+    "suppressed",
+    "complained",
+    "unsubscribed",
+)
 
 
 class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -36,6 +46,12 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
     text: str = ""  # reply text or the reason
     queued_at: float = 0.0  # when the job was accepted
     next_attempt: float = 0.0  # for deferred: when the next try is due
+    # The feedback loop (docs/feedback.md): a report that came back after the send.
+    reason: str = ""  # the report's reason (userunknown, mailboxfull, ...) or the suppression's
+    async_: bool = msgspec.field(default=False, name="async")  # a bounce reported later by mail
+    hard: bool = False  # for an async bounce: the address itself is bad
+    feedback_type: str = ""  # for complained: the ARF Feedback-Type (abuse, ...)
+    suppressed: bool = False  # this report put the address on the suppression list
 
 
 def change_event(change: Change, job: Any, now: float, host: str = "", source: str = "") -> Event:

@@ -20,6 +20,7 @@ from salvo.core import host
 from salvo.core import spool_records as r
 from salvo.core.address import bare_address, domain_of_mailbox, mailbox_key, parse_address
 from salvo.core.errors import InvalidAddressError
+from salvo.core.feedback.store import FeedbackStore
 from salvo.core.protocol import MAX_ID_CHARS, Accepted, Job, Rejected, Reply
 from salvo.core.spool_env import Store
 from salvo.core.spool_records import (
@@ -169,6 +170,7 @@ class Spool:
         self.config = config or SpoolConfig()
         self._random_bytes = random_bytes
         self.suppression = SuppressionStore(store)
+        self.feedback = FeedbackStore(store)
         self._db = store.dbs
 
     @classmethod
@@ -731,6 +733,19 @@ class Spool:
             return None
 
         return self.store.read(fn)
+
+    def get_recipient_in(self, txn: Any, seq: int, idx: int) -> RcptRecord | None:
+        """:meth:`get_recipient` inside a transaction."""
+        raw = txn.get(r.rcpt_key(seq, idx), db=self._db["rcpts"])
+        return None if raw is None else DEC_RCPT.decode(raw)
+
+    def find_message_in(self, txn: Any, message_id: str) -> tuple[int, int, RcptRecord] | None:
+        """:meth:`find_message` inside a transaction (the feedback loop's write)."""
+        needle = message_id.encode()
+        for key, raw in txn.cursor(db=self._db["rcpts"]):
+            if needle in raw and (rec := DEC_RCPT.decode(raw)).message_id == message_id:
+                return (*r.rcpt_of(key), rec)
+        return None
 
     def next_due(self) -> float | None:
         """When the earliest waiting recipient is due (seconds), or None."""

@@ -44,6 +44,9 @@ DB_NAMES = (
     "purge",  # purge_ms+seq -> b"" (finished jobs)
     "supp",  # scope NUL kind target -> SuppressionEntry
     "supp_exp",  # expires_ms + supp key -> b""
+    "fb_raw",  # report id -> RawReport (received, not yet processed)
+    "fb_soft",  # tenant NUL address key NUL + time_ms -> b"" (soft bounces in the window)
+    "fb_count",  # counter name -> u64 (reports by kind, complaints per campaign, ...)
 )
 STORE_SUBDIR = "store"
 NODE_LOCK = "node.lock"  # taken by a running node before it opens the store (actors/supervisor)
