@@ -40,10 +40,10 @@ list_unsubscribe = true
 
 def test_defaults_and_the_example_file():
     default = load_config(None)
-    assert default.feedback.listen == "127.0.0.1:2525"
+    assert default.feedback.listen == ""  # no service unless configured
     assert default.feedback.domains == []
     assert default.feedback.secret_file == "keys/feedback.secret"
-    assert default.unsubscribe.listen == "127.0.0.1:8025"
+    assert default.unsubscribe.listen == ""
     assert default.unsubscribe.base_url == ""
     assert not default.traffic_class("default").verp
     assert not default.traffic_class("default").list_unsubscribe

@@ -139,15 +139,20 @@ def test_a_verp_token_ties_the_report_and_a_forged_one_does_not(spool: Spool):
 
 
 def test_a_mailto_unsubscribe_suppresses_for_the_tenant_whoever_sent_it(spool: Spool):
-    token = tokens.unsubscribe_token(SECRET, "acme", "gus@example.org")
+    mids = _sent(spool, "gus@example.org")
+    token = tokens.unsubscribe_mailto_token(SECRET, 1, 0)
     events = _apply(spool, plain(), rcpts=[f"u-{token}@bounces.acme.example"]).events
-    assert [(e.type, e.tenant, e.recipient) for e in events] == [
-        ("unsubscribed", "acme", "gus@example.org")
+    assert [(e.type, e.tenant, e.recipient, e.job, e.campaign, e.message_id) for e in events] == [
+        ("unsubscribed", "acme", "gus@example.org", "j1", "spring", mids["gus@example.org"])
     ]
     assert _suppressed(spool, "gus@example.org").reason == "unsubscribe"
     assert _suppressed(spool, "gus@example.org", tenant="other") is None
-    forged = tokens.unsubscribe_token(b"x" * 32, "acme", "hal@example.org")
+    forged = tokens.unsubscribe_mailto_token(b"x" * 32, 1, 0)
     assert _apply(spool, plain(), rcpts=[f"u-{forged}@bounces.acme.example"]).events == []
+    # A VERP token is no unsubscribe: each kind of token has its own key.
+    verp = tokens.verp_token(SECRET, 1, 0)
+    assert _apply(spool, plain(), rcpts=[f"u-{verp}@bounces.acme.example"]).events == []
+    # A second mail for the same address: already suppressed, no second event.
     assert _apply(spool, plain(), rcpts=[f"u-{token}@bounces.acme.example"]).events == []
 
 
