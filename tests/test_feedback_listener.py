@@ -32,13 +32,18 @@ def _setup(root: Path, sink: AioSink, port: int) -> NodeSetup:
 listen = "127.0.0.1:{port}"
 domains = ["{DOMAIN}"]
 soft_bounce_limit = 2
+
+[traffic.verp]
+verp = true
 """
     return NodeSetup(root / "node", {"example.org": sink.address}, extra=extra)
 
 
-def _deliver(setup: NodeSetup, sink: AioSink, rcpts: list[str]) -> dict[str, str]:
+def _deliver(
+    setup: NodeSetup, sink: AioSink, rcpts: list[str], job_id: str = "fb-1", **extra
+) -> dict[str, str]:
     with Producer(setup.endpoint, timeout=30, attempts=3) as producer:
-        reply = producer.submit(job("fb-1", rcpts))
+        reply = producer.submit(job(job_id, rcpts, **extra))
     assert reply.status == "accepted", reply
     mids = {a.to: a.message_id for a in reply.accepted}
     wait_for(lambda: set(mids.values()) <= set(sink.by_message_id()), BOUND, 0.1)
@@ -100,6 +105,39 @@ def test_reports_over_smtp_suppress_the_recipients_they_are_tied_to(tmp_path: Pa
             assert _events(setup, "complained")[0]["feedback_type"] == "abuse"
             later = [e for e in setup.events() if e["type"] not in ("accepted", "delivered")]
             assert "dee@example.org" not in {e["recipient"] for e in later}
+            assert node.terminate() == 0
+        finally:
+            node.close()
+
+
+def test_a_dsn_to_a_verp_address_ties_without_the_message_id(tmp_path: Path):
+    """Many bounces do not return the original message: the VERP return path alone ties
+    them, and a token altered by one character ties nothing."""
+    port = free_port()
+    with AioSink("127.0.0.2") as sink:
+        setup = _setup(tmp_path, sink, port)
+        node = NodeProcess(setup)
+        try:
+            node.start()
+            rcpts = ["eve@example.org", "fay@example.org"]
+            mids = _deliver(setup, sink, rcpts, job_id="fb-v", traffic="verp")
+            paths = {m.rcpts[0]: m.mail_from for m in sink.snapshot()}
+            assert all(p.startswith("b-") and p.endswith(f"@{DOMAIN}") for p in paths.values())
+            # The returned headers name a Message-ID this node never sent. The altered token
+            # goes first: reports are processed in the order they were stored.
+            local, _, domain = paths["fay@example.org"].partition("@")
+            altered = f"{local[:-1]}{'0' if local[-1] != '0' else '1'}@{domain}"
+            _send(port, altered, dsn("<lost@x.example>", "fay@example.org"))
+            _send(port, paths["eve@example.org"], dsn("<lost@x.example>", "eve@example.org"))
+            wait_for(lambda: "suppressed" in _check(setup, "eve@example.org"), 30, 0.2)
+            assert "suppressed\thard-bounce" in _check(setup, "eve@example.org")
+            [bounced] = _events(setup, "bounced")
+            assert (bounced["recipient"], bounced["job"], bounced["message_id"]) == (
+                "eve@example.org",
+                "fb-v",
+                mids["eve@example.org"],
+            )
+            assert "clean" in _check(setup, "fay@example.org")
             assert node.terminate() == 0
         finally:
             node.close()
