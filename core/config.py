@@ -490,8 +490,6 @@ def _validate(config: Config) -> None:
 _BASE_URL = re.compile(r"^https://[A-Za-z0-9.-]+(:\d{1,5})?(/[A-Za-z0-9._~!$&'()*+;=:@%/-]*)?$")
 
 
-
-
 def _validate_feedback(config: Config) -> None:
     if config.feedback.listen:
         listen_address(config.feedback.listen, key="[feedback] listen")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -54,6 +55,10 @@ __all__ = [
 DAY = 86400.0
 NO_BODY = (None, None, None, {}, None)  # JobRecord's subject, text, html, headers, raw
 MID_POOL = 4096  # Message-IDs made from one call of the random source
+# A Message-ID the spool makes is <RANDOM.SEQ.IDX@from-domain>: 96 random bits, and the
+# recipient's key, so that a report quoting it finds the recipient without an index.
+MID_HEX = 24
+_OWN_MID = re.compile(r"<[0-9a-f]{24}\.([0-9a-f]{1,16})\.([0-9a-f]{1,8})@")
 MISSING_VARIABLE = "missing-variable"  # a rejection's reason (docs/protocol.md)
 OUTCOME_STATES = frozenset(
     {r.QUEUED, r.DELIVERED, r.DEFERRED, r.BOUNCED, r.FAILED, r.EXPIRED, r.SUPPRESSED}
@@ -298,7 +303,7 @@ class Spool:
         jkeys, jvals, tkeys, lvals, ekeys, pkeys, ikeys = [], [], [], [], [], [], []
         n_ids = sum(len(p[3]) for p in pending)
         random_bytes = self._random_bytes
-        hexes = random_bytes(16 * min(n_ids, MID_POOL)).hex()
+        hexes = random_bytes(MID_HEX // 2 * min(n_ids, MID_POOL)).hex()
         used = 0
         for pos, job, ikey, keep, rejected, from_domain in pending:
             seq = next_seq
@@ -316,10 +321,10 @@ class Spool:
                 mid = rcpt.message_id
                 if mid is None:
                     if used == len(hexes):
-                        hexes = random_bytes(16 * min(n_ids, MID_POOL)).hex()
+                        hexes = random_bytes(MID_HEX // 2 * min(n_ids, MID_POOL)).hex()
                         used = 0
-                    mid = f"<{hexes[used : used + 32]}@{from_domain}>"
-                    used += 32
+                    mid = f"<{hexes[used : used + MID_HEX]}.{seq:x}.{idx:x}@{from_domain}>"
+                    used += MID_HEX
                 rkey = pack_rcpt(seq, idx)
                 rkeys.append(rkey)
                 # RcptRecord(to, key, message_id, QUEUED, 0, start, expires_at) as a tuple:
@@ -723,16 +728,9 @@ class Spool:
         return None if raw is None else DEC_RCPT.decode(raw)
 
     def find_message(self, message_id: str) -> tuple[int, int, RcptRecord] | None:
-        """The recipient with this Message-ID (a full scan of the small records)."""
-
-        def fn(txn: Any) -> tuple[int, int, RcptRecord] | None:
-            needle = message_id.encode()
-            for key, raw in txn.cursor(db=self._db["rcpts"]):
-                if needle in raw and (rec := DEC_RCPT.decode(raw)).message_id == message_id:
-                    return (*r.rcpt_of(key), rec)
-            return None
-
-        return self.store.read(fn)
+        """The recipient with this Message-ID: at once for one the spool made (it names the
+        recipient's key), else by a scan of the small records (a producer's own)."""
+        return self.store.read(lambda txn: self.find_message_in(txn, message_id))
 
     def get_recipient_in(self, txn: Any, seq: int, idx: int) -> RcptRecord | None:
         """:meth:`get_recipient` inside a transaction."""
@@ -741,6 +739,12 @@ class Spool:
 
     def find_message_in(self, txn: Any, message_id: str) -> tuple[int, int, RcptRecord] | None:
         """:meth:`find_message` inside a transaction (the feedback loop's write)."""
+        own = _OWN_MID.match(message_id)
+        if own is not None:
+            seq, idx = int(own.group(1), 16), int(own.group(2), 16)
+            rec = self.get_recipient_in(txn, seq, idx)
+            if rec is not None and rec.message_id == message_id:
+                return seq, idx, rec
         needle = message_id.encode()
         for key, raw in txn.cursor(db=self._db["rcpts"]):
             if needle in raw and (rec := DEC_RCPT.decode(raw)).message_id == message_id:
