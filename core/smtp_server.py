@@ -34,6 +34,9 @@ MAX_LINE = 1000  # octets of a command line, CRLF included (RFC 5321 allows 512)
 MAX_BAD_COMMANDS = 10  # then 421 and close
 MAX_RECIPIENTS = 100  # per message (RFC 5321 4.5.3.1.8: at least 100)
 MAX_MESSAGES = 100  # per connection
+# Commands per connection: each message takes a handful; more is a client that only talks
+# (NOOP, RSET, VRFY...) to hold the connection.
+MAX_COMMANDS = 1000
 
 _PATH = re.compile(r"^\s*<([^<>\s]*)>\s*(.*)$")
 _PARAM = re.compile(r"^([A-Za-z0-9][A-Za-z0-9-]*)(?:=([!-<>-~]+))?$")
@@ -86,6 +89,7 @@ class SMTPServer:
         max_recipients: int = MAX_RECIPIENTS,
         max_messages: int = MAX_MESSAGES,
         max_bad_commands: int = MAX_BAD_COMMANDS,
+        max_commands: int = MAX_COMMANDS,
     ) -> None:
         self.hostname = hostname
         self._accept = accept_rcpt
@@ -94,6 +98,8 @@ class SMTPServer:
         self.max_recipients = max_recipients
         self.max_messages = max_messages
         self.max_bad = max_bad_commands
+        self.max_commands = max_commands
+        self._commands = 0
         self._buf = bytearray()
         self._state = _GREETED
         self._helo = ""
@@ -234,6 +240,11 @@ class SMTPServer:
             out.append(reply)
 
     def _command(self, line: bytes, out: list[Reply | Message]) -> None:
+        self._commands += 1
+        if self._commands > self.max_commands:
+            self._state = _CLOSED
+            out.append(Reply(421, "4.7.0 too many commands, closing", close=True))
+            return
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError:

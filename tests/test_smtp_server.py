@@ -102,6 +102,12 @@ def test_messages_per_connection_are_capped():
     assert _codes(out) == [421] and s.closed
 
 
+def test_a_client_that_only_talks_is_closed():
+    s = _server(max_commands=5)
+    out = s.receive(b"EHLO c\r\n" + b"NOOP\r\n" * 5)
+    assert _codes(out) == [250, 250, 250, 250, 250, 421] and out[-1].close and s.closed
+
+
 _COMMANDS = st.sampled_from(
     [
         b"EHLO c\r\n",
