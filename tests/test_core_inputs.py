@@ -21,7 +21,7 @@ def test_message_ids_come_from_the_random_source_given(tmp_path: Path) -> None:
 
     def source(n: int) -> bytes:
         drawn.append(n)
-        return bytes(range(16)) * (n // 16)
+        return bytes(range(12)) * (n // 12)
 
     spool = Spool.open(tmp_path / "data", random_bytes=source, map_size=1 << 20)
     try:
@@ -32,7 +32,9 @@ def test_message_ids_come_from_the_random_source_given(tmp_path: Path) -> None:
     finally:
         spool.close()
     ids = [a.message_id for a in result.reply.accepted]
-    assert ids == [f"<{bytes(range(16)).hex()}@acme.example>"] * 3 + ["<own@acme.example>"]
+    # 96 random bits, then the recipient's key (job 1, its recipients 0, 1, 2).
+    random_part = bytes(range(12)).hex()
+    assert ids == [f"<{random_part}.1.{i}@acme.example>" for i in range(3)] + ["<own@acme.example>"]
     assert len(drawn) == 1  # one draw for the batch
 
 
