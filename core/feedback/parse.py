@@ -1,0 +1,379 @@
+"""``parse_report(raw) -> Report``: what a report that came back says. Pure: bytes in.
+
+The order of the checks:
+
+1. An ARF complaint (RFC 5965): a ``message/feedback-report`` part (or its fields in the
+   text of a report that announces ``report-type=feedback-report``).
+2. A DSN (RFC 3464): the per-recipient blocks of a ``message/delivery-status`` part;
+   ``Action: delayed`` is a soft bounce, ``delivered``/``relayed``/``expanded`` are not
+   bounces (a report of successes only is kind ``none`` and lists them as ``delivered``).
+3. A non-standard bounce (:mod:`.formats`): a report from a mailer daemon, or with a
+   bounce's subject, ``X-Failed-Recipients``, or a bounce's wording.
+4. An auto-reply (RFC 3834, :mod:`.autoreply`): kind ``autoreply``, reason ``vacation``.
+5. Anything else: kind ``none``.
+
+Only the outermost report counts: nothing is read from inside the returned message but its
+``Message-ID`` and ``Return-Path``. The work is bounded (:mod:`.mime`), and any failure
+of the ``email`` package on hostile input gives a best-effort or ``none`` report, never an
+exception.
+"""
+
+from __future__ import annotations
+
+import re
+from email.message import Message
+
+from . import autoreply
+from .fields import (
+    ADDRESS_RE,
+    field_blocks,
+    find_code,
+    find_status,
+    normalize_address,
+    one_line,
+)
+from .formats import cut_returned, text_recipients
+from .mime import Parts, decode_header, load, walk
+from .reasons import classify, is_hard
+from .report import Kind, RecipientReport, Report
+
+__all__ = ["VERP_PREFIX", "parse_report"]
+
+#: The local-part prefix of a VERP return path: ``b-TOKEN@bounces.example``.
+VERP_PREFIX = "b-"
+
+_VERP = re.compile(
+    rf"(?<![A-Za-z0-9._%+=\-]){re.escape(VERP_PREFIX)}([A-Za-z0-9_\-]{{1,256}})@[A-Za-z0-9.\-]+",
+    re.I,
+)
+_MESSAGE_ID = re.compile(
+    r"^message-id:[ \t]*(<[^>\s]{1,250}>|[^\s<>]{1,250}@[^\s<>]{1,250})", re.I | re.M
+)
+_FEEDBACK_TYPE = re.compile(r"^feedback-type:[ \t]*([A-Za-z0-9_\-]{1,40})", re.I | re.M)
+_DAEMON = re.compile(
+    r"mailer-daemon|mail-daemon|postmaster|mail\s+delivery|delivery\s+(?:subsystem|system|"
+    r"status)|mdaemon|nobody@|bounce",
+    re.I,
+)
+_BOUNCE_SUBJECT = re.compile(
+    r"undeliver|undelivered|delivery\s+(?:status|fail|failure|notification|problem|report|"
+    r"has\s+failed|incomplete)|returned\s+(?:mail|to\s+sender)|failure\s+notice|"
+    r"mail\s+delivery|non[\s-]?delivery|could\s+not\s+(?:be\s+)?(?:send|deliver)|"
+    r"not\s+(?:be\s+)?delivered|delivery\s+delayed|warning:\s+(?:could|message)|"
+    r"rejected|bounce|mail\s+system\s+error|unzustellbar|non\s+remis|no\s+entregado|"
+    r"non\s+recapitabile|fehlgeschlagen|retour|error\s+sending|failed|failure|"
+    r"\u914d\u4fe1|\u4e0d\u80fd|\u30a8\u30e9\u30fc|\u672a\u9001\u9054|\u9000\u4fe1",
+    re.I,
+)
+_BOUNCE_TEXT = re.compile(
+    r"could\s+not\s+be\s+delivered|(?:was|were)\s+not\s+delivered|delivery\s+(?:to\s+the\s+following\s+)?"
+    r"(?:has\s+)?failed|undeliverable|permanent(?:ly)?\s+(?:fatal\s+)?(?:error|fail)|"
+    r"unable\s+to\s+deliver|wasn't\s+able\s+to\s+deliver|did\s+not\s+reach|"
+    r"following\s+(?:address(?:es)?|recipients?)\s+(?:failed|had)|returning\s+message|"
+    r"delivery\s+(?:status\s+)?notification|\b[45]\d\d[\s\-][45]\.\d{1,3}\.\d{1,3}\b|"
+    r"remote\s+(?:host|server)\s+(?:said|returned)|mail\s+delivery\s+(?:failed|subsystem)|"
+    r"cannot\s+be\s+delivered|message\s+delivery\s+has\s+failed|failed\s+permanently|"
+    r"has\s+not\s+been\s+delivered|temporary\s+failure|delivery\s+is\s+delayed",
+    re.I,
+)
+_ACTION_NOT_BOUNCE = ("delivered", "relayed", "expanded")
+_REPORT_TO = ("to", "delivered-to", "x-original-to", "envelope-to")
+_MAX_RECIPIENTS = 200
+
+
+def parse_report(raw: bytes) -> Report:
+    """Parse one report (the raw bytes of a message). Never raises."""
+    try:
+        return _parse(raw)
+    except Exception:  # hostile input the email package could not survive: best effort
+        return _fallback(raw)
+
+
+def _parse(raw: bytes) -> Report:
+    msg = load(raw)
+    parts = walk(msg)
+    message_id = _original_message_id(parts)
+    token = _verp(msg, parts)
+    report = (
+        _complaint(msg, parts)
+        or _dsn(msg, parts)
+        or _nonstandard(msg, parts)
+        or _autoreply(msg, parts)
+        or Report(kind=Kind.NONE)
+    )
+    if message_id or token:
+        return Report(
+            kind=report.kind,
+            recipients=report.recipients,
+            feedback_type=report.feedback_type,
+            original_message_id=message_id,
+            verp_token=token,
+        )
+    return report
+
+
+def _fallback(raw: bytes) -> Report:
+    """A report the MIME parser failed on: only its VERP address, if any, is read."""
+    try:
+        match = _VERP.search(raw[:65536].decode("latin-1"))
+    except Exception:
+        match = None
+    return Report(kind=Kind.NONE, verp_token=match[1] if match else "")
+
+
+# -- linking ---------------------------------------------------------------------------
+
+
+def _returned_header_text(parts: Parts) -> str:
+    if parts.returned is not None:
+        return "\n".join(f"{k}: {v}" for k, v in parts.returned.items()[:200])
+    if parts.returned_headers:
+        return parts.returned_headers
+    for text in parts.texts:
+        cut = len(cut_returned(text))
+        if cut < len(text):
+            return text[cut : cut + 65536]
+    return ""
+
+
+def _original_message_id(parts: Parts) -> str:
+    if parts.returned is not None:
+        value = parts.returned.get("Message-ID")
+        if value:
+            found = _MESSAGE_ID.search(f"Message-ID: {str(value).strip()}")
+            if found:
+                return _angle(found[1])
+    text = parts.returned_headers
+    if not text:
+        for body in parts.texts:
+            if _MESSAGE_ID.search(body):
+                text = body
+                break
+    found = _MESSAGE_ID.search(text) if text else None
+    return _angle(found[1]) if found else ""
+
+
+def _angle(value: str) -> str:
+    value = value.strip()
+    return value if value.startswith("<") else f"<{value}>"
+
+
+def _verp(msg: Message, parts: Parts) -> str:
+    candidates = []
+    for name in _REPORT_TO:
+        for value in msg.get_all(name, [])[:10]:
+            candidates.append(str(value))
+    if parts.returned is not None:
+        candidates.extend(str(v) for v in parts.returned.get_all("Return-Path", [])[:3])
+    else:
+        head = _returned_header_text(parts)
+        candidates.extend(re.findall(r"^return-path:[^\n]*", head[:65536], re.I | re.M)[:3])
+    for value in candidates:
+        match = _VERP.search(value)
+        if match:
+            return match[1]
+    return ""
+
+
+# -- complaints ---------------------------------------------------------------------------
+
+
+def _complaint(msg: Message, parts: Parts) -> Report | None:
+    text = "\n\n".join(parts.feedback)
+    is_arf = bool(parts.feedback) or (
+        msg.get_content_type() == "multipart/report"
+        and str(msg.get_param("report-type", "")).lower() == "feedback-report"
+    )
+    if not is_arf:
+        return None
+    if not text:  # fields in a text part of a report that says it is ARF
+        text = "\n".join(t for t in parts.texts if _FEEDBACK_TYPE.search(t))
+    ftype = _FEEDBACK_TYPE.search(text)
+    feedback_type = ftype[1].lower() if ftype else "abuse"
+    addresses: list[str] = []
+    for block in field_blocks(text):
+        for name, value in block:
+            if name in ("original-rcpt-to", "removal-recipient"):
+                address = normalize_address(value)
+                if address and address.lower() not in {a.lower() for a in addresses}:
+                    addresses.append(address)
+    if not addresses:
+        to = ""
+        if parts.returned is not None:
+            to = decode_header(parts.returned.get("To", ""))
+        elif parts.returned_headers:
+            found = re.search(r"^to:([^\n]*)", parts.returned_headers, re.I | re.M)
+            to = found[1] if found else ""
+        for match in ADDRESS_RE.finditer(to):
+            address = normalize_address(match[1])
+            if address:
+                addresses.append(address)
+    recipients = tuple(
+        RecipientReport(address=a, reason="feedback") for a in addresses[:_MAX_RECIPIENTS]
+    ) or (RecipientReport(address="", reason="feedback"),)
+    return Report(kind=Kind.COMPLAINT, recipients=recipients, feedback_type=feedback_type)
+
+
+# -- DSNs -------------------------------------------------------------------------------
+
+
+def _dsn(msg: Message, parts: Parts) -> Report | None:
+    if not parts.delivery_status:
+        return None
+    blocks = []
+    for text in parts.delivery_status:
+        for block in field_blocks(text):
+            fields = dict(reversed(block))  # the first of a repeated field wins
+            if "final-recipient" in fields or "original-recipient" in fields:
+                blocks.append(fields)
+    if not blocks:
+        return None
+    bounce_text = _bounce_text(parts)
+    by_text = {a.lower(): d for a, _, d in text_recipients(bounce_text, _senders(msg, parts))}
+    recipients: list[RecipientReport] = []
+    delivered: list[RecipientReport] = []
+    seen: set[str] = set()
+    for fields in blocks[:_MAX_RECIPIENTS]:
+        final = normalize_address(decode_header(fields.get("final-recipient", "")))
+        original = normalize_address(decode_header(fields.get("original-recipient", "")))
+        address, alias = (final, original) if final else (original, "")
+        if alias.lower() == address.lower():
+            alias = ""
+        key = address.lower()
+        if key in seen:
+            continue
+        seen.add(key)
+        action = fields.get("action", "").strip().lower()
+        diagnostic = fields.get("diagnostic-code", "")
+        if ";" in diagnostic[:20]:
+            diagnostic = diagnostic.split(";", 1)[1]
+        diagnostic = diagnostic.strip()
+        extra = by_text.get(key, "") or by_text.get(alias.lower(), "")
+        if not diagnostic:
+            diagnostic = extra
+        status = find_status(fields.get("status", ""))
+        in_diag = find_status(diagnostic)
+        if in_diag and (not status or (status.endswith(".0.0") and in_diag[0] == status[0])):
+            status = in_diag
+        code = find_code(diagnostic)
+        if action.startswith(_ACTION_NOT_BOUNCE) or (status.startswith("2") and not action):
+            delivered.append(_entry(address, alias, status, code, "delivered", False, diagnostic))
+            continue
+        text = diagnostic if diagnostic else extra
+        reason, hard = classify(code, status, text)
+        if reason in ("undefined", "onhold") and extra and extra != text:
+            reason, hard = classify(code, status, f"{text} {extra}")
+        if action.startswith("delayed"):
+            if reason in ("undefined", "onhold", "systemerror", "networkerror"):
+                reason = "expired"
+            hard = False
+        elif reason == "delivered":
+            reason, hard = "onhold", False
+        if reason in ("undefined", "onhold"):
+            reason = _whole_text_reason(bounce_text, reason)
+            hard = is_hard(reason, code, status)
+        recipients.append(_entry(address, alias, status, code, reason, hard, diagnostic))
+    if recipients:
+        return Report(kind=Kind.BOUNCE, recipients=tuple(recipients))
+    return Report(kind=Kind.NONE, recipients=tuple(delivered))
+
+
+def _entry(
+    address: str, alias: str, status: str, code: int, reason: str, hard: bool, diagnostic: str
+) -> RecipientReport:
+    return RecipientReport(
+        address=address,
+        alias=alias,
+        status=status,
+        code=code,
+        reason=reason,
+        hard=hard,
+        diagnostic=one_line(diagnostic),
+    )
+
+
+def _whole_text_reason(text: str, default: str) -> str:
+    """A reason from the report's whole text where the diagnostic gave none."""
+    reason, _ = classify(0, "", text[:8192])
+    return default if reason in ("undefined", "onhold", "delivered") else reason
+
+
+# -- non-standard bounces -----------------------------------------------------------------
+
+
+def _bounce_text(parts: Parts) -> str:
+    texts = [cut_returned(t) for t in parts.texts[:8]]
+    return "\n\n".join(t for t in texts if t.strip())
+
+
+def _senders(msg: Message, parts: Parts) -> set[str]:
+    """Addresses that are the sender's side: never a failed recipient."""
+    out: set[str] = set()
+    for name in ("from", "to", "delivered-to", "x-original-to", "envelope-to", "return-path"):
+        for value in msg.get_all(name, [])[:10]:
+            for match in ADDRESS_RE.finditer(decode_header(value)):
+                out.add(normalize_address(match[1]).lower())
+    if parts.returned is not None:
+        for name in ("from", "return-path", "sender", "reply-to"):
+            for value in parts.returned.get_all(name, [])[:5]:
+                for match in ADDRESS_RE.finditer(decode_header(value)):
+                    out.add(normalize_address(match[1]).lower())
+    out.discard("")
+    return out
+
+
+def _looks_like_bounce(msg: Message, text: str) -> bool:
+    if msg.get("X-Failed-Recipients"):
+        return True
+    sender = decode_header(msg.get("From", "")) + " " + str(msg.get("Return-Path", ""))
+    subject = decode_header(msg.get("Subject", ""))
+    from_daemon = bool(_DAEMON.search(sender)) or str(msg.get("Return-Path", "")).strip() == "<>"
+    if from_daemon and (_BOUNCE_SUBJECT.search(subject) or _BOUNCE_TEXT.search(text)):
+        return True
+    return bool(_BOUNCE_SUBJECT.search(subject) and _BOUNCE_TEXT.search(text))
+
+
+def _nonstandard(msg: Message, parts: Parts) -> Report | None:
+    text = _bounce_text(parts)
+    if not _looks_like_bounce(msg, text):
+        return None
+    senders = _senders(msg, parts)
+    found = text_recipients(text, senders)
+    failed = [normalize_address(a) for a in str(msg.get("X-Failed-Recipients", "")).split(",")]
+    known = {a.lower() for a, _, _ in found}
+    for address in failed:
+        if address and address.lower() not in known:
+            found.append((address, "", text))
+    if failed and any(failed):
+        wanted = {a.lower() for a in failed if a}
+        kept = [f for f in found if f[0].lower() in wanted]
+        found = kept or found
+    if not found:
+        return None
+    recipients = []
+    for address, alias, diagnostic in found[:_MAX_RECIPIENTS]:
+        status = find_status(diagnostic)
+        code = find_code(diagnostic)
+        reason, hard = classify(code, status, diagnostic)
+        if reason in ("undefined", "onhold", "delivered"):
+            reason = _whole_text_reason(text, "onhold" if reason == "delivered" else reason)
+            hard = is_hard(reason, code, status)
+        recipients.append(_entry(address, alias, status, code, reason, hard, diagnostic))
+    return Report(kind=Kind.BOUNCE, recipients=tuple(recipients))
+
+
+# -- auto-replies -------------------------------------------------------------------------
+
+
+def _autoreply(msg: Message, parts: Parts) -> Report | None:
+    if not autoreply.is_autoreply(msg):
+        return None
+    address = ""
+    for name in ("From", "Reply-To", "Return-Path"):
+        match = ADDRESS_RE.search(decode_header(msg.get(name, "")))
+        if match:
+            address = normalize_address(match[1])
+            break
+    return Report(
+        kind=Kind.AUTOREPLY, recipients=(RecipientReport(address=address, reason="vacation"),)
+    )
