@@ -25,7 +25,7 @@ ADDRESS = (
 ADDRESS_RE = re.compile(rf"(?<![A-Za-z0-9!#$%&'*+/=?^_`{{|}}~.\-])({ADDRESS})")
 _PLAIN = re.compile(rf"\A{ADDRESS}\Z")
 _STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
-_CODE = re.compile(r"(?<![\w.\-/:#=])([245][0-5]\d)(?:[ \-]|\Z)(?![\d.]+\.\d+\.\d)")
+_CODE = re.compile(r"(?<![\w.\-/:#=])([245][0-5]\d)(?:[ \-]|\Z)")
 _SPACE = re.compile(r"\s+")
 _FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9\-]{0,60})[ \t]*:[ \t]*(.*)$")
 

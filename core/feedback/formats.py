@@ -47,7 +47,8 @@ _HEADER_PAIR = re.compile(
 
 # A line that begins with an address (optionally labelled, bracketed, quoted).
 _LEADING = re.compile(
-    r"^[ \t>*\-]*(?:(?:final-recipient|original-recipient|recipient(?:\s+address)?|"
+    r"^[ \t<>*\-]*(?:[245]\d\d[ \-](?:[245]\.\d{1,3}\.\d{1,3}[ \t]+)?)?"
+    r"(?:(?:final-recipient|original-recipient|recipient(?:\s+address)?|x-failed-recipients|"
     r"failed\s+recipient|to|rcpt\s+to|address|e-?mail(?:\s+address)?|destinatario|"
     r"destinataire|empf\S*nger|adresse)\s*[:=]\s*(?:rfc822;\s*)?)?"
     rf"[\"'(\[]?<?(?:mailto:)?({ADDRESS})>?[\"')\]]?"
@@ -62,14 +63,24 @@ MAX_DIAG_LINES = 12
 
 
 def cut_returned(text: str) -> str:
-    """The text before the returned message (its headers or a "copy follows" marker)."""
+    """The text before the returned message (its headers or a "copy follows" marker).
+
+    A header block before any address (a forwarded bounce's quoted headers) is not the
+    returned message: the search goes on after it.
+    """
     end = len(text)
     match = _MARKER.search(text)
     if match is not None and match.start() > 0:
         end = match.start()
-    match = _HEADER_PAIR.search(text, 0, end)
-    if match is not None and match.start() > 0:
-        end = match.start()
+    pos = 0
+    for _ in range(4):
+        match = _HEADER_PAIR.search(text, pos, end)
+        if match is None:
+            break
+        if match.start() > 0 and "@" in text[: match.start()]:
+            end = match.start()
+            break
+        pos = match.end()
     return text[:end]
 
 

@@ -34,7 +34,7 @@ from .fields import (
 )
 from .formats import cut_returned, text_recipients
 from .mime import Parts, decode_header, load, walk
-from .reasons import classify, is_hard
+from .reasons import classify, is_hard, smtp_command, with_command
 from .report import Kind, RecipientReport, Report
 
 __all__ = ["VERP_PREFIX", "parse_report"]
@@ -234,8 +234,8 @@ def _dsn(msg: Message, parts: Parts) -> Report | None:
     delivered: list[RecipientReport] = []
     seen: set[str] = set()
     for fields in blocks[:_MAX_RECIPIENTS]:
-        final = normalize_address(decode_header(fields.get("final-recipient", "")))
-        original = normalize_address(decode_header(fields.get("original-recipient", "")))
+        final = normalize_address(fields.get("final-recipient", ""))
+        original = normalize_address(fields.get("original-recipient", ""))
         address, alias = (final, original) if final else (original, "")
         if alias.lower() == address.lower():
             alias = ""
@@ -271,7 +271,8 @@ def _dsn(msg: Message, parts: Parts) -> Report | None:
             reason, hard = "onhold", False
         if reason in ("undefined", "onhold"):
             reason = _whole_text_reason(bounce_text, reason)
-            hard = is_hard(reason, code, status)
+        reason = with_command(reason, status, _command(f"{diagnostic}\n{extra}", bounce_text), code)
+        hard = False if action.startswith("delayed") else is_hard(reason, code, status)
         recipients.append(_entry(address, alias, status, code, reason, hard, diagnostic))
     if recipients:
         return Report(kind=Kind.BOUNCE, recipients=tuple(recipients))
@@ -292,6 +293,10 @@ def _entry(
     )
 
 
+def _command(near: str, text: str) -> str:
+    return smtp_command(near) or smtp_command(text)
+
+
 def _whole_text_reason(text: str, default: str) -> str:
     """A reason from the report's whole text where the diagnostic gave none."""
     reason, _ = classify(0, "", text[:8192])
@@ -309,7 +314,7 @@ def _bounce_text(parts: Parts) -> str:
 def _senders(msg: Message, parts: Parts) -> set[str]:
     """Addresses that are the sender's side: never a failed recipient."""
     out: set[str] = set()
-    for name in ("from", "to", "delivered-to", "x-original-to", "envelope-to", "return-path"):
+    for name in ("from", "to", "return-path"):
         for value in msg.get_all(name, [])[:10]:
             for match in ADDRESS_RE.finditer(decode_header(value)):
                 out.add(normalize_address(match[1]).lower())
@@ -357,7 +362,8 @@ def _nonstandard(msg: Message, parts: Parts) -> Report | None:
         reason, hard = classify(code, status, diagnostic)
         if reason in ("undefined", "onhold", "delivered"):
             reason = _whole_text_reason(text, "onhold" if reason == "delivered" else reason)
-            hard = is_hard(reason, code, status)
+        reason = with_command(reason, status, _command(diagnostic, text), code)
+        hard = is_hard(reason, code, status)
         recipients.append(_entry(address, alias, status, code, reason, hard, diagnostic))
     return Report(kind=Kind.BOUNCE, recipients=tuple(recipients))
 

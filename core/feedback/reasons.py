@@ -25,6 +25,8 @@ __all__ = [
     "is_hard",
     "reason_from_status",
     "reason_from_text",
+    "smtp_command",
+    "with_command",
 ]
 
 #: Every reason name, sisimai's vocabulary.
@@ -676,6 +678,53 @@ def reason_from_text(text: str) -> str:
         if pattern.search(low):
             return reason
     return ""
+
+
+_COMMAND = re.compile(
+    r"(?:after|in\s+reply\s+to|while\s+sending|during|did\s+not\s+like\s+our)\s+(?:the\s+)?"
+    r"(?:final\s+)?(rcpt|mail|data|end\s+of\s+data|helo|ehlo|connect|greeting|message)\b"
+    r"|(?:>>>|smtp\s+command:?)\s*(rcpt|mail|data|helo|ehlo)\b|\[(rcpt_to|mail_from|data)\]"
+    r"|does\s+not\s+like\s+(recipient)|(?:failed|rejected)\s+after\s+i\s+sent\s+the\s+(message)",
+    re.I,
+)
+_COMMANDS = {
+    "rcpt": "RCPT",
+    "rcpt_to": "RCPT",
+    "recipient": "RCPT",
+    "mail": "MAIL",
+    "mail_from": "MAIL",
+    "data": "DATA",
+    "message": "DATA",
+    "helo": "HELO",
+    "ehlo": "HELO",
+    "connect": "CONN",
+    "greeting": "CONN",
+}
+
+
+def smtp_command(text: str) -> str:
+    """The SMTP command a report says was refused (RCPT, MAIL, DATA, HELO, CONN), or ""."""
+    match = _COMMAND.search(text[:8192]) if text else None
+    if match is None:
+        return ""
+    word = next(g for g in match.groups() if g).lower()
+    return "DATA" if word.startswith("end") else _COMMANDS.get(word, "")
+
+
+def with_command(reason: str, status: str, command: str, code: int = 0) -> str:
+    """A reason adjusted for the command that was refused (reports only).
+
+    A remote server's "user unknown" counts as such in reply to RCPT or with an X.1.x
+    status; said elsewhere (after DATA, or nobody knows when) it is a filter speaking
+    (sisimai's rule). A reporting MTA's own verdict (no reply code, no status) stands.
+    """
+    if reason != "userunknown" or command == "RCPT" or status[1:4] == ".1.":
+        return reason
+    if not code and not status:
+        return reason
+    if reason == "userunknown":
+        return "filtered"
+    return reason
 
 
 def is_hard(reason: str, code: int = 0, status: str = "") -> bool:

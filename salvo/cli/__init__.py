@@ -13,7 +13,17 @@ import sys
 from salvo import __version__
 from salvo.ext.errors import SalvoError
 
-COMMANDS = ("node", "submit", "queue", "suppress", "dkim", "render", "demo", "bench")
+COMMANDS = (
+    "node",
+    "submit",
+    "queue",
+    "suppress",
+    "feedback",
+    "dkim",
+    "render",
+    "demo",
+    "bench",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
