@@ -76,7 +76,7 @@ _BOUNCE_TEXT = re.compile(
     r"has\s+not\s+been\s+delivered|temporary\s+failure|delivery\s+is\s+delayed",
     re.I,
 )
-_ACTION_NOT_BOUNCE = ("delivered", "relayed", "expanded")
+_ACTION_NOT_BOUNCE = ("delivered", "deliverable", "relayed", "expanded")
 _REPORT_TO = ("to", "delivered-to", "x-original-to", "envelope-to")
 _MAX_RECIPIENTS = 200
 
@@ -256,7 +256,8 @@ def _dsn(msg: Message, parts: Parts) -> Report | None:
         if in_diag and (not status or (status.endswith(".0.0") and in_diag[0] == status[0])):
             status = in_diag
         code = find_code(diagnostic)
-        if action.startswith(_ACTION_NOT_BOUNCE) or (status.startswith("2") and not action):
+        success = status.startswith("2") and not action.startswith(("failed", "delayed"))
+        if action.startswith(_ACTION_NOT_BOUNCE) or success:
             delivered.append(_entry(address, alias, status, code, "delivered", False, diagnostic))
             continue
         text = diagnostic if diagnostic else extra

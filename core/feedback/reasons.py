@@ -283,7 +283,7 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "userunknown",
         (
-            r"(?:user|recipient|mailbox|account|address|addressee|local\s+part|alias|name|destination\s+address|e-?mail\s+address)\s*(?:is\s+|was\s+)?(?:unknown|not\s+(?:found|known|exist|exists|existent|listed|available|valid)|does\s*n[o']t\s+exist|doesn'?t\s+exist|unavailable\s+\(?nonexistent|invalid|non-?existent|rejected:\s+user\s+unknown)",
+            r"(?:user|recipient|mailbox|account|address|addressee|local\s+part|alias|destination\s+address|e-?mail\s+address)\s*(?:is\s+|was\s+)?(?:unknown|not\s+(?:found|known|exist|exists|existent|listed|available|valid)|does\s*n[o']t\s+exist|doesn'?t\s+exist|unavailable\s+\(?nonexistent|invalid|non-?existent|rejected:\s+user\s+unknown)",
             r"unknown\s+(?:user|recipient|mailbox|local[\s-]?part|address|alias|account|e-?mail\s+address)",
             r"no\s+(?:such|valid)\s+(?:user|recipient|mailbox|account|address|person|local\s+user|e-?mail)",
             r"(?:invalid|bad|non-?existent|nonexisting|unrouteable|unroutable)\s+(?:e-?mail\s+)?(?:recipient|user|mailbox|address|destination\s+address|account)",
