@@ -55,6 +55,7 @@ _LEADING = re.compile(
     r"(.*)$",
     re.I,
 )
+_CODE_FIRST = re.compile(r"^[ \t<>*\-]*[245]\d\d[ \-]")
 _RCPT = re.compile(rf"rcpt\s+to:\s*<?({ADDRESS})>?", re.I)
 _MAIL_FROM = re.compile(rf"mail\s+from:\s*<?({ADDRESS})>?", re.I)
 _EXPANDED = re.compile(rf"\(expanded\s+from:?\s*<?({ADDRESS})>?\)", re.I)
@@ -100,6 +101,8 @@ def text_recipients(text: str, exclude: set[str]) -> list[tuple[str, str, str]]:
         if match is not None:
             address = normalize_address(match[1])
             rest = match[2]
+            if _CODE_FIRST.match(line):  # "550 5.1.1 <a@x>: ...": the reply is the diagnostic
+                rest = f" {line.strip()}"
         else:
             rcpt = _RCPT.search(line)
             if rcpt is not None:

@@ -180,6 +180,15 @@ _STATUS = {
 # searched in the lower-cased text.
 _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
+        # A mailing list refusing the sender (Google Groups' notice, in every language,
+        # links its help centre): the sender is refused, not the address.
+        "rejected",
+        (
+            r"groups\.google\.com/support",
+            r"(?:not\s+have|without)\s+permission\s+to\s+post",
+        ),
+    ),
+    (
         "mailboxfull",
         (
             r"mail(?:box|\s?folder)\s*(?:is\s+|was\s+)?(?:full|over\s*quota|exceed)",
