@@ -67,7 +67,8 @@ def find_code(text: str) -> int:
 def one_line(text: str, limit: int = MAX_DIAGNOSTIC) -> str:
     """Whitespace (CR and LF included) collapsed to single spaces, bounded."""
     text = _SPACE.sub(" ", text[: limit * 4]).strip()
-    text = "".join(ch for ch in text if ch.isprintable())
+    if not text.isprintable():
+        text = "".join(ch for ch in text if ch.isprintable())
     return text[:limit]
 
 

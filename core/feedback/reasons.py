@@ -16,6 +16,8 @@ the reasons that say the address itself is bad: ``userunknown``, ``hostunknown``
 from __future__ import annotations
 
 import re
+import re._constants as _sre
+import re._parser as _parser
 
 __all__ = [
     "BOUNCE_REASONS",
@@ -661,8 +663,65 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
 )
 
-_COMPILED: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (reason, re.compile("|".join(f"(?:{p})" for p in patterns))) for reason, patterns in _TEXT
+
+def _required(items: list) -> frozenset[str] | None:
+    """Literal strings one of which every match of a parsed pattern contains (None: unknown).
+
+    A cheap prefilter: ``str in`` scans are much faster than trying a pattern of many
+    alternatives at every position, and most texts contain none of a reason's words.
+    """
+    best: frozenset[str] | None = None
+    run = ""
+
+    def better(a: frozenset[str] | None, b: frozenset[str] | None) -> frozenset[str] | None:
+        if a is None:
+            return b
+        if b is None:
+            return a
+        return a if min(map(len, a)) * 8 - len(a) >= min(map(len, b)) * 8 - len(b) else b
+
+    for op, arg in [*items, (None, None)]:
+        if op is _sre.LITERAL:
+            run += chr(arg)
+            continue
+        if len(run) >= 3:
+            best = better(best, frozenset({run}))
+        run = ""
+        found: frozenset[str] | None = None
+        if op is _sre.SUBPATTERN:
+            found = _required(list(arg[-1]))
+        elif op is _sre.BRANCH:
+            union: set[str] = set()
+            for branch in arg[1]:
+                sub = _required(list(branch))
+                if sub is None:
+                    union = set()
+                    break
+                union |= sub
+            found = frozenset(union) if union else None
+        elif op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT) and arg[0] >= 1:
+            found = _required(list(arg[2]))
+        best = better(best, found)
+    return best
+
+
+def _prefilter(patterns: tuple[str, ...]) -> frozenset[str] | None:
+    words: set[str] = set()
+    for p in patterns:
+        found = _required(list(_parser.parse(p)))
+        if not found:
+            return None
+        words |= found
+    return frozenset(words)
+
+
+_COMPILED: tuple[tuple[str, re.Pattern[str], frozenset[str] | None], ...] = tuple(
+    (
+        reason,
+        re.compile(r"\b(?:" + "|".join(f"(?:{p})" for p in patterns) + ")"),
+        _prefilter(patterns),
+    )
+    for reason, patterns in _TEXT
 )
 
 _STATUS_RE = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
@@ -683,7 +742,9 @@ def reason_from_text(text: str) -> str:
     if not text:
         return ""
     low = text.lower()
-    for reason, pattern in _COMPILED:
+    for reason, pattern, words in _COMPILED:
+        if words is not None and not any(w in low for w in words):
+            continue
         if pattern.search(low):
             return reason
     return ""
@@ -695,6 +756,20 @@ _COMMAND = re.compile(
     r"|(?:>>>|smtp\s+command:?)\s*(rcpt|mail|data|helo|ehlo)\b|\[(rcpt_to|mail_from|data)\]"
     r"|does\s+not\s+like\s+(recipient)|(?:failed|rejected)\s+after\s+i\s+sent\s+the\s+(message)",
     re.I,
+)
+# One of these is in every text _COMMAND matches (a cheap test first).
+_COMMAND_WORDS = (
+    "after",
+    "reply",
+    "sending",
+    "during",
+    "like",
+    ">>>",
+    "command",
+    "_to]",
+    "_from]",
+    "[data]",
+    "sent the",
 )
 _COMMANDS = {
     "rcpt": "RCPT",
@@ -713,7 +788,13 @@ _COMMANDS = {
 
 def smtp_command(text: str) -> str:
     """The SMTP command a report says was refused (RCPT, MAIL, DATA, HELO, CONN), or ""."""
-    match = _COMMAND.search(text[:8192]) if text else None
+    if not text:
+        return ""
+    head = text[:8192]
+    low = head.lower()
+    if not any(word in low for word in _COMMAND_WORDS):
+        return ""
+    match = _COMMAND.search(head)
     if match is None:
         return ""
     word = next(g for g in match.groups() if g).lower()
