@@ -76,6 +76,24 @@ _BOUNCE_TEXT = re.compile(
     r"has\s+not\s+been\s+delivered|temporary\s+failure|delivery\s+is\s+delayed",
     re.I,
 )
+# PowerMTA's own verdict per recipient (X-PowerMTA-BounceCategory of its DSNs).
+_POWERMTA = {
+    "bad-mailbox": "userunknown",
+    "bad-domain": "hostunknown",
+    "inactive-mailbox": "suspend",
+    "quota-issues": "mailboxfull",
+    "spam-related": "spamdetected",
+    "virus-related": "virusdetected",
+    "content-related": "contenterror",
+    "policy-related": "policyviolation",
+    "relaying-issues": "norelaying",
+    "message-expired": "expired",
+    "no-answer-from-host": "networkerror",
+    "bad-connection": "networkerror",
+    "routing-errors": "systemerror",
+    "protocol-errors": "syntaxerror",
+    "invalid-sender": "rejected",
+}
 _ACTION_NOT_BOUNCE = ("delivered", "deliverable", "relayed", "expanded")
 _REPORT_TO = ("to", "delivered-to", "x-original-to", "envelope-to")
 _MAX_RECIPIENTS = 200
@@ -273,6 +291,8 @@ def _dsn(msg: Message, parts: Parts) -> Report | None:
         if reason in ("undefined", "onhold"):
             reason = _whole_text_reason(bounce_text, reason)
         reason = with_command(reason, status, _command(f"{diagnostic}\n{extra}", bounce_text), code)
+        category = fields.get("x-powermta-bouncecategory", "").strip().lower()
+        reason = _POWERMTA.get(category, reason)
         hard = False if action.startswith("delayed") else is_hard(reason, code, status)
         recipients.append(_entry(address, alias, status, code, reason, hard, diagnostic))
     if recipients:

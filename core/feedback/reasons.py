@@ -120,8 +120,8 @@ _STATUS = {
     "3.4": "mesgtoobig",
     "3.5": "systemerror",
     "4.0": "networkerror",
-    "4.1": "networkerror",
-    "4.2": "networkerror",
+    "4.1": "expired",  # no answer from host: what a sender sees when it gives up
+    "4.2": "expired",
     "4.3": "systemerror",
     "4.4": "hostunknown",
     "4.5": "networkerror",
@@ -754,7 +754,8 @@ _COMMAND = re.compile(
     r"(?:after|in\s+reply\s+to|while\s+sending|during|did\s+not\s+like\s+our)\s+(?:the\s+)?"
     r"(?:final\s+)?(rcpt|mail|data|end\s+of\s+data|helo|ehlo|connect|greeting|message)\b"
     r"|(?:>>>|smtp\s+command:?)\s*(rcpt|mail|data|helo|ehlo)\b|\[(rcpt_to|mail_from|data)\]"
-    r"|does\s+not\s+like\s+(recipient)|(?:failed|rejected)\s+after\s+i\s+sent\s+the\s+(message)",
+    r"|does\s+not\s+like\s+(recipient)|most\s+progress\s+was\s+(rcpt|mail|data)\b"
+    r"|\bsmtp:(rcpt|mail|data)\b|(?:failed|rejected)\s+after\s+i\s+sent\s+the\s+(message)",
     re.I,
 )
 # One of these is in every text _COMMAND matches (a cheap test first).
@@ -808,7 +809,7 @@ def with_command(reason: str, status: str, command: str, code: int = 0) -> str:
     status; said elsewhere (after DATA, or nobody knows when) it is a filter speaking
     (sisimai's rule). A reporting MTA's own verdict (no reply code, no status) stands.
     """
-    if reason != "userunknown" or command == "RCPT" or status[1:4] == ".1.":
+    if reason != "userunknown" or command == "RCPT" or status[1:4] == ".1." or status[1:] == ".5.0":
         return reason
     if not code and not status:
         return reason
