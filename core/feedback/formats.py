@@ -59,7 +59,10 @@ _CODE_FIRST = re.compile(r"^[ \t<>*\-]*[245]\d\d[ \-]")
 _RCPT = re.compile(rf"rcpt\s+to:\s*<?({ADDRESS})>?", re.I)
 _MAIL_FROM = re.compile(rf"mail\s+from:\s*<?({ADDRESS})>?", re.I)
 _EXPANDED = re.compile(rf"\(expanded\s+from:?\s*<?({ADDRESS})>?\)", re.I)
-_NOT_RECIPIENT = re.compile(r"^(?:mailer-daemon|postmaster|mail-daemon|daemon|root)@", re.I)
+# A daemon never is the failed recipient (postmaster can be: a bounce's From is excluded).
+_NOT_RECIPIENT = re.compile(r"^(?:mailer-daemon|mail-daemon|daemon)@", re.I)
+# An address after these is a message id or the sender, not a recipient.
+_NOT_BEFORE = re.compile(r"(?:message-id|\bid|\bfrom|\bsender):\s*<?\Z", re.I)
 MAX_DIAG_LINES = 12
 
 
@@ -142,8 +145,8 @@ def _loose(text: str, skip: set[str]) -> list[tuple[str, str, str]]:
         key = address.lower()
         if not address or key in skip or key in seen or _NOT_RECIPIENT.match(address):
             continue
-        before = text[max(0, match.start() - 12) : match.start()].lower()
-        if "message-id" in before or "id:" in before or "from:" in before:
+        before = text[max(0, match.start() - 16) : match.start()]
+        if _NOT_BEFORE.search(before):
             continue
         seen.add(key)
         out.append((address, "", text))

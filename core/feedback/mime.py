@@ -33,6 +33,7 @@ MAX_DEPTH = 8
 MAX_TEXT = 64 * 1024
 
 _MBOX_FROM = re.compile(rb"\AFrom [^\n]*\n")
+_BOUNDARY = re.compile(rb"^--([!-~]{1,70}?)[ \t]*\r?\n(?:content-[a-z-]+:|\r?\n)", re.I | re.M)
 _TAG = re.compile(r"<(?:script|style)\b.*?</(?:script|style)>|<[^>]{0,2000}>", re.I | re.S)
 _BR = re.compile(r"<\s*(?:br|/p|/div|/tr|/li|/h\d)\b[^>]{0,200}>", re.I)
 _ENTITIES = {"&nbsp;": " ", "&lt;": "<", "&gt;": ">", "&amp;": "&", "&quot;": '"', "&#39;": "'"}
@@ -56,7 +57,19 @@ def load(raw: bytes) -> Message:
     """Parse the first ``MAX_BYTES`` of a report (an mbox ``From`` line is dropped)."""
     raw = raw[:MAX_BYTES]
     raw = _MBOX_FROM.sub(b"", raw, count=1)
-    return email.message_from_bytes(raw, policy=email.policy.compat32)
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    if msg.get("Content-Type") is None:
+        # A MIME body under headers that lost their Content-Type: its first boundary line
+        # (followed by a part's header) names the boundary.
+        _, sep, body = raw.partition(b"\n\n")
+        if not sep:
+            _, sep, body = raw.partition(b"\r\n\r\n")
+        found = _BOUNDARY.search(body[:512])  # after a preamble line or two
+        if found is not None and body.count(b"--" + found[1]) >= 2:
+            boundary = found[1].decode("latin-1")
+            fixed = f'Content-Type: multipart/mixed; boundary="{boundary}"\n'.encode("latin-1")
+            msg = email.message_from_bytes(fixed + raw, policy=email.policy.compat32)
+    return msg
 
 
 def decode_header(value: object) -> str:

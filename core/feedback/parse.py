@@ -33,7 +33,7 @@ from .fields import (
     one_line,
 )
 from .formats import cut_returned, text_recipients
-from .mime import Parts, decode_header, load, walk
+from .mime import MAX_BYTES, Parts, decode_header, load, walk
 from .reasons import classify, is_hard, smtp_command, with_command
 from .report import Kind, RecipientReport, Report
 
@@ -108,7 +108,10 @@ def parse_report(raw: bytes) -> Report:
 
 
 def _parse(raw: bytes) -> Report:
-    msg = load(raw)
+    return _parse_message(load(raw), raw, 0)
+
+
+def _parse_message(msg: Message, raw: bytes, depth: int) -> Report:
     parts = walk(msg)
     message_id = _original_message_id(parts)
     token = _verp(msg, parts)
@@ -119,6 +122,10 @@ def _parse(raw: bytes) -> Report:
         or _autoreply(msg, parts)
         or Report(kind=Kind.NONE)
     )
+    if depth == 0 and not any(r.address for r in report.recipients):
+        inner = _inner_report(msg, parts, raw)
+        if inner is not None and inner.kind in (Kind.BOUNCE, Kind.COMPLAINT):
+            report = inner
     if message_id or token:
         return Report(
             kind=report.kind,
@@ -128,6 +135,44 @@ def _parse(raw: bytes) -> Report:
             verp_token=token,
         )
     return report
+
+
+_MBOX_LINE = re.compile(rb"\n(?:-{3,}\r?\n)?From [^\n]{0,200}\n(?=[A-Za-z][A-Za-z0-9-]{0,60}:)")
+_QUOTED_HEAD = re.compile(r"^>[ \t]?(?:from|date|subject|to|return-path|received):", re.I | re.M)
+
+
+def _inner_report(msg: Message, parts: Parts, raw: bytes) -> Report | None:
+    """A report that names no recipient may carry the real one: a returned message that is
+    itself a report (a wrapper around a DSN), a bounce forwarded as an mbox message (its
+    ``From`` line), or one forwarded inline (quoted with ``>``)."""
+    subject = decode_header(msg.get("Subject", ""))
+    sender = decode_header(msg.get("From", ""))
+    if not (_BOUNCE_SUBJECT.search(subject) or _DAEMON.search(sender)):
+        return None  # a person's message with a report attached is not a report
+    inner = parts.returned
+    if inner is not None and (
+        inner.get_content_type() == "multipart/report"
+        or _DAEMON.search(decode_header(inner.get("From", "")))
+    ):
+        return _parse_message(inner, b"", 1)
+    found = _MBOX_LINE.search(raw, 0, MAX_BYTES)
+    if found is not None:
+        sub = raw[found.end() :]
+        return _parse_message(load(sub), sub, 1)
+    for text in parts.texts[:4]:
+        quoted = _QUOTED_HEAD.search(text)
+        if quoted is not None:
+            lines = text[quoted.start() :].split("\n")
+            body = "\n".join(_unquote(ln) for ln in lines)
+            sub = body.encode("utf-8", "replace")
+            return _parse_message(load(sub), sub, 1)
+    return None
+
+
+def _unquote(line: str) -> str:
+    if line.startswith("> "):
+        return line[2:]
+    return line[1:] if line.startswith(">") else line
 
 
 def _fallback(raw: bytes) -> Report:
