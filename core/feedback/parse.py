@@ -243,6 +243,16 @@ def _verp(msg: Message, parts: Parts) -> str:
 
 def _complaint(msg: Message, parts: Parts) -> Report | None:
     text = "\n\n".join(parts.feedback)
+    if not parts.feedback and parts.returned is not None:
+        # Microsoft's JMRP (Hotmail/Outlook.com complaints): no ARF part, the complained-of
+        # message with its recipient in X-HmXmrOriginalRecipient.
+        hotmail = normalize_address(str(parts.returned.get("X-HmXmrOriginalRecipient", "")))
+        if hotmail:
+            return Report(
+                kind=Kind.COMPLAINT,
+                recipients=(RecipientReport(address=hotmail, reason="feedback"),),
+                feedback_type="abuse",
+            )
     is_arf = bool(parts.feedback) or (
         msg.get_content_type() == "multipart/report"
         and str(msg.get_param("report-type", "")).lower() == "feedback-report"
