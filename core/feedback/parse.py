@@ -34,7 +34,7 @@ from .fields import (
 )
 from .formats import cut_returned, text_recipients
 from .mime import MAX_BYTES, Parts, decode_header, load, walk
-from .reasons import classify, is_hard, smtp_command, with_command
+from .reasons import classify, is_hard, reason_from_text, smtp_command, with_command
 from .report import Kind, RecipientReport, Report
 
 __all__ = ["VERP_PREFIX", "parse_report"]
@@ -343,9 +343,10 @@ def _dsn(msg: Message, parts: Parts) -> Report | None:
             hard = False
         elif reason == "delivered":
             reason, hard = "onhold", False
-        if reason in ("undefined", "onhold"):
+        if reason in ("undefined", "onhold") or _vague_security(reason, text):
             reason = _whole_text_reason(bounce_text, reason)
-        reason = with_command(reason, status, _command(f"{diagnostic}\n{extra}", bounce_text), code)
+        command = _command(f"{diagnostic}\n{extra}", bounce_text)
+        reason = with_command(reason, status, command, code, structured=True)
         category = fields.get("x-powermta-bouncecategory", "").strip().lower()
         reason = _POWERMTA.get(category, reason)
         hard = False if action.startswith("delayed") else is_hard(reason, code, status)
@@ -371,6 +372,11 @@ def _entry(
 
 def _command(near: str, text: str) -> str:
     return smtp_command(near) or smtp_command(text)
+
+
+def _vague_security(reason: str, text: str) -> bool:
+    """``securityerror`` only because of an X.7.x status, the text naming nothing."""
+    return reason == "securityerror" and not reason_from_text(text)
 
 
 def _whole_text_reason(text: str, default: str) -> str:
@@ -436,7 +442,7 @@ def _nonstandard(msg: Message, parts: Parts) -> Report | None:
         status = find_status(diagnostic)
         code = find_code(diagnostic)
         reason, hard = classify(code, status, diagnostic)
-        if reason in ("undefined", "onhold", "delivered"):
+        if reason in ("undefined", "onhold", "delivered") or _vague_security(reason, diagnostic):
             reason = _whole_text_reason(text, "onhold" if reason == "delivered" else reason)
         reason = with_command(reason, status, _command(diagnostic, text), code)
         hard = is_hard(reason, code, status)

@@ -188,6 +188,62 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             r"groups\.google\.com/support",
             r"(?:not\s+have|without)\s+permission\s+to\s+post",
+            # qmail: the sender refused at MAIL, whatever the remote text says after it.
+            r"but\s+sender\s+was\s+rejected",
+        ),
+    ),
+    (
+        # Phrases that name the reason outright, before the weaker words of other
+        # reasons (an "access denied" or a "spam" further on) are tried.
+        "blocked",
+        (
+            r"but\s+my\s+name\s+was\s+rejected",  # qmail: HELO refused
+            r"client\s+host\s+(?:\S+\s+)?blocked",
+            r"banned\s+sending\s+ip",
+            r"messages\s+from\s+\S+\s+weren'?t\s+sent",  # Outlook.com's IP block
+            r"invalid\s+ip\s+for\s+sending",
+        ),
+    ),
+    (
+        # "550 : User unknown" (the address left out): a receiving filter's refusal
+        # (au/KDDI's domain filter), not the mailbox's absence.
+        "filtered",
+        (r"\b[45]\d\d:?\s+:\s+user\s+unknown",),
+    ),
+    (
+        "policyviolation",
+        (
+            r"rejected\s+for\s+policy\s+reasons",
+            r"content\s+presents\s+a\s+potential",  # Gmail: "... security issue"
+        ),
+    ),
+    (
+        "notaccept",
+        (
+            r"(?:null|nul)\s+mx",
+            r"doesn'?t\s+receive\s+e-?mail",
+            r"no\s+mx\s+(?:record\s+)?found",
+            r"couldn'?t\s+find\s+a\s+mail\s+exchanger",
+            r"indicated\s+no\s+smtp\s+service",
+        ),
+    ),
+    (
+        "requireptr",
+        (
+            r"ip\s+name\s+lookup\s+failed",
+            r"fix\s+reverse\s+dns",
+            r"mismatches\s+client\s+ip",
+            r"dns\s+ptr",
+        ),
+    ),
+    (
+        "expired",
+        (
+            r"all\s+hosts\s+have\s+been\s+failing\s+for\s+a\s+long\s+time",
+            r"will\s+be\s+retried\s+for",
+            r"did\s+not\s+accept\s+our\s+requests\s+to\s+connect",
+            r"envelope\s+expired",
+            r"failed\s+\d+\s+attempts",
         ),
     ),
     (
@@ -234,7 +290,7 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             r"message\s+header\s+size\s+exceeds",
             r"exceeded?\s+(?:the\s+)?(?:maximum\s+)?(?:line\s+length|recipient\s+limit|message\s+limit)",
-            r"too\s+many\s+(?:hops|mime\s+parts)",
+            r"too\s+many\s+mime\s+parts",
         ),
     ),
     (
@@ -251,6 +307,8 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"user\s+suspended",
             r"not\s+an\s+active\s+(?:address|account|mailbox)",
             r"mailbox\s+unavailable\s+\(inactive\)",
+            r"recipient(?:'s)?\s+account\s+is\s+blocked",
+            r"temporar(?:y|ily)\s+locked",
         ),
     ),
     (
@@ -274,6 +332,8 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"relay\s+not\s+permitted",
             r"sorry,\s+that\s+domain\s+isn'?t\s+in",
             r"insecure\s+mail\s+relay",
+            r"not\s+configured\s+to\s+relay",
+            r"email\s+address\s+is\s+not\s+verified",  # Amazon SES: an unverified sender
         ),
     ),
     (
@@ -287,8 +347,10 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"authentication\s+(?:failed|failure)\s+for\s+(?:the\s+)?(?:sender|domain)",
             r"is\s+not\s+(?:allowed|authorized|permitted)\s+to\s+send\s+(?:mail\s+)?(?:on\s+behalf|from)",
             r"not\s+designated\s+as\s+a\s+permitted\s+sender",
-            r"unauthenticated\s+email\s+is\s+not\s+accepted",
+            r"unauthenticated\s+email\s+(?:from\s+\S+\s+)?is\s+not\s+accepted",
             r"email\s+(?:is\s+)?not\s+(?:properly\s+)?authenticated",
+            r"\bbad\s+spf\b",
+            r"does\s+not\s+have\s+authentication\s+information",
         ),
     ),
     (
@@ -297,12 +359,12 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"(?:user|recipient|mailbox|account|address|addressee|local\s+part|alias|destination\s+address|e-?mail\s+address)\s*(?:is\s+|was\s+)?(?:unknown|not\s+(?:found|known|exist|exists|existent|listed|available|valid)|does\s*n[o']t\s+exist|doesn'?t\s+exist|unavailable\s+\(?nonexistent|invalid|non-?existent|rejected:\s+user\s+unknown)",
             r"unknown\s+(?:user|recipient|mailbox|local[\s-]?part|address|alias|account|e-?mail\s+address)",
             r"no\s+(?:such|valid)\s+(?:user|recipient|mailbox|account|address|person|local\s+user|e-?mail)",
-            r"(?:invalid|bad|non-?existent|nonexisting|unrouteable|unroutable)\s+(?:e-?mail\s+)?(?:recipient|user|mailbox|address|destination\s+address|account)",
+            r"(?:invalid|bad|non-?existent|nonexisting)\s+(?:e-?mail\s+)?(?:recipient|user|mailbox|address|destination\s+address|account)",
             r"(?:recipient|user|mailbox|address|account)\s+(?:\S+\s+)?(?:does\s*n[o']t|does\s+not|did\s+not)\s+exist",
             r"does\s+not\s+(?:have\s+an\s+account|exist\s+here)",
             r"not\s+(?:a\s+)?(?:known|valid)\s+(?:user|recipient|mailbox)",
             r"(?:user|recipient|mailbox)\s+(?:name\s+)?(?:is\s+)?not\s+(?:recognized|local|in\s+the\s+directory)",
-            r"address\s+(?:rejected|not\s+(?:found|valid|recognized))",
+            r"address\s+(?:rejected(?!:)|not\s+(?:found|valid|recognized))",
             r"recipient\s+(?:address\s+)?rejected:\s+(?:user\s+unknown|undeliverable|access\s+denied|invalid)",
             r"mailbox\s+(?:unavailable|not\s+available)",
             r"said:\s+550[- ]5\.1\.1",
@@ -332,6 +394,8 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"requested\s+action\s+not\s+taken:\s+mailbox\s+unavailable",
             r"not\s+our\s+customer",
             r"unknown\s+local\s+part",
+            r"invalid\s+(?:\S+\s+){0,3}userid",
+            r"please\s+check\s+if\s+(?:the\s+)?address\s+is\s+correct",
         ),
     ),
     (
@@ -355,7 +419,7 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"blocked\s+by\s+(?:the\s+)?(?:recipient|user)",
             r"you\s+are\s+not\s+allowed\s+to\s+post",
             r"message\s+rejected\s+due\s+to\s+(?:user|recipient)\s+rules",
-            r"access\s+denied",
+            r"refused\s+due\s+to\s+recipient\s+preferences",
         ),
     ),
     (
@@ -385,6 +449,7 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"this\s+message\s+is\s+not\s+rfc\s*5322\s+compliant",
             r"message\s+contains\s+(?:invalid|bare)\s+",
             r"there\s+are\s+multiple\s+",
+            r"messages\s+with\s+multiple\s+(?:\S+\s+){0,3}?addresses",
             r"rfc\s*5322",
         ),
     ),
@@ -402,9 +467,9 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
         "contenterror",
         (
             r"improper\s+use\s+of\s+8-bit\s+data",
+            r"duplicate\s+header",
             r"message\s+header\s+(?:is\s+)?(?:invalid|malformed)",
             r"(?:invalid|illegal|malformed|bad)\s+(?:mime|header|message\s+content|content)",
-            r"message\s+content\s+rejected",
             r"mime\s+(?:error|conversion)",
             r"attachment\s+(?:type\s+)?not\s+allowed",
             r"(?:we\s+do\s+not|does\s+not)\s+accept\s+(?:this\s+type\s+of\s+)?attachment",
@@ -436,7 +501,8 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"not\s+accepting\s+mail\s+from\s+this\s+(?:sender|address)",
             r"sender\s+address\s+rejected",
             r"\bsender\s+denied\b",
-            r"after\s+mail\s+from",
+            r"purported\s+responsible\s+address",
+            r"from:\s+domain\s+is\s+invalid",
         ),
     ),
     (
@@ -461,6 +527,8 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"domain\s+(?:\S+\s+)?(?:is\s+)?not\s+(?:hosted|served|handled|local)",
             r"not\s+our\s+domain",
             r"illegal\s+host/domain\s+name\s+found",
+            r"unrout(?:e)?able\s+address",  # Exim: no route to the domain
+            r"host\s+\S+\s+not\s+found",
         ),
     ),
     (
@@ -475,7 +543,9 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"suspicious\s+(?:url|content|message)",
             r"(?:url|content|message)\s+(?:is\s+)?(?:blacklisted|listed\s+in\s+surbl)",
             r"scored\s+too\s+high",
-            r"sorbs|surbl|uribl",
+            r"surbl|uribl",
+            r"message\s+content\s+rejected",
+            r"\bube\b",
             r"content\s+filter",
             r"dynamic\s+content\s+rejected",
             r"rejected\s+as\s+(?:it\s+)?(?:looks|appears)\s+like",
@@ -495,10 +565,11 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "speeding",
         (
-            r"rate\s+limit",
+            r"(?<!connection\s)rate\s+limit",
             r"(?:too\s+many|too\s+much)\s+(?:mail|messages|emails)\s+(?:from|in|per)",
             r"sending\s+(?:too\s+fast|rate)",
-            r"please\s+(?:try\s+again\s+later|slow\s+down)",
+            r"please\s+slow\s+down",
+            r"sent\s+to\s+too\s+many\s+recipients",
             r"receiving\s+mail\s+at\s+a\s+rate",
             r"temporarily\s+deferred\s+due\s+to\s+unexpected\s+volume",
             r"throttl",
@@ -513,6 +584,8 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"exceeded\s+(?:the\s+)?(?:maximum\s+)?(?:number\s+of\s+)?(?:connections|recipients)",
             r"no\s+more\s+(?:connections|recipients)",
             r"max\s+(?:connections|recipients)",
+            r"frequency\s+limited",
+            r"connection\s+rate\s+limit",
         ),
     ),
     (
@@ -526,6 +599,7 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"not\s+(?:accepted|allowed)\s+(?:by|due\s+to)\s+policy",
             r"policy\s+(?:restriction|rules)",
             r"email\s+not\s+accepted\s+for\s+policy\s+reasons",
+            r"protocol\s+violation",
             r"policy",
         ),
     ),
@@ -548,6 +622,7 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"(?:refused|rejected)\s+(?:your\s+)?(?:connection|ip|host)",
             r"not\s+accept\s+(?:mail|connections)\s+from\s+(?:your\s+)?(?:ip|host|server)",
             r"service\s+(?:not\s+available|unavailable),\s+closing",
+            r"on\s+our\s+block\s*list",
         ),
     ),
     (
@@ -610,6 +685,8 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"requires?\s+(?:smtp\s+)?auth",
             r"user\s+not\s+authenticated",
             r"submission\s+has\s+been\s+rejected",
+            r"unauthenticated\s+senders?",
+            r"smtp\s+authentication",
         ),
     ),
     (
@@ -619,7 +696,8 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"(?:temporary|temporarily)\s+(?:local\s+)?(?:problem|failure|error|unavailable)",
             r"i/o\s+error",
             r"server\s+(?:is\s+)?(?:busy|unavailable|misconfigured)",
-            r"service\s+(?:temporarily\s+)?(?:unavailable|not\s+available)",
+            r"service\s+(?:temporarily\s+|currently\s+)?(?:unavailable|not\s+available)",
+            r"transaction\s+failed",
             r"too\s+many\s+(?:recursion|nested)",
             r"unable\s+to\s+(?:process|handle)",
             r"mail\s+system\s+(?:error|problem)",
@@ -639,6 +717,7 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"(?:unknown|bad)\s+mailer",
             r"generated\s+by\s+\S+\s+(?:command|program)",
             r"child\s+process",
+            r"pipe\s+to\s+\|",
         ),
     ),
     (
@@ -647,7 +726,8 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"syntax\s+error",
             r"command\s+(?:not\s+)?(?:recognized|unrecognized|not\s+implemented)",
             r"unrecognized\s+command",
-            r"bad\s+sequence\s+of\s+commands",
+            r"(?:bad|improper)\s+sequence\s+of\s+commands",
+            r"command\s+parameter\s+not\s+implemented",
             r"(?:line|command)\s+too\s+long",
         ),
     ),
@@ -662,6 +742,10 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
 )
+
+
+# Weaker words, tried after every reason above.
+_TEXT += (("rejected", (r"access\s+denied",)),)
 
 
 def _required(items: list) -> frozenset[str] | None:
@@ -752,7 +836,7 @@ def reason_from_text(text: str) -> str:
 
 _COMMAND = re.compile(
     r"(?:after|in\s+reply\s+to|while\s+sending|during|did\s+not\s+like\s+our)\s+(?:the\s+)?"
-    r"(?:final\s+)?(rcpt|mail|data|end\s+of\s+data|helo|ehlo|connect|greeting|message)\b"
+    r"(?:final\s+|initial\s+)?(rcpt|mail|data|end\s+of\s+data|helo|ehlo|connect(?:ion)?|greeting|message)\b"
     r"|(?:>>>|smtp\s+command:?)\s*(rcpt|mail|data|helo|ehlo)\b|\[(rcpt_to|mail_from|data)\]"
     r"|does\s+not\s+like\s+(recipient)|most\s+progress\s+was\s+(rcpt|mail|data)\b"
     r"|\bsmtp:(rcpt|mail|data)\b|(?:failed|rejected)\s+after\s+i\s+sent\s+the\s+(message)",
@@ -771,6 +855,7 @@ _COMMAND_WORDS = (
     "_from]",
     "[data]",
     "sent the",
+    "smtp:",
 )
 _COMMANDS = {
     "rcpt": "RCPT",
@@ -783,6 +868,7 @@ _COMMANDS = {
     "helo": "HELO",
     "ehlo": "HELO",
     "connect": "CONN",
+    "connection": "CONN",
     "greeting": "CONN",
 }
 
@@ -802,16 +888,26 @@ def smtp_command(text: str) -> str:
     return "DATA" if word.startswith("end") else _COMMANDS.get(word, "")
 
 
-def with_command(reason: str, status: str, command: str, code: int = 0) -> str:
+def with_command(
+    reason: str, status: str, command: str, code: int = 0, *, structured: bool = False
+) -> str:
     """A reason adjusted for the command that was refused (reports only).
 
     A remote server's "user unknown" counts as such in reply to RCPT or with an X.1.x
-    status; said elsewhere (after DATA, or nobody knows when) it is a filter speaking
-    (sisimai's rule). A reporting MTA's own verdict (no reply code, no status) stands.
+    status; said after DATA it is a filter speaking (sisimai's rule). When nobody says
+    when: in a DSN's per-recipient fields (``structured``) it is taken as said at RCPT,
+    where servers refuse unknown users; in a free-text bounce quoting a remote reply, as a
+    filter's. A reporting MTA's own verdict (no reply code, no status) stands.
     """
+    if reason in ("onhold", "undefined") and command == "MAIL":
+        return "rejected"  # refused at MAIL, nothing more said: the sender was
+    if reason in ("onhold", "undefined", "filtered", "rejected") and command in ("HELO", "CONN"):
+        return "blocked"  # refused before any envelope: the client itself was
     if reason != "userunknown" or command == "RCPT" or status[1:4] == ".1." or status[1:] == ".5.0":
         return reason
     if not code and not status:
+        return reason
+    if structured and not command and status[2:] in ("", "0.0"):
         return reason
     if reason == "userunknown":
         return "filtered"
@@ -844,6 +940,8 @@ def classify(code: int, status: str, text: str) -> tuple[str, bool]:
     if by_status and by_status not in _VAGUE:
         return by_status, is_hard(by_status, code, status)
     reason = reason_from_text(text) or by_status
+    if not reason and status[1:3] == ".7":
+        reason = "securityerror"  # X.7.x "security or policy status", nothing more said
     if not reason:
         if 400 <= code < 500 or status.startswith("4"):
             reason = "undefined"
