@@ -26,6 +26,8 @@ ADDRESS_RE = re.compile(rf"(?<![A-Za-z0-9!#$%&'*+/=?^_`{{|}}~.\-])({ADDRESS})")
 _PLAIN = re.compile(rf"\A{ADDRESS}\Z")
 _STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
 _CODE = re.compile(r"(?<![\w.\-/:#=])([245][0-5]\d)(?:[ \-]|\Z)")
+_FAILED_STATUS = re.compile(r"(?<![\d.])([45])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
+_FAILED_CODE = re.compile(r"(?<![\w.\-/:#=])([45][0-5]\d)(?:[ \-]|\Z)")
 _SPACE = re.compile(r"\s+")
 _FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9\-]{0,60})[ \t]*:[ \t]*(.*)$")
 
@@ -55,12 +57,16 @@ def normalize_address(text: str) -> str:
 def find_status(text: str) -> str:
     """The first enhanced status code in a text (``5.1.1``), "" if none."""
     match = _STATUS.search(text)
+    if match is not None and match[1] == "2":  # a transcript's "250 2.1.5 Ok" before the failure
+        match = _FAILED_STATUS.search(text, match.end()) or match
     return f"{match[1]}.{int(match[2])}.{int(match[3])}" if match else ""
 
 
 def find_code(text: str) -> int:
     """The first SMTP reply code in a text (550), 0 if none."""
     match = _CODE.search(text)
+    if match is not None and match[1][0] == "2":
+        match = _FAILED_CODE.search(text, match.end()) or match
     return int(match[1]) if match else 0
 
 

@@ -318,6 +318,7 @@ def _dsn(msg: Message, parts: Parts) -> Report | None:
         seen.add(key)
         action = fields.get("action", "").strip().lower()
         diagnostic = fields.get("diagnostic-code", "")
+        local_program = diagnostic[:7].lower() == "x-unix;"  # a local delivery program's exit
         if ";" in diagnostic[:20]:
             diagnostic = diagnostic.split(";", 1)[1]
         diagnostic = diagnostic.strip()
@@ -347,6 +348,8 @@ def _dsn(msg: Message, parts: Parts) -> Report | None:
             reason = _whole_text_reason(bounce_text, reason)
         command = _command(f"{diagnostic}\n{extra}", bounce_text)
         reason = with_command(reason, status, command, code, structured=True)
+        if local_program and reason in ("undefined", "onhold", "expired", "systemerror"):
+            reason = "mailererror"
         category = fields.get("x-powermta-bouncecategory", "").strip().lower()
         reason = _POWERMTA.get(category, reason)
         hard = False if action.startswith("delayed") else is_hard(reason, code, status)

@@ -190,6 +190,7 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"(?:not\s+have|without)\s+permission\s+to\s+post",
             # qmail: the sender refused at MAIL, whatever the remote text says after it.
             r"but\s+sender\s+was\s+rejected",
+            r"address\s+that\s+has\s+been\s+blacklisted",
         ),
     ),
     (
@@ -237,12 +238,19 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     (
+        "networkerror",
+        (r"host\s+not\s+found,\s+try\s+again",),  # Postfix: a resolver failure, retried
+    ),
+    (
         "expired",
         (
             r"all\s+hosts\s+have\s+been\s+failing\s+for\s+a\s+long\s+time",
             r"will\s+be\s+retried\s+for",
             r"did\s+not\s+accept\s+our\s+requests\s+to\s+connect",
             r"envelope\s+expired",
+            r"message\s+expired,\s+connection",
+            r"could\s+not\s+find\s+a\s+gateway",
+            r"host\s+not\s+reachable",
             r"failed\s+\d+\s+attempts",
         ),
     ),
@@ -283,6 +291,7 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"exceeded\s+(?:the\s+)?max(?:imum)?\s+(?:message\s+)?size",
             r"too\s+big\s+for\s+the\s+system",
             r"message\s+too\s+big",
+            r"line\s+limit\s+exceeded",
         ),
     ),
     (
@@ -642,6 +651,7 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"delivery\s+(?:is\s+)?delayed",
             r"maximum\s+time\s+in\s+queue",
             r"have\s+been\s+delayed",
+            r"connection\s+timed\s+out",  # what a sender's queue says when it gives up
         ),
     ),
     (
@@ -821,6 +831,15 @@ def reason_from_status(status: str) -> str:
     return _STATUS.get(f"{int(match[2])}.{int(match[3])}", "")
 
 
+# Codes whose reason the text names better when it names one: X.6.0 (other media error:
+# a spam filter's too), X.3.2 (not accepting messages: also a connection rate limit).
+_VAGUE_CODES = frozenset({"6.0", "3.2"})
+
+
+def _vague_code(status: str) -> bool:
+    return status[2:] in _VAGUE_CODES
+
+
 def reason_from_text(text: str) -> str:
     """The first reason whose patterns match the text (lower-cased here), "" if none."""
     if not text:
@@ -937,9 +956,11 @@ def classify(code: int, status: str, text: str) -> tuple[str, bool]:
     if (status.startswith("2") or 200 <= code < 300) and not status.startswith(("4", "5")):
         return "delivered", False
     by_status = reason_from_status(status)
-    if by_status and by_status not in _VAGUE:
+    if by_status and by_status not in _VAGUE and not _vague_code(status):
         return by_status, is_hard(by_status, code, status)
     reason = reason_from_text(text) or by_status
+    if reason == "hostunknown" and status.startswith("4"):
+        reason = "networkerror"  # a temporary name-service failure, not a missing domain
     if not reason and status[1:3] == ".7":
         reason = "securityerror"  # X.7.x "security or policy status", nothing more said
     if not reason:
