@@ -346,8 +346,8 @@ def _dsn(msg: Message, parts: Parts) -> Report | None:
             reason, hard = "onhold", False
         if reason in ("undefined", "onhold") or _vague_security(reason, text):
             reason = _whole_text_reason(bounce_text, reason)
-        command = _command(f"{diagnostic}\n{extra}", bounce_text)
-        reason = with_command(reason, status, command, code, structured=True)
+        command, near = _command(f"{diagnostic}\n{extra}", bounce_text)
+        reason = with_command(reason, status, command, code, structured=True, near=near)
         if local_program and reason in ("undefined", "onhold", "expired", "systemerror"):
             reason = "mailererror"
         category = fields.get("x-powermta-bouncecategory", "").strip().lower()
@@ -373,8 +373,10 @@ def _entry(
     )
 
 
-def _command(near: str, text: str) -> str:
-    return smtp_command(near) or smtp_command(text)
+def _command(near: str, text: str) -> tuple[str, bool]:
+    """The refused command, and whether the recipient's own diagnostic names it."""
+    command = smtp_command(near)
+    return (command, True) if command else (smtp_command(text), False)
 
 
 def _vague_security(reason: str, text: str) -> bool:
@@ -447,7 +449,8 @@ def _nonstandard(msg: Message, parts: Parts) -> Report | None:
         reason, hard = classify(code, status, diagnostic)
         if reason in ("undefined", "onhold", "delivered") or _vague_security(reason, diagnostic):
             reason = _whole_text_reason(text, "onhold" if reason == "delivered" else reason)
-        reason = with_command(reason, status, _command(diagnostic, text), code)
+        command, near = _command(diagnostic, text)
+        reason = with_command(reason, status, command, code, near=near)
         hard = is_hard(reason, code, status)
         recipients.append(_entry(address, alias, status, code, reason, hard, diagnostic))
     return Report(kind=Kind.BOUNCE, recipients=tuple(recipients))

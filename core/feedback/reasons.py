@@ -229,6 +229,11 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     (
+        # "553 example.com does not exist": a domain, not a mailbox (no "@" before it).
+        "hostunknown",
+        (r"(?<![@\w.\-])[a-z0-9\-]+(?:\.[a-z0-9\-]+)*\.[a-z]{2,}\s+does\s+not\s+exist",),
+    ),
+    (
         "requireptr",
         (
             r"ip\s+name\s+lookup\s+failed",
@@ -404,6 +409,8 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"not\s+our\s+customer",
             r"unknown\s+local\s+part",
             r"invalid\s+(?:\S+\s+){0,3}userid",
+            r"and\s+other\s+recipients\s+in\s+the\s+same\s+domain\)",  # InterScan MSS
+            r"\b[45]\d\d\s+<?[^\s@<>]+@[^\s@<>]+>?\s+rejected\s*$",
             r"please\s+check\s+if\s+(?:the\s+)?address\s+is\s+correct",
         ),
     ),
@@ -907,19 +914,32 @@ def smtp_command(text: str) -> str:
     return "DATA" if word.startswith("end") else _COMMANDS.get(word, "")
 
 
+# Reasons that say nothing, or say it of an address (at MAIL: the sender's).
+_ABOUT_ADDRESS = frozenset({"onhold", "undefined", "userunknown", "hostunknown", "filtered"})
+
+
 def with_command(
-    reason: str, status: str, command: str, code: int = 0, *, structured: bool = False
+    reason: str,
+    status: str,
+    command: str,
+    code: int = 0,
+    *,
+    structured: bool = False,
+    near: bool = True,
 ) -> str:
     """A reason adjusted for the command that was refused (reports only).
 
+    ``near``: the recipient's own diagnostic names the command (not only the report's text).
     A remote server's "user unknown" counts as such in reply to RCPT or with an X.1.x
     status; said after DATA it is a filter speaking (sisimai's rule). When nobody says
     when: in a DSN's per-recipient fields (``structured``) it is taken as said at RCPT,
     where servers refuse unknown users; in a free-text bounce quoting a remote reply, as a
     filter's. A reporting MTA's own verdict (no reply code, no status) stands.
     """
-    if reason in ("onhold", "undefined") and command == "MAIL":
-        return "rejected"  # refused at MAIL, nothing more said: the sender was
+    if command == "MAIL" and (
+        reason in ("onhold", "undefined") or near and reason in _ABOUT_ADDRESS
+    ):
+        return "rejected"  # refused at MAIL: the address in question is the sender's
     if reason in ("onhold", "undefined", "filtered", "rejected") and command in ("HELO", "CONN"):
         return "blocked"  # refused before any envelope: the client itself was
     if reason != "userunknown" or command == "RCPT" or status[1:4] == ".1." or status[1:] == ".5.0":
@@ -938,7 +958,8 @@ def is_hard(reason: str, code: int = 0, status: str = "") -> bool:
     if reason in HARD_REASONS:
         return True
     if reason == "notaccept":
-        return status.startswith("5") or (not status and 500 <= code < 600)
+        # null MX, no MX: permanent unless a 4xx says otherwise
+        return status.startswith("5") or (not status and not 400 <= code < 500)
     return False
 
 
