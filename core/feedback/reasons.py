@@ -937,7 +937,7 @@ def with_command(
     filter's. A reporting MTA's own verdict (no reply code, no status) stands.
     """
     if command == "MAIL" and (
-        reason in ("onhold", "undefined") or near and reason in _ABOUT_ADDRESS
+        reason in ("onhold", "undefined") or (near and reason in _ABOUT_ADDRESS)
     ):
         return "rejected"  # refused at MAIL: the address in question is the sender's
     if reason in ("onhold", "undefined", "filtered", "rejected") and command in ("HELO", "CONN"):
