@@ -243,6 +243,16 @@ def _verp(msg: Message, parts: Parts) -> str:
 
 def _complaint(msg: Message, parts: Parts) -> Report | None:
     text = "\n\n".join(parts.feedback)
+    if str(msg.get("X-Apple-Unsubscribe", "")).strip().lower() == "true":
+        # Apple Mail's unsubscribe (sent to a List-Unsubscribe mailto): an opt-out by the
+        # sender of this message.
+        match = ADDRESS_RE.search(decode_header(msg.get("From", "")))
+        address = normalize_address(match[1]) if match else ""
+        return Report(
+            kind=Kind.COMPLAINT,
+            recipients=(RecipientReport(address=address, reason="feedback"),),
+            feedback_type="opt-out",
+        )
     if not parts.feedback and parts.returned is not None:
         # Microsoft's JMRP (Hotmail/Outlook.com complaints): no ARF part, the complained-of
         # message with its recipient in X-HmXmrOriginalRecipient.
@@ -451,6 +461,8 @@ def _nonstandard(msg: Message, parts: Parts) -> Report | None:
             reason = _whole_text_reason(text, "onhold" if reason == "delivered" else reason)
         command, near = _command(diagnostic, text)
         reason = with_command(reason, status, command, code, near=near)
+        if reason == "undefined" and not (status.startswith("4") or 400 <= code < 500):
+            reason = "onhold"  # a failure notice that names no cause: undecided, not unknown
         hard = is_hard(reason, code, status)
         recipients.append(_entry(address, alias, status, code, reason, hard, diagnostic))
     return Report(kind=Kind.BOUNCE, recipients=tuple(recipients))

@@ -244,7 +244,13 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     (
         "networkerror",
-        (r"host\s+not\s+found,\s+try\s+again",),  # Postfix: a resolver failure, retried
+        (
+            r"host\s+not\s+found,\s+try\s+again",  # Postfix: a resolver failure, retried
+            # The cause, before a queue's "gave up" wording after it (qmail, Sendmail, O365):
+            r"wasn'?t\s+able\s+to\s+establish\s+an\s+smtp\s+connection",
+            r"host\s+name\s+lookup\s+failure",
+            r"dns\s+query\s+failed",
+        ),
     ),
     (
         "expired",
