@@ -205,6 +205,43 @@ def test_qmail_style():
     assert report.original_message_id == "<q-1@acme.example>"
 
 
+def _ses(body: dict) -> bytes:
+    head = b"From: SES <no-reply@sns.amazonaws.com>\r\nTo: ops@acme.example\r\n"
+    head += b"Subject: AWS Notification Message\r\nContent-Type: text/plain\r\n\r\n"
+    return head + json.dumps(body).encode() + b"\r\n--\r\nunsubscribe link\r\n"
+
+
+def test_amazon_ses_bounce_and_complaint():
+    bounce = {
+        "notificationType": "Bounce",
+        "bounce": {
+            "bounceType": "Permanent",
+            "bouncedRecipients": [
+                {
+                    "emailAddress": "ann@example.org",
+                    "status": "5.1.1",
+                    "diagnosticCode": "smtp; 550 5.1.1 user unknown",
+                }
+            ],
+        },
+    }
+    report = parse_report(_ses(bounce))
+    assert report.kind is Kind.BOUNCE
+    assert [(r.address, r.status, r.code, r.reason, r.hard) for r in report.recipients] == [
+        ("ann@example.org", "5.1.1", 550, "userunknown", True)
+    ]
+    complaint = {
+        "notificationType": "Complaint",
+        "complaint": {"complainedRecipients": [{"emailAddress": "bob@example.org"}]},
+    }
+    sns = {"Type": "Notification", "Message": json.dumps(complaint)}
+    report = parse_report(_ses(sns))
+    assert report.kind is Kind.COMPLAINT
+    assert report.feedback_type == "abuse"
+    assert [r.address for r in report.recipients] == ["bob@example.org"]
+    assert parse_report(_ses({"notificationType": "Bounce", "bounce": [[[]]]})).kind is Kind.NONE
+
+
 def test_cli_parse_json(tmp_path):
     path = tmp_path / "dsn.eml"
     path.write_bytes(build_dsn())

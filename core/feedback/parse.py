@@ -20,6 +20,7 @@ exception.
 
 from __future__ import annotations
 
+import json
 import re
 from email.message import Message
 
@@ -116,7 +117,8 @@ def _parse_message(msg: Message, raw: bytes, depth: int) -> Report:
     message_id = _original_message_id(parts)
     token = _verp(msg, parts)
     report = (
-        _complaint(msg, parts)
+        _amazon_ses(parts)
+        or _complaint(msg, parts)
         or _dsn(msg, parts)
         or _nonstandard(msg, parts)
         or _autoreply(msg, parts)
@@ -295,6 +297,76 @@ def _complaint(msg: Message, parts: Parts) -> Report | None:
         RecipientReport(address=a, reason="feedback") for a in addresses[:_MAX_RECIPIENTS]
     ) or (RecipientReport(address="", reason="feedback"),)
     return Report(kind=Kind.COMPLAINT, recipients=recipients, feedback_type=feedback_type)
+
+
+# -- Amazon SES notifications -------------------------------------------------------------
+
+_SES_START = re.compile(r'\{\s*"(?:notificationType|eventType|Type)"\s*:')
+_SES_DECODER = json.JSONDecoder(strict=False)
+
+
+def _amazon_ses(parts: Parts) -> Report | None:
+    """Amazon SES's bounce and complaint notifications (JSON, often through SNS)."""
+    for text in parts.texts[:2]:
+        start = _SES_START.search(text, 0, 4096)
+        if start is None:
+            continue
+        body = text[start.start() :].replace("!\n ", "").replace("!\r\n ", "")
+        try:
+            obj, _ = _SES_DECODER.raw_decode(body)
+            if isinstance(obj, dict) and isinstance(obj.get("Message"), str):  # SNS envelope
+                obj = _SES_DECODER.decode(obj["Message"])
+        except (ValueError, RecursionError):
+            return None
+        if isinstance(obj, dict):
+            return _ses_report(obj)
+    return None
+
+
+def _ses_list(obj: object, *keys: str) -> list:
+    for key in keys:
+        obj = obj.get(key) if isinstance(obj, dict) else None
+    return obj[:_MAX_RECIPIENTS] if isinstance(obj, list) else []
+
+
+def _ses_report(obj: dict) -> Report | None:
+    kind = str(obj.get("notificationType") or obj.get("eventType") or "").lower()
+    if kind == "complaint":
+        feedback = obj.get("complaint")
+        ftype = feedback.get("complaintFeedbackType") if isinstance(feedback, dict) else None
+        recipients = tuple(
+            RecipientReport(
+                address=normalize_address(str(r.get("emailAddress", ""))), reason="feedback"
+            )
+            for r in _ses_list(obj, "complaint", "complainedRecipients")
+            if isinstance(r, dict)
+        )
+        return Report(
+            kind=Kind.COMPLAINT,
+            recipients=recipients or (RecipientReport(address="", reason="feedback"),),
+            feedback_type=str(ftype or "abuse").lower()[:40],
+        )
+    if kind != "bounce":
+        return None
+    bounce = obj.get("bounce")
+    transient = (
+        isinstance(bounce, dict) and str(bounce.get("bounceType", "")).lower() == "transient"
+    )
+    recipients = []
+    for r in _ses_list(obj, "bounce", "bouncedRecipients"):
+        if not isinstance(r, dict):
+            continue
+        address = normalize_address(str(r.get("emailAddress", "")))
+        diagnostic = str(r.get("diagnosticCode", ""))[:2000]
+        if ";" in diagnostic[:20]:
+            diagnostic = diagnostic.split(";", 1)[1].strip()
+        status = find_status(str(r.get("status", ""))) or find_status(diagnostic)
+        code = find_code(diagnostic)
+        reason, hard = classify(code, status, diagnostic)
+        if transient:
+            hard = False
+        recipients.append(_entry(address, "", status, code, reason, hard, diagnostic))
+    return Report(kind=Kind.BOUNCE, recipients=tuple(recipients)) if recipients else None
 
 
 # -- DSNs -------------------------------------------------------------------------------
