@@ -88,8 +88,13 @@ def cut_returned(text: str) -> str:
     return text[:end]
 
 
-def text_recipients(text: str, exclude: set[str]) -> list[tuple[str, str, str]]:
-    """``[(address, alias, diagnostic)]`` named by a bounce's text (already cut)."""
+def text_recipients(
+    text: str, exclude: set[str], *, loose: bool = True
+) -> list[tuple[str, str, str]]:
+    """``[(address, alias, diagnostic)]`` named by a bounce's text (already cut).
+
+    ``loose``: failing lines that name a recipient, take any address not excluded.
+    """
     lines = text.split("\n")[:2000]
     senders = {a.lower() for a in _MAIL_FROM.findall(text)}
     skip = exclude | senders
@@ -125,7 +130,7 @@ def text_recipients(text: str, exclude: set[str]) -> list[tuple[str, str, str]]:
         seen.add(key)
         found.append((i, address, alias, rest))
     if not found:
-        return _loose(text, skip)
+        return _loose(text, skip) if loose else []
     out = []
     starts = [f[0] for f in found] + [len(lines)]
     for n, (i, address, alias, rest) in enumerate(found):

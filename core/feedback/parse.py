@@ -480,10 +480,10 @@ def _bounce_text(parts: Parts) -> str:
     return "\n\n".join(t for t in texts if t.strip())
 
 
-def _senders(msg: Message, parts: Parts) -> set[str]:
+def _senders(msg: Message, parts: Parts, *, to: bool = True) -> set[str]:
     """Addresses that are the sender's side: never a failed recipient."""
     out: set[str] = set()
-    for name in ("from", "to", "return-path"):
+    for name in ("from", "to", "return-path") if to else ("from", "return-path"):
         for value in msg.get_all(name, [])[:10]:
             for match in ADDRESS_RE.finditer(decode_header(value)):
                 out.add(normalize_address(match[1]).lower())
@@ -513,6 +513,10 @@ def _nonstandard(msg: Message, parts: Parts) -> Report | None:
         return None
     senders = _senders(msg, parts)
     found = text_recipients(text, senders)
+    if not found:
+        # A message its sender sent to itself: the report's To may be the recipient too,
+        # when a line names it as one.
+        found = text_recipients(text, _senders(msg, parts, to=False), loose=False)
     failed = [normalize_address(a) for a in str(msg.get("X-Failed-Recipients", "")).split(",")]
     known = {a.lower() for a, _, _ in found}
     for address in failed:

@@ -566,6 +566,7 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"(?:url|content|message)\s+(?:is\s+)?(?:blacklisted|listed\s+in\s+surbl)",
             r"scored\s+too\s+high",
             r"surbl|uribl",
+            r"\bofr_?506\b",  # Orange's code for a message refused as spam ("Mail rejete")
             r"message\s+content\s+rejected",
             r"\bube\b",
             r"content\s+filter",
