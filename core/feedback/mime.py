@@ -152,7 +152,10 @@ def _block_text(part: Message) -> str:
                 if isinstance(body, str) and body.strip():
                     lines.append(body)  # a block the parser did not see as headers
                 blocks.append("\n".join(lines))
-        return "\n\n".join(blocks)
+        text = "\n\n".join(blocks)
+        if "\x1b$" in text:  # undeclared ISO-2022-JP in a field (Domino's Japanese)
+            text = text.encode("latin-1", "replace").decode("iso-2022-jp", "replace")
+        return text
     return part_text(part)
 
 

@@ -409,6 +409,7 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"\bunknown\s+user\b",
             r"\bmailbox\s+not\s+found\b",
             r"not\s+listed\s+in\s+(?:domino\s+)?directory",
+            r"domino\s+\u30c7\u30a3\u30ec\u30af\u30c8\u30ea\u306b\u306f\u898b\u3064\u304b\u308a\u307e\u305b\u3093",  # ... not found in the Domino Directory (Japanese)
             r"recipient\s+no\s+longer\s+(?:on\s+server|available)",
             r"is\s+not\s+a\s+known\s+user",
             r"requested\s+action\s+not\s+taken:\s+mailbox\s+unavailable",
@@ -482,6 +483,8 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"(?:poor|low|bad)\s+(?:ip\s+|sender\s+|domain\s+)?reputation",
             r"has\s+been\s+temporarily\s+rate\s+limited\s+due\s+to\s+ip\s+reputation",
             r"unusual\s+rate\s+of\s+unsolicited\s+mail",
+            # Yahoo's TSS04: deferred for the volume or the complaints an IP draws
+            r"deferred\s+due\s+to\s+unexpected\s+volume\s+or\s+user\s+complaints",
             r"reputation",
         ),
     ),
@@ -594,7 +597,6 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"please\s+slow\s+down",
             r"sent\s+to\s+too\s+many\s+recipients",
             r"receiving\s+mail\s+at\s+a\s+rate",
-            r"temporarily\s+deferred\s+due\s+to\s+unexpected\s+volume",
             r"throttl",
             r"exceeded\s+(?:the\s+)?(?:sending|message)\s+(?:rate|quota)",
         ),
