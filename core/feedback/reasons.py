@@ -409,7 +409,9 @@ _TEXT: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"\bunknown\s+user\b",
             r"\bmailbox\s+not\s+found\b",
             r"not\s+listed\s+in\s+(?:domino\s+)?directory",
-            r"domino\s+\u30c7\u30a3\u30ec\u30af\u30c8\u30ea\u306b\u306f\u898b\u3064\u304b\u308a\u307e\u305b\u3093",  # ... not found in the Domino Directory (Japanese)
+            # "... not found in the Domino Directory", Domino's Japanese
+            r"domino\s+\u30c7\u30a3\u30ec\u30af\u30c8\u30ea"
+            r"\u306b\u306f\u898b\u3064\u304b\u308a\u307e\u305b\u3093",
             r"recipient\s+no\s+longer\s+(?:on\s+server|available)",
             r"is\s+not\s+a\s+known\s+user",
             r"requested\s+action\s+not\s+taken:\s+mailbox\s+unavailable",
