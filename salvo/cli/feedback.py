@@ -1,13 +1,15 @@
-"""``salvo feedback``: the feedback loop from the command line.
+"""``salvo feedback``: bounces, complaints and auto-replies that came back.
 
-Subcommands are functions registered in ``register``: ``ingest`` applies reports
-(bounces, complaints) from files to a data dir as if the listener had received them. The
-parser's ``parse`` subcommand is added beside it (branch ``parser``).
+``salvo feedback parse FILE... [--json]`` parses report files (one message per file) and
+prints what each says: with ``--json`` one JSON object per file per line, otherwise one
+line per recipient. ``salvo feedback ingest --data DIR FILE...`` applies reports to a data
+dir as if the node's listener had received them (reports fetched from a mailbox).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -32,7 +34,62 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="The feedback loop's reports (docs/feedback.md).",
     )
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    parse = sub.add_parser("parse", help="parse report files and print what they say")
+    parse.add_argument("files", nargs="+", metavar="FILE")
+    parse.add_argument("--json", action="store_true", help="one JSON object per file per line")
+    parse.set_defaults(func=_parse)
     _register_ingest(sub)
+
+
+def as_dict(name: str, report: Report) -> dict:
+    """The JSON form of one parsed file."""
+    return {
+        "file": name,
+        "kind": report.kind.value,
+        "feedback_type": report.feedback_type,
+        "original_message_id": report.original_message_id,
+        "recipients": [
+            {
+                "address": r.address,
+                "status": r.status,
+                "code": r.code,
+                "reason": r.reason,
+                "hard": r.hard,
+                "diagnostic": r.diagnostic,
+            }
+            for r in report.recipients
+        ],
+    }
+
+
+def _parse(args: argparse.Namespace) -> int:
+    status = 0
+    for name in args.files:
+        try:
+            raw = Path(name).read_bytes()
+        except OSError as exc:
+            print(f"salvo feedback parse: {name}: {exc.strerror or exc}", file=sys.stderr)
+            status = 2
+            continue
+        report = parse_report(raw)
+        if args.json:
+            print(json.dumps(as_dict(name, report), ensure_ascii=False))
+            continue
+        head = f"{name}: {report.kind.value}"
+        if report.feedback_type:
+            head += f" ({report.feedback_type})"
+        if report.original_message_id:
+            head += f" {report.original_message_id}"
+        if not report.recipients:
+            print(head)
+        for r in report.recipients:
+            hard = "hard" if r.hard else "soft"
+            code = f" {r.code}" if r.code else ""
+            status_code = f" {r.status}" if r.status else ""
+            print(
+                f"{head}  {r.address or '-'}  {r.reason} {hard}{code}{status_code}  {r.diagnostic}"
+            )
+    return status
 
 
 def _register_ingest(sub: argparse._SubParsersAction) -> None:
