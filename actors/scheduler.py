@@ -296,7 +296,7 @@ class Scheduler:
             job = self._job_of(change.seq)
             event = self._event(change, job, result)
             events.append(event)
-            if policy.suppresses(event.type, event.code, event.status):
+            if policy.suppresses(event.type, event.code, event.hard):
                 hard.append((change.record.to, event))
         for result in batch:
             key = (result.message.seq, result.message.idx)

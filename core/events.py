@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from salvo.core.feedback.reasons import classify
+
 if TYPE_CHECKING:
     from salvo.core.spool import Change
 
@@ -57,9 +59,14 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
 def change_event(change: Change, job: Any, now: float, host: str = "", source: str = "") -> Event:
     """The event of a recipient's recorded change. ``job``: what is known of its job (any
     object with ``id``, ``tenant``, ``campaign`` and ``submitted``), or None; ``host``,
-    ``source``: of the attempt, when the spool record has no host."""
+    ``source``: of the attempt, when the spool record has no host. A remote server's
+    refusal gets the feedback loop's reason for it (salvo.core.feedback.reasons), so that a
+    550 5.1.1 at RCPT and a later bounce report about it land in the same category."""
     record = change.record
     last = record.last
+    reason, hard = "", False
+    if last is not None and record.state in ("bounced", "deferred") and last.code:
+        reason, hard = classify(last.code, last.enhanced, last.text)
     return Event(
         type=record.state,
         ts=last.at if last else now,
@@ -76,6 +83,8 @@ def change_event(change: Change, job: Any, now: float, host: str = "", source: s
         text=last.text if last else "",
         queued_at=job.submitted if job else 0.0,
         next_attempt=record.next_attempt if record.state == "deferred" else 0.0,
+        reason=reason,
+        hard=hard,
     )
 
 

@@ -40,9 +40,11 @@ transactions, signers and SMTP connections. Read it in the order of a recipient'
    Outcomes gather for :data:`OUTCOME_WINDOW` before their commit: a commit has a fixed
    cost, and the window bounds how long a delivered recipient can stay unrecorded (the
    duplicate window after a crash, docs/spool.md).
-8. **Suppressed** (:func:`suppresses`): only a remote server's permanent 5.1.x reply (bad
-   mailbox or domain) adds the address to the suppression list; a local verdict (DNS, a
-   template) never does, since a broken resolver must not poison the list.
+8. **Suppressed** (:func:`suppresses`): only a remote server's permanent reply that the
+   feedback classifier calls hard (the address itself is bad: no such user or domain, moved)
+   adds the address to the suppression list, the same rule as for a bounce that comes back
+   later by mail; a local verdict (DNS, a template) never does, since a broken resolver must
+   not poison the list.
 """
 
 from __future__ import annotations
@@ -301,7 +303,9 @@ def spool_outcome(
 # -- 8. suppressed --------------------------------------------------------------------------
 
 
-def suppresses(state: str, code: int, enhanced: str) -> bool:
+def suppresses(state: str, code: int, hard: bool) -> bool:
     """Whether a recorded outcome adds the recipient to the suppression list: a remote
-    server's permanent reply about the address (5.1.x: bad mailbox, bad domain)."""
-    return state == "bounced" and code >= 500 and enhanced.startswith("5.1.")
+    server's permanent reply (a reply code, so not a local verdict) that says the address
+    itself is bad (``hard``: the feedback classifier's userunknown, hostunknown, hasmoved,
+    notaccept; salvo.core.feedback.reasons)."""
+    return state == "bounced" and code >= 500 and hard

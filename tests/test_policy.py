@@ -11,10 +11,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from salvo.core import policy
+from salvo.core.events import change_event
 from salvo.core.policy import Next
 from salvo.core.providers import Provider
 from salvo.core.shaping import Limits
 from salvo.core.smtp import Outcome, Reply, Scope, Status
+from salvo.core.spool import Change
+from salvo.core.spool_records import Attempt, RcptRecord
 
 NOW = 1_700_000_000.0
 
@@ -123,7 +126,7 @@ def test_spool_outcome_of_each_status():
     cannot = Outcome.failed("a@example.org", "cannot make the message: missing variable")
     failed = policy.spool_outcome(1, 2, cannot, "", rng=rng, **common)
     assert (failed.state, failed.code, failed.enhanced) == ("failed", 0, "")
-    assert not policy.suppresses(failed.state, failed.code, failed.enhanced)
+    assert not policy.suppresses(failed.state, failed.code, False)
     deferred = policy.spool_outcome(1, 2, RCPT_SOFT, "mx", rng=rng, **common)
     assert deferred.state == "deferred"
     assert NOW + 240 <= deferred.next_attempt <= NOW + 360  # 5 min +- 20 %
@@ -134,19 +137,35 @@ def test_spool_outcome_of_each_status():
 
 
 @pytest.mark.parametrize(
-    ("state", "code", "enhanced", "expected"),
+    ("state", "code", "hard", "expected"),
     [
-        ("bounced", 550, "5.1.1", True),  # no such mailbox
-        ("bounced", 550, "5.1.10", True),  # null MX of the recipient's domain, remote
-        ("bounced", 552, "5.2.2", False),  # mailbox full: about the message, not the address
-        ("bounced", 0, "5.1.2", False),  # a local DNS verdict: no reply code
-        ("bounced", 550, "5.7.1", False),  # policy: not the address's fault
-        ("deferred", 450, "4.1.1", False),
-        ("delivered", 250, "2.1.5", False),
+        ("bounced", 550, True, True),  # a remote server: no such mailbox or domain
+        ("bounced", 552, False, False),  # mailbox full: about the message, not the address
+        ("bounced", 0, True, False),  # a local verdict (DNS): no reply code, never
+        ("deferred", 450, True, False),
+        ("delivered", 250, False, False),
     ],
 )
-def test_what_suppresses(state, code, enhanced, expected):
-    assert policy.suppresses(state, code, enhanced) is expected
+def test_what_suppresses(state, code, hard, expected):
+    assert policy.suppresses(state, code, hard) is expected
+
+
+@pytest.mark.parametrize(
+    ("code", "enhanced", "text", "reason", "hard"),
+    [
+        (550, "5.1.1", "no such user", "userunknown", True),
+        (550, "", "User unknown", "userunknown", True),  # no enhanced code: the text decides
+        (552, "5.2.2", "mailbox full", "mailboxfull", False),
+        (554, "5.7.1", "Client host blocked using zen.spamhaus.org", "blocked", False),
+    ],
+)
+def test_a_synchronous_refusal_gets_the_feedback_reason(code, enhanced, text, reason, hard):
+    """The event of a refusal at RCPT carries the reason a later bounce report would get."""
+    attempt = Attempt(NOW, "bounced", code=code, enhanced=enhanced, text=text, host="mx")
+    record = RcptRecord("a@example.org", "a@example.org", "<m@x>", "bounced", 1, NOW, NOW, attempt)
+    event = change_event(Change(1, 0, record), None, NOW)
+    assert (event.reason, event.hard) == (reason, hard)
+    assert policy.suppresses(event.type, event.code, event.hard) is hard
 
 
 def test_throttle_signals():
