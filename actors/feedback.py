@@ -18,6 +18,7 @@ from collections.abc import Callable
 import trio
 
 from salvo.actors.spool_writer import SpoolWriter
+from salvo.core import kpis
 from salvo.core.config import Config, parse_duration
 from salvo.core.events import Event
 from salvo.core.feedback import apply as fb_apply
@@ -58,8 +59,10 @@ def process_one(
     secret: bytes | None,
     policy: FeedbackPolicy,
     now: float,
+    book: bool = True,
 ) -> list[Event]:
-    """Apply and delete pending report ``rid`` in one transaction (on the writer thread)."""
+    """Apply and delete pending report ``rid`` in one transaction (on the writer thread);
+    with ``book``, the KPI buckets of its events in the same transaction."""
 
     def fn(txn) -> list[Event]:
         raw = spool.feedback.take_in(txn, rid)
@@ -69,6 +72,8 @@ def process_one(
             spool, txn, raw, report, secret=secret, policy=policy, now=now
         )
         fb_apply.count_report_in(spool, txn, report, applied)
+        if book and applied.events:
+            spool.add_kpis_in(txn, kpis.book_events(applied.events, now))
         return applied.events
 
     return spool.store.write(fn)
@@ -95,6 +100,9 @@ class Feedback:
         self._clock = clock
         self._wake = trio.Event()
         self.processed = 0
+        # Bookkeeping (docs/metrics.md): Prometheus counters and durable KPI buckets.
+        self.metrics = None  # salvo.actors.metrics.Metrics, set by the node
+        self.bookkeeping = True
 
     def wake(self) -> None:
         """A report was stored: process it soon."""
@@ -134,12 +142,23 @@ class Feedback:
             return
         self.processed += 1
         log.info("report %d (%s): %d events", rid, report.kind.value, len(events))
+        await self._send(events)
+
+    async def _send(self, events: list[Event]) -> None:
         if events:
+            if self.metrics is not None:
+                self.metrics.count_events(events)
             await self._events.send(events)
 
     def _apply(self, rid: int, report: Report) -> list[Event]:
         return process_one(
-            self.spool, rid, report, secret=self.secret, policy=self.policy, now=self._clock()
+            self.spool,
+            rid,
+            report,
+            secret=self.secret,
+            policy=self.policy,
+            now=self._clock(),
+            book=self.bookkeeping,
         )
 
     def _drop(self, rid: int) -> None:
@@ -153,14 +172,14 @@ class Feedback:
         """Suppress ``address`` for ``tenant`` durably; True once committed."""
         now = self._clock()
 
-        def fn() -> list[Event]:
-            return self.spool.store.write(
-                lambda txn: fb_apply.unsubscribe_in(
-                    self.spool, txn, tenant, address, now=now, source=source
-                )
+        def write(txn) -> list[Event]:
+            events = fb_apply.unsubscribe_in(
+                self.spool, txn, tenant, address, now=now, source=source
             )
+            if self.bookkeeping and events:
+                self.spool.add_kpis_in(txn, kpis.book_events(events, now))
+            return events
 
-        events = await self.writer.run_sync(fn)
-        if events:
-            await self._events.send(events)
+        events = await self.writer.run_sync(self.spool.store.write, write)
+        await self._send(events)
         return True

@@ -16,7 +16,9 @@ from __future__ import annotations
 import functools
 import gc
 import logging
+import os
 import signal
+import time
 from collections.abc import AsyncIterator
 
 import trio
@@ -62,6 +64,7 @@ async def run_core(config: Config, work_endpoint: str) -> None:
     results_send, results_recv = trio.open_memory_channel[Result](1_000_000)
     delivery = Delivery(results_send)
     scheduler = Scheduler(config, writer, delivery, results_recv, results_send, events_send)
+    metrics = bookkeeping(scheduler, spool, delivery)
     dispatcher = Dispatcher(work_endpoint, scheduler.on_signed, context=zmq_context)
     scheduler.dispatcher = dispatcher
     ingress = Ingress(
@@ -98,7 +101,8 @@ async def run_core(config: Config, work_endpoint: str) -> None:
                 work.start_soon(scheduler.run_maintenance)
                 # Before the ingress: a node that answers producers also listens for
                 # the reports and unsubscribes it is configured for.
-                await start_feedback(work, config, spool, writer, events_send)
+                shared = await start_feedback(work, config, spool, writer, events_send, metrics)
+                await start_http(work, config, spool, metrics, shared)
                 await work.start(ingress.run)
                 work.start_soon(scheduler.run_claims)
                 log.info(
@@ -131,21 +135,79 @@ async def run_core(config: Config, work_endpoint: str) -> None:
     log.info("node stopped")
 
 
+def bookkeeping(scheduler: Scheduler, spool: Spool, delivery: Delivery):
+    """The node's metrics (docs/metrics.md), wired to the scheduler; None when
+    ``SALVO_BOOKKEEPING=off`` (for measuring what the bookkeeping costs: docs/bench.md)."""
+    if os.environ.get("SALVO_BOOKKEEPING", "on") == "off":
+        scheduler.bookkeeping = False
+        log.info("bookkeeping off (SALVO_BOOKKEEPING=off): no metrics, no KPI buckets")
+        return None
+    from salvo.actors.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.queue_source = functools.partial(_queue_gauges, spool)
+    metrics.delivery = delivery
+    scheduler.metrics = metrics
+    return metrics
+
+
+def _queue_gauges(spool: Spool) -> tuple[int, int, float]:
+    return spool.queue_gauges(time.time())
+
+
+async def start_http(
+    nursery: trio.Nursery, config: Config, spool: Spool, metrics, shared: list
+) -> None:
+    """The admin server at ``[http] listen`` (off when unset): ``/metrics``, ``/api/``, and
+    the unsubscribe routes when ``[unsubscribe] listen`` is the same address."""
+    if not config.http.listen:
+        return
+    from salvo.actors.admin import Admin, is_loopback, read_token
+    from salvo.actors.http import HTTPServer
+    from salvo.actors.metrics import Metrics
+    from salvo.core.config import listen_address
+
+    host, port = listen_address(config.http.listen, key="[http] listen")
+    token = read_token(config.http_token_path)
+    admin = Admin(
+        token,
+        metrics if metrics is not None else Metrics(),
+        spool,
+        metrics_open=config.http.metrics_open and is_loopback(host),
+    )
+    server = HTTPServer(
+        host,
+        port,
+        [*admin.routes(), *shared],
+        request_timeout=parse_duration(config.http.request_timeout),
+        max_connections=config.http.max_connections,
+    )
+    await nursery.start(server.run)
+
+
+def _same_address(a: str, b: str) -> bool:
+    from salvo.core.config import listen_address
+
+    return bool(a and b) and listen_address(a, key="") == listen_address(b, key="")
+
+
 async def start_feedback(
     nursery: trio.Nursery,
     config: Config,
     spool: Spool,
     writer: SpoolWriter,
     events_send: trio.MemorySendChannel[list[Event]],
-) -> None:
+    metrics=None,
+) -> list:
     """The feedback loop's services, each only when configured (docs/feedback.md): the
     inbound SMTP listener (``[feedback] listen`` and ``domains``), the one-click
     unsubscribe endpoint (``[unsubscribe] listen``), and the processing of reports
-    (whenever either runs; reports left by a crash are processed first)."""
+    (whenever either runs; reports left by a crash are processed first). Returns the
+    unsubscribe routes when they go to the ``[http]`` server (the same address)."""
     fb, un = config.feedback, config.unsubscribe
     smtp = bool(fb.listen and fb.domains)
     if not smtp and not un.listen:
-        return
+        return []
     from salvo.actors.feedback import Feedback, policy_of
     from salvo.actors.feedback_listener import FeedbackListener, ReportCommitter
     from salvo.actors.http import HTTPServer
@@ -155,6 +217,8 @@ async def start_feedback(
 
     secret = load_secret(config)  # made by `salvo node` before the actors start
     feedback = Feedback(spool, writer, events_send, secret=secret, policy=policy_of(config))
+    feedback.metrics = metrics
+    feedback.bookkeeping = os.environ.get("SALVO_BOOKKEEPING", "on") != "off"
     nursery.start_soon(feedback.run)
     if smtp:
         committer = ReportCommitter(
@@ -163,6 +227,8 @@ async def start_feedback(
             max_bytes=parse_size(fb.max_pending_size),
         )
         await nursery.start(FeedbackListener(config, feedback, committer).run)
+    if un.listen and _same_address(un.listen, config.http.listen):
+        return unsubscribe_routes(feedback)
     if un.listen:
         host, port = listen_address(un.listen, key="[unsubscribe] listen")
         server = HTTPServer(
@@ -173,6 +239,7 @@ async def start_feedback(
             max_connections=un.max_connections,
         )
         await nursery.start(server.run)
+    return []
 
 
 async def _absorb_signals(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import email.utils
+import functools
 import logging
 import random
 import time
@@ -25,7 +26,7 @@ from salvo.actors.dispatch import Dispatcher
 from salvo.actors.resolver import Resolver
 from salvo.actors.routing import Router
 from salvo.actors.spool_writer import SpoolWriter
-from salvo.core import policy, protocol
+from salvo.core import kpis, policy, protocol
 from salvo.core.config import Config, parse_duration
 from salvo.core.events import Event, change_event
 from salvo.core.feedback.outbound import ReturnPaths
@@ -90,6 +91,9 @@ class Scheduler:
         self._events = events
         self._clock = clock
         self._return_paths = ReturnPaths.from_config(config)  # VERP; the secret read once
+        # Bookkeeping (docs/metrics.md): Prometheus counters and durable KPI buckets.
+        self.metrics = None  # salvo.actors.metrics.Metrics, set by the node
+        self.bookkeeping = True
         self.inflight: dict[tuple[int, int], Claimed] = {}
         self._jobs: dict[int, _Job] = {}
         self._wake = trio.Event()
@@ -288,7 +292,7 @@ class Scheduler:
     async def _record(self, batch: list[Result]) -> None:
         now = self._clock()
         outcomes = [self._spool_outcome(r, now) for r in batch]
-        changes = await self.writer.record_outcomes(outcomes)
+        changes = await self.writer.record_outcomes(outcomes, self._book(batch, now))
         results = {(r.message.seq, r.message.idx): r for r in batch}
         events, hard = [], []
         for change in changes:
@@ -317,6 +321,26 @@ class Scheduler:
         self._wake.set()
         if not self.inflight:
             self._idle.set()
+
+    def _book(self, batch: list[Result], now: float):
+        """The bookkeeping of one batch of results: SMTP replies by provider counted once,
+        and the function that gives the KPI buckets of its changes (run in the commit)."""
+        if not self.bookkeeping:
+            return None
+        labels: dict[tuple[int, int], kpis.Labels] = {}
+        replies: collections.Counter[tuple[str, int]] = collections.Counter()
+        jobs, providers = self._jobs, self._provider_of
+        for result in batch:
+            key = (result.message.seq, result.message.idx)
+            provider = providers.get(key)
+            job = jobs.get(key[0])
+            if job is not None:
+                labels[key] = kpis.Labels(job.tenant, job.campaign, provider, job.submitted)
+            if result.outcome.code:
+                replies[(provider or "", result.outcome.code)] += 1
+        if self.metrics is not None and replies:
+            self.metrics.count_replies(replies)
+        return functools.partial(kpis.book_changes, labels, now)
 
     def _spool_outcome(self, result: Result, now: float) -> SpoolOutcome:
         m = result.message
@@ -385,6 +409,8 @@ class Scheduler:
 
     def _emit(self, events: list[Event]) -> None:
         if events:
+            if self.metrics is not None:
+                self.metrics.count_events(events)
             self._events.send_nowait(events)
 
     def _event(

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import trio
 
 from salvo.core.errors import SalvoError
+from salvo.core.kpis import Delta, merge_delta
 from salvo.core.protocol import Job
 from salvo.core.spool import Change, Outcome, Spool, Submitted
 
@@ -92,7 +93,7 @@ class SpoolWriter:
         self._max_jobs = max_jobs
         self._max_recipients = max_recipients
         self._batches: deque[_Batch] = deque()  # the last one is open for more jobs
-        self._outcomes: list[tuple[list[Outcome], _Slot]] = []
+        self._outcomes: list[tuple[tuple[list[Outcome], Any], _Slot]] = []
         self._wake = trio.Event()
         self._limiter = trio.CapacityLimiter(1)
         self._closed = False
@@ -131,9 +132,14 @@ class SpoolWriter:
             raise type(batch.error)(*batch.error.args) from batch.error
         return batch.results[position]
 
-    async def record_outcomes(self, outcomes: Sequence[Outcome]) -> list[Change]:
-        """Record delivery outcomes in the next transaction; return the changes made."""
-        slot = self._enqueue(self._outcomes, list(outcomes))
+    async def record_outcomes(
+        self, outcomes: Sequence[Outcome], book: Callable[[list[Change]], Delta] | None = None
+    ) -> list[Change]:
+        """Record delivery outcomes in the next transaction; return the changes made.
+
+        ``book(changes)`` (pure: it may run more than once) gives the KPI bucket
+        increments of the changes; they are written in the same transaction."""
+        slot = self._enqueue(self._outcomes, (list(outcomes), book))
         return await slot.wait()
 
     async def run_sync(self, fn: Callable[..., R], *args: Any) -> R:
@@ -213,13 +219,26 @@ class SpoolWriter:
         return results
 
     def _write_outcomes(self, batch: list) -> list:
-        flat = [o for outcomes, _ in batch for o in outcomes]
-        changes = self.spool.record_outcomes(flat, self._clock())
-        by_key: dict[tuple[int, int], Change] = {(c.seq, c.idx): c for c in changes}
+        flat = [o for (outcomes, _), _ in batch for o in outcomes]
+        books = [book for (_, book), _ in batch]
+        result: list = []
+
+        def then(txn: Any, changes: list[Change]) -> None:
+            by_key: dict[tuple[int, int], Change] = {(c.seq, c.idx): c for c in changes}
+            result[:] = [
+                [by_key[o.seq, o.idx] for o in outs if (o.seq, o.idx) in by_key]
+                for (outs, _), _ in batch
+            ]
+            if any(books):
+                delta: Delta = {}
+                for book, mine in zip(books, result, strict=True):
+                    if book is not None and mine:
+                        delta = merge_delta(delta, book(mine))
+                self.spool.add_kpis_in(txn, delta)
+
+        self.spool.record_outcomes(flat, self._clock(), then)
         self._count(0, len(flat))
-        return [
-            [by_key[o.seq, o.idx] for o in outs if (o.seq, o.idx) in by_key] for outs, _ in batch
-        ]
+        return result
 
     def _count(self, jobs: int, outcomes: int) -> None:
         self._stats.commits += 1

@@ -263,6 +263,29 @@ class UnsubscribeSection(_Section):
     request_timeout: Duration = "10s"  # a whole request, from its first byte
 
 
+class HttpSection(_Section):
+    """``[http]``: the node's admin API, ``/metrics`` and KPIs (docs/metrics.md); off
+    unless ``listen`` is set. TLS is the operator's proxy's."""
+
+    listen: str = ""  # "host:port"; "" = no server
+    token_file: str = "keys/http.token"  # the admin bearer token; made on first start
+    metrics_open: bool = True  # /metrics without the token when listening on loopback
+    max_connections: int = 100
+    request_timeout: Duration = "10s"  # a whole request, from its first byte
+
+
+def _validate_http(config: Config) -> None:
+    http = config.http
+    if http.listen:
+        listen_address(http.listen, key="[http] listen")
+    if not http.token_file:
+        raise ConfigError("config: [http] token_file: a file name is needed")
+    if http.max_connections < 1:
+        raise ConfigError("config: [http] max_connections: 1 or more")
+    if parse_duration(http.request_timeout, key="[http] request_timeout") <= 0:
+        raise ConfigError("config: [http] request_timeout: must be more than 0")
+
+
 def listen_address(value: str, *, key: str) -> tuple[str, int]:
     """``"127.0.0.1:2525"`` or ``"[::1]:2525"`` -> (host, port); ConfigError names the key."""
     host_part, sep, port = value.rpartition(":")
@@ -314,6 +337,7 @@ class Config(_Section):
     providers: dict[str, ProviderSection] = {}
     feedback: FeedbackSection = FeedbackSection()
     unsubscribe: UnsubscribeSection = UnsubscribeSection()
+    http: HttpSection = HttpSection()
     # Where relative paths start: the config file's folder.
     base_dir: str = ""
 
@@ -389,6 +413,10 @@ class Config(_Section):
         return self.path(self.feedback.secret_file)
 
     @property
+    def http_token_path(self) -> Path:
+        return self.path(self.http.token_file)
+
+    @property
     def uses_feedback(self) -> bool:
         """Whether the feedback loop is configured (a bounce domain, or the unsubscribe
         endpoint): the node then makes the secret file on start if it is missing."""
@@ -419,6 +447,7 @@ def _host_port(value: str) -> tuple[str, int]:
 
 
 def _validate(config: Config) -> None:
+    _validate_http(config)
     for domain, target in config.routes.items():
         _host, sep, port = target.rpartition(":")
         if not target or (sep and not port.isdigit()) or (sep and not 0 < int(port) < 65536):

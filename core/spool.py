@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from salvo.core import host
+from salvo.core import host, kpis
 from salvo.core import spool_records as r
 from salvo.core.address import bare_address, domain_of_mailbox, mailbox_key, parse_address
 from salvo.core.errors import InvalidAddressError
@@ -502,11 +502,17 @@ class Spool:
                 out[i] = hit
         return out
 
-    def record_outcomes(self, outcomes: Iterable[Outcome], now: float) -> list[Change]:
+    def record_outcomes(
+        self,
+        outcomes: Iterable[Outcome],
+        now: float,
+        then: Callable[[Any, list[Change]], None] | None = None,
+    ) -> list[Change]:
         """Write delivery outcomes in one durable transaction; return the changes made.
 
         A final state is never changed again (late or repeated outcomes are ignored). A
-        deferral past the recipient's expiry becomes ``expired``.
+        deferral past the recipient's expiry becomes ``expired``. ``then(txn, changes)``
+        runs in the same transaction after them (the KPI buckets that count them).
         """
         outcomes = list(outcomes)
         for o in outcomes:
@@ -514,7 +520,15 @@ class Spool:
                 raise ValueError(f"unknown outcome state {o.state!r}")
             if o.state == r.DEFERRED and o.next_attempt is None:
                 raise ValueError("a deferred outcome needs next_attempt")
-        return self.store.write(lambda txn: self._record_in(txn, outcomes, now))
+        if then is None:
+            return self.store.write(lambda txn: self._record_in(txn, outcomes, now))
+
+        def fn(txn: Any) -> list[Change]:
+            changes = self._record_in(txn, outcomes, now)
+            then(txn, changes)
+            return changes
+
+        return self.store.write(fn)
 
     def _record_in(self, txn: Any, outcomes: list[Outcome], now: float) -> list[Change]:
         db = self._db
@@ -644,7 +658,67 @@ class Spool:
                     pass
             txn.delete(key, db=db["purge"])
         self.suppression.purge_expired_in(txn, now)
+        self.purge_kpis_in(txn, now - kpis.RETENTION, limit)
         return len(keys)
+
+    # ---- KPI buckets (salvo.core.kpis) ---------------------------------------------------
+
+    def add_kpis_in(self, txn: Any, delta: kpis.Delta) -> None:
+        """Add per-minute counter increments (one read and one write per bucket)."""
+        db = self._db["kpi"]
+        get, put = txn.get, txn.put
+        for key, counts in delta.items():
+            old = get(key, db=db)
+            if old is not None:
+                counts = kpis.merge(kpis.decode_counts(old), counts)
+            put(key, kpis.encode_counts(counts), db=db)
+
+    def kpi_counts(self, dim: bytes, minutes: range) -> dict[str, int]:
+        """The merged counters of one dimension over ``minutes`` (one read transaction,
+        one point read per minute)."""
+
+        def fn(txn: Any) -> dict[str, int]:
+            db = self._db["kpi"]
+            parts = []
+            for minute in minutes:
+                raw = txn.get(kpis.bucket_key(minute, dim), db=db)
+                if raw is not None:
+                    parts.append(kpis.decode_counts(raw))
+            return kpis.merge(*parts)
+
+        return self.store.read(fn)
+
+    def purge_kpis_in(self, txn: Any, before: float, limit: int = 10_000) -> int:
+        """Delete up to ``limit`` buckets of minutes before ``before`` (seconds)."""
+        end = kpis.minute_of(before)
+        cur = txn.cursor(db=self._db["kpi"])
+        deleted = 0
+        if not cur.first():
+            return 0
+        while deleted < limit:
+            key = cur.key()
+            if len(key) < 4 or kpis.minute_of_key(key) >= end or not cur.delete():
+                break
+            deleted += 1
+        return deleted
+
+    def queue_gauges(self, now: float) -> tuple[int, int, float]:
+        """(waiting, in flight, age in seconds of the oldest unfinished job) from entry
+        counts and one record: no scan (docs/metrics.md)."""
+
+        def fn(txn: Any) -> tuple[int, int, float]:
+            db = self._db
+            waiting = txn.stat(db["due"])["entries"]
+            pending = txn.stat(db["dom"])["entries"]
+            oldest = 0.0
+            cur = txn.cursor(db=db["left"])
+            if cur.first():
+                raw = txn.get(cur.key(), db=db["jobs"])
+                if raw is not None:
+                    oldest = max(0.0, now - DEC_HEAD.decode(raw).submitted)
+            return waiting, max(0, pending - waiting), oldest
+
+        return self.store.read(fn)
 
     def recover(self) -> RecoveryReport:
         """After a crash or restart: clear dead readers, return every in-flight recipient

@@ -47,6 +47,7 @@ DB_NAMES = (
     "fb_raw",  # report id -> RawReport (received, not yet processed)
     "fb_soft",  # tenant NUL address key NUL + time_ms -> b"" (soft bounces in the window)
     "fb_count",  # counter name -> u64 (reports by kind, complaints per campaign, ...)
+    "kpi",  # minute (u32) + dimension -> msgpack {counter: n} (salvo.core.kpis)
 )
 STORE_SUBDIR = "store"
 NODE_LOCK = "node.lock"  # taken by a running node before it opens the store (actors/supervisor)

@@ -62,6 +62,40 @@ def _feedback_secret(config: Config) -> None:
     load_secret(config)
 
 
+def _http_token(config: Config) -> None:
+    """Make ``[http] token_file`` on the first start (a random URL-safe token, mode 0600,
+    written beside it then linked into place: never half a file, never replaced)."""
+    import os
+    import secrets
+
+    from salvo.core.errors import StartupError
+
+    path = config.http_token_path
+    if path.exists():
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, (secrets.token_urlsafe(32) + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    except OSError as exc:
+        raise StartupError(
+            f"[http] token_file {path}: cannot create it: {exc.strerror or exc}"
+        ) from exc
+    logging.getLogger("salvo.node").info("made the admin token %s", path)
+
+
 def _run_node(args: argparse.Namespace) -> int:
     from salvo.actors.datadir_lock import DataDirLock
     from salvo.actors.node import core_main, open_spool
@@ -80,6 +114,8 @@ def _run_node(args: argparse.Namespace) -> int:
     try:
         if config.uses_feedback:
             _feedback_secret(config)
+        if config.http.listen:
+            _http_token(config)
         # Fail here, with a clear message, rather than in every signer process.
         composer = Composer(keys_from_config(config), clock=time.time)
         for domain in config.dkim:
@@ -113,6 +149,12 @@ def _run_node(args: argparse.Namespace) -> int:
                 f"events: {config.events.publish}; data: {config.data_dir}",
                 file=sys.stderr,
             )
+            if config.http.listen:
+                print(
+                    f"salvo node: admin API on http://{config.http.listen} "
+                    f"(token in {config.http_token_path})",
+                    file=sys.stderr,
+                )
 
         supervisor.on_started = started
         try:

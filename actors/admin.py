@@ -1,0 +1,123 @@
+"""The admin routes of the node's HTTP server: ``/metrics`` and ``/api/kpis`` (docs/metrics.md).
+
+Every ``/api/`` call needs ``Authorization: Bearer TOKEN`` (the token in ``[http]
+token_file``), compared in constant time; a wrong or missing one gets 401 with a JSON
+error and changes nothing. ``/metrics`` is open without the token when ``[http]
+metrics_open`` is set and the server listens on a loopback address only.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import time
+import urllib.parse
+from collections.abc import Callable
+from pathlib import Path
+
+import trio
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from salvo.actors.http import Request, Response, Route
+from salvo.actors.metrics import Metrics
+from salvo.core import kpis
+from salvo.core.errors import StartupError
+from salvo.core.spool import Spool
+
+JSON = "application/json"
+
+
+def json_response(status: int, obj: object, headers: list[tuple[str, str]] | None = None):
+    body = (json.dumps(obj, separators=(",", ":"), sort_keys=True) + "\n").encode()
+    return Response(status, body, JSON, headers or [])
+
+
+def read_token(path: Path) -> str:
+    """The admin token (made by ``salvo node`` before the actors start)."""
+    try:
+        token = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StartupError(f"[http] token_file {path}: cannot read it: {exc}") from exc
+    if len(token) < 16:
+        raise StartupError(f"[http] token_file {path}: holds no token of 16 characters or more")
+    return token
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Admin:
+    """The routes, the token check and the KPI reads."""
+
+    def __init__(
+        self,
+        token: str,
+        metrics: Metrics,
+        spool: Spool,
+        *,
+        metrics_open: bool,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._token = token.encode()
+        self.metrics = metrics
+        self.spool = spool
+        self.metrics_open = metrics_open
+        self._clock = clock
+
+    def authorized(self, request: Request) -> bool:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(given.strip().encode("latin-1"), self._token)
+
+    def routes(self) -> list[Route]:
+        return [
+            Route.of("GET", r"/metrics", self.get_metrics),
+            Route.of("GET", r"/api/kpis", self.get_kpis),
+            Route.of("GET POST PUT PATCH DELETE", r"/api/.*", self.unknown),
+        ]
+
+    def _denied(self) -> Response:
+        return json_response(
+            401,
+            {"error": "missing or wrong bearer token (Authorization: Bearer TOKEN)"},
+            [("WWW-Authenticate", 'Bearer realm="salvo"')],
+        )
+
+    async def get_metrics(self, request: Request) -> Response:
+        if not self.metrics_open and not self.authorized(request):
+            return self._denied()
+        return Response(200, self.metrics.text(), CONTENT_TYPE_LATEST)
+
+    async def get_kpis(self, request: Request) -> Response:
+        if not self.authorized(request):
+            return self._denied()
+        try:
+            pairs = urllib.parse.parse_qsl(
+                request.query, keep_blank_values=True, strict_parsing=bool(request.query)
+            )
+            query = kpis.parse_query(pairs)
+        except (kpis.KpiQueryError, ValueError) as exc:
+            return json_response(400, {"error": str(exc)})
+        now = self._clock()
+        counts = await trio.to_thread.run_sync(self.spool.kpi_counts, query.dim, query.minutes(now))
+        out = kpis.compute(counts, query.window_s)
+        out["filter"] = {
+            "tenant": query.tenant,
+            "campaign": query.campaign,
+            "provider": query.provider,
+        }
+        out["until"] = now
+        return json_response(200, out)
+
+    async def unknown(self, request: Request) -> Response:
+        if not self.authorized(request):
+            return self._denied()
+        return json_response(404, {"error": f"no such API: {request.method} {request.path}"})

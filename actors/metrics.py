@@ -1,0 +1,194 @@
+"""The node's Prometheus metrics (docs/metrics.md), with ``prometheus-client``.
+
+Counting happens once per batch of events or results, where the scheduler and the
+feedback loop already hold them (a ``collections.Counter`` over the batch, then one
+``inc`` per distinct label set); nothing is counted in the signers. Gauges (queue,
+connections, pauses) are read when ``/metrics`` is scraped, from sources that cost no
+scan: the spool's entry counts and the delivery engine's lanes.
+
+Label values that are not bounded by the config are capped: the first ``max_labels``
+tenants (and providers) seen keep their name, later ones are counted as ``other``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from salvo.core.events import Event
+
+log = logging.getLogger("salvo.metrics")
+
+OTHER = "other"
+MAX_LABELS = 100
+# salvo_delivery_seconds: acceptance to the destination's 250 (deferrals included).
+LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400)
+OUTCOMES = (
+    "accepted",
+    "delivered",
+    "deferred",
+    "bounced",
+    "expired",
+    "suppressed",
+    "complained",
+    "unsubscribed",
+    "failed",
+)
+
+
+class LabelCap:
+    """The first ``limit`` values seen keep their name; later ones are ``other``."""
+
+    def __init__(self, limit: int = MAX_LABELS) -> None:
+        self.limit = limit
+        self.seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self.seen:
+            return value
+        if len(self.seen) < self.limit:
+            self.seen.add(value)
+            return value
+        return OTHER
+
+
+def reply_class(code: int) -> str | None:
+    if 200 <= code < 600:
+        return f"{code // 100}xx"
+    return None
+
+
+class Metrics:
+    """The node's registry and counters; gauges come from the sources set on it."""
+
+    def __init__(self, *, max_labels: int = MAX_LABELS, clock: Callable[[], float] = time.time):
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.tenant = LabelCap(max_labels)
+        self.provider = LabelCap(max_labels)
+        self._clock = clock
+        self.recipients = Counter(
+            "salvo_recipients",
+            "Recipient events by tenant and outcome.",
+            ["tenant", "outcome"],
+            registry=self.registry,
+        )
+        self.replies = Counter(
+            "salvo_smtp_replies",
+            "SMTP replies to recipients by provider and class.",
+            ["provider", "class"],
+            registry=self.registry,
+        )
+        self._lat_counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self._lat_sum = 0.0
+        # Set by the node: () -> (waiting, in flight, oldest age s); the delivery engine.
+        self.queue_source: Callable[[], tuple[int, int, float]] | None = None
+        self.delivery = None
+        self.registry.register(_Gauges(self))
+
+    # -- counting, once per batch ---------------------------------------------------------------
+
+    def count_events(self, events: Iterable[Event]) -> None:
+        """Count a batch of events by (tenant, outcome); delivered ones in the latency
+        histogram too (their ``ts - queued_at``)."""
+        counted: collections.Counter[tuple[str, str]] = collections.Counter()
+        latencies = []
+        for e in events:
+            counted[(e.tenant, e.type)] += 1
+            if e.type == "delivered" and e.queued_at:
+                latencies.append(e.ts - e.queued_at)
+        cap = self.tenant
+        for (tenant, outcome), n in counted.items():
+            self.recipients.labels(cap(tenant), outcome).inc(n)
+        if latencies:
+            buckets = self._lat_counts
+            for seconds in latencies:
+                buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            self._lat_sum += sum(latencies)
+
+    def count_replies(self, replies: collections.Counter[tuple[str, int]]) -> None:
+        """Count (provider, reply code) pairs of a batch of results."""
+        by_class: collections.Counter[tuple[str, str]] = collections.Counter()
+        for (provider, code), n in replies.items():
+            cls = reply_class(code)
+            if cls is not None:
+                by_class[(self.provider(provider or "none"), cls)] += n
+        for (provider, cls), n in by_class.items():
+            self.replies.labels(provider, cls).inc(n)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def text(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def latency_family(self) -> HistogramMetricFamily:
+        cumulative, total = [], 0
+        for bound, n in zip((*LATENCY_BUCKETS, float("inf")), self._lat_counts, strict=True):
+            total += n
+            cumulative.append((_bound(bound), total))
+        family = HistogramMetricFamily(
+            "salvo_delivery_seconds",
+            "Seconds from a recipient's acceptance to the destination's 250.",
+        )
+        family.add_metric([], cumulative, self._lat_sum)
+        return family
+
+
+def _bound(value: float) -> str:
+    return "+Inf" if value == float("inf") else repr(float(value))
+
+
+class _Gauges(Collector):
+    """The values read at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator:
+        m = self.metrics
+        yield m.latency_family()
+        queue = GaugeMetricFamily(
+            "salvo_queue_recipients", "Recipients not yet final, by state.", labels=["state"]
+        )
+        oldest = GaugeMetricFamily(
+            "salvo_queue_oldest_seconds", "Age of the oldest job with recipients not yet final."
+        )
+        if m.queue_source is not None:
+            try:
+                waiting, in_flight, age = m.queue_source()
+            except Exception as exc:  # a scrape must not fail on a busy spool
+                log.warning("queue gauges not read: %s", exc)
+            else:
+                queue.add_metric(["waiting"], waiting)
+                queue.add_metric(["in-flight"], in_flight)
+                oldest.add_metric([], age)
+        yield queue
+        yield oldest
+        connections = GaugeMetricFamily(
+            "salvo_connections", "Open SMTP connections.", labels=["provider", "source"]
+        )
+        paused = GaugeMetricFamily(
+            "salvo_paused", "1 while new connections are paused.", labels=["scope", "name"]
+        )
+        delivery = m.delivery
+        if delivery is not None:
+            open_by: collections.Counter[tuple[str, str]] = collections.Counter()
+            for (source, provider), lane in list(delivery._lanes.items()):
+                open_by[(m.provider(provider), source or "default")] += lane.shaper.active
+            for (provider, source), n in sorted(open_by.items()):
+                connections.add_metric([provider, source], n)
+            paused_by: dict[str, int] = {}
+            for provider in list(delivery._provider_lanes):
+                name = m.provider(provider)
+                is_paused = 1 if delivery.paused_for(provider) > 0 else 0
+                paused_by[name] = max(paused_by.get(name, 0), is_paused)
+            for name, is_paused in sorted(paused_by.items()):
+                paused.add_metric(["provider", name], is_paused)
+        yield connections
+        yield paused
