@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import bisect
 import collections
+import functools
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from salvo.core import kpis
 from salvo.core.events import Event
 
 log = logging.getLogger("salvo.metrics")
@@ -192,3 +195,29 @@ class _Gauges(Collector):
                 paused.add_metric(["provider", name], is_paused)
         yield connections
         yield paused
+
+
+def book_batch(
+    metrics: Metrics | None,
+    batch: Iterable,
+    jobs: Mapping[int, Any],
+    provider_of: Mapping[tuple[int, int], str],
+    now: float,
+) -> Callable:
+    """The bookkeeping of one batch of delivery results (salvo.actors.delivery.Result):
+    SMTP replies by provider counted once, and the function that gives the KPI buckets of
+    its changes (run inside the spool commit that records them). ``jobs``: what the
+    scheduler keeps of each job in flight; ``provider_of``: each recipient's provider."""
+    labels: dict[tuple[int, int], kpis.Labels] = {}
+    replies: collections.Counter[tuple[str, int]] = collections.Counter()
+    for result in batch:
+        key = (result.message.seq, result.message.idx)
+        provider = provider_of.get(key)
+        job = jobs.get(key[0])
+        if job is not None:
+            labels[key] = kpis.Labels(job.tenant, job.campaign, provider, job.submitted)
+        if result.outcome.code:
+            replies[(provider or "", result.outcome.code)] += 1
+    if metrics is not None and replies:
+        metrics.count_replies(replies)
+    return functools.partial(kpis.book_changes, labels, now)

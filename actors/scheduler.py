@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import email.utils
-import functools
 import logging
 import random
 import time
@@ -23,10 +22,11 @@ import trio
 
 from salvo.actors.delivery import BATCH, Delivery, Message, Result, RouteSettings
 from salvo.actors.dispatch import Dispatcher
+from salvo.actors.metrics import book_batch
 from salvo.actors.resolver import Resolver
 from salvo.actors.routing import Router
 from salvo.actors.spool_writer import SpoolWriter
-from salvo.core import kpis, policy, protocol
+from salvo.core import policy, protocol
 from salvo.core.config import Config, parse_duration
 from salvo.core.events import Event, change_event
 from salvo.core.feedback.outbound import ReturnPaths
@@ -57,11 +57,11 @@ class _Job:
     content: Content
     refs: int = 0
 
-
-def _mail_from(record: JobRecord) -> str:
-    if record.return_path:
-        return record.return_path
-    return email.utils.parseaddr(record.from_)[1]
+    @classmethod
+    def of(cls, r: JobRecord) -> _Job:
+        mail_from = r.return_path or email.utils.parseaddr(r.from_)[1]
+        content = Content(r.from_, r.subject, r.text, r.html, r.headers, r.raw, r.tenant, r.traffic)
+        return cls(r.id, r.tenant, r.campaign, r.traffic, mail_from, r.submitted, content)
 
 
 class Scheduler:
@@ -188,24 +188,7 @@ class Scheduler:
             self._emit([self._event(c, self._job_of(c.seq)) for c in claim.finished])
         for seq, record in claim.jobs.items():
             if seq not in self._jobs:
-                self._jobs[seq] = _Job(
-                    record.id,
-                    record.tenant,
-                    record.campaign,
-                    record.traffic,
-                    _mail_from(record),
-                    record.submitted,
-                    Content(
-                        record.from_,
-                        record.subject,
-                        record.text,
-                        record.html,
-                        record.headers,
-                        record.raw,
-                        record.tenant,
-                        record.traffic,
-                    ),
-                )
+                self._jobs[seq] = _Job.of(record)
         by_job: dict[int, list[SignItem]] = {}
         now = self._clock()
         paused: dict[str, float] = {}  # per provider, asked once per claim
@@ -323,24 +306,10 @@ class Scheduler:
             self._idle.set()
 
     def _book(self, batch: list[Result], now: float):
-        """The bookkeeping of one batch of results: SMTP replies by provider counted once,
-        and the function that gives the KPI buckets of its changes (run in the commit)."""
+        """The bookkeeping of one batch (docs/metrics.md), or None when it is off."""
         if not self.bookkeeping:
             return None
-        labels: dict[tuple[int, int], kpis.Labels] = {}
-        replies: collections.Counter[tuple[str, int]] = collections.Counter()
-        jobs, providers = self._jobs, self._provider_of
-        for result in batch:
-            key = (result.message.seq, result.message.idx)
-            provider = providers.get(key)
-            job = jobs.get(key[0])
-            if job is not None:
-                labels[key] = kpis.Labels(job.tenant, job.campaign, provider, job.submitted)
-            if result.outcome.code:
-                replies[(provider or "", result.outcome.code)] += 1
-        if self.metrics is not None and replies:
-            self.metrics.count_replies(replies)
-        return functools.partial(kpis.book_changes, labels, now)
+        return book_batch(self.metrics, batch, self._jobs, self._provider_of, now)
 
     def _spool_outcome(self, result: Result, now: float) -> SpoolOutcome:
         m = result.message
