@@ -384,14 +384,19 @@ def _dsn(msg: Message, parts: Parts) -> Report | None:
     if not blocks:
         return None
     bounce_text = _bounce_text(parts)
-    by_text = {a.lower(): d for a, _, d in text_recipients(bounce_text, _senders(msg, parts))}
+    in_text = text_recipients(bounce_text, _senders(msg, parts))
+    by_text = {a.lower(): d for a, _, d in in_text}
     recipients: list[RecipientReport] = []
     delivered: list[RecipientReport] = []
     seen: set[str] = set()
-    for fields in blocks[:_MAX_RECIPIENTS]:
+    for n, fields in enumerate(blocks[:_MAX_RECIPIENTS]):
         final = normalize_address(fields.get("final-recipient", ""))
         original = normalize_address(fields.get("original-recipient", ""))
         address, alias = (final, original) if final else (original, "")
+        if not address and len(in_text) == len(blocks):
+            # A recipient field with no address in it ("@mx.example.org"): the text's
+            # recipient in the same place.
+            address = in_text[n][0]
         if alias.lower() == address.lower():
             alias = ""
         key = address.lower()
