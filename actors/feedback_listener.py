@@ -24,9 +24,10 @@ from collections.abc import Callable
 import trio
 
 from salvo.actors.feedback import Feedback
+from salvo.actors.http import listen_tcp
 from salvo.actors.spool_writer import SpoolWriter
 from salvo.core.config import Config, listen_address, parse_duration, parse_size
-from salvo.core.errors import SpoolError, StartupError
+from salvo.core.errors import SpoolError
 from salvo.core.feedback.store import RawReport
 from salvo.core.feedback.tokens import UNSUBSCRIBE_PREFIX, VERP_PREFIX
 from salvo.core.smtp_server import Message, Reply, SMTPServer
@@ -129,12 +130,7 @@ class FeedbackListener:
         self.bound_port = 0
 
     async def run(self, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
-        try:
-            listeners = await trio.open_tcp_listeners(self.port, host=self.host)
-        except OSError as exc:
-            raise StartupError(
-                f"feedback: cannot listen on {self.host}:{self.port}: {exc.strerror}"
-            ) from exc
+        listeners = await listen_tcp(self.host, self.port, "feedback")
         self.bound_port = listeners[0].socket.getsockname()[1]
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._committer.run)

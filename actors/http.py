@@ -68,6 +68,14 @@ def text_response(status: int, text: str) -> Response:
     return Response(status, (text + "\n").encode())
 
 
+async def listen_tcp(host: str, port: int, what: str) -> list[trio.SocketListener]:
+    """Trio's listeners on host:port; a failure is a start-up failure naming ``what``."""
+    try:
+        return await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        raise StartupError(f"{what}: cannot listen on {host}:{port}: {exc.strerror}") from exc
+
+
 class HTTPServer:
     """Serves ``routes`` on ``host:port``; run :meth:`run` with ``nursery.start``."""
 
@@ -88,12 +96,7 @@ class HTTPServer:
         self.bound_port = 0
 
     async def run(self, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
-        try:
-            listeners = await trio.open_tcp_listeners(self.port, host=self.host)
-        except OSError as exc:
-            raise StartupError(
-                f"http: cannot listen on {self.host}:{self.port}: {exc.strerror}"
-            ) from exc
+        listeners = await listen_tcp(self.host, self.port, "http")
         self.bound_port = listeners[0].socket.getsockname()[1]
         task_status.started()
         log.info("http on %s:%d", self.host, self.bound_port)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import secrets
 import socket
 import time
 from pathlib import Path
@@ -95,10 +96,11 @@ def cpu_count() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def create_secret_file(path: str | os.PathLike[str], size: int = 32) -> bool:
-    """Make ``path`` hold ``size`` random bytes from the operating system, mode 0600, unless
-    it exists; True when this call made it. The file appears whole or not at all (written
-    beside it, then linked into place), and an existing one is never replaced."""
+def create_secret_file(path: str | os.PathLike[str], size: int = 32, *, text: bool = False) -> bool:
+    """Make ``path`` hold ``size`` random bytes from the operating system (``text``: as a
+    URL-safe token and a newline, for a bearer token), mode 0600, unless it exists; True when
+    this call made it. The file appears whole or not at all (written beside it, then linked
+    into place), and an existing one is never replaced."""
     path = Path(path)
     if path.exists():
         return False
@@ -107,7 +109,7 @@ def create_secret_file(path: str | os.PathLike[str], size: int = 32) -> bool:
     tmp.unlink(missing_ok=True)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.write(fd, os.urandom(size))
+        os.write(fd, (secrets.token_urlsafe(size) + "\n").encode() if text else os.urandom(size))
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -65,30 +65,13 @@ def _feedback_secret(config: Config) -> None:
 def _http_token(config: Config) -> None:
     """Make ``[http] token_file`` on the first start (a random URL-safe token, mode 0600,
     written beside it then linked into place: never half a file, never replaced)."""
-    import os
-    import secrets
-
+    from salvo.core import host
     from salvo.core.errors import StartupError
 
     path = config.http_token_path
-    if path.exists():
-        return
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, (secrets.token_urlsafe(32) + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
+        if not host.create_secret_file(path, text=True):
+            return
     except OSError as exc:
         raise StartupError(
             f"[http] token_file {path}: cannot create it: {exc.strerror or exc}"
