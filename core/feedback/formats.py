@@ -27,7 +27,7 @@ _MARKER = re.compile(
     r"(?:a\s+)?copy\s+of\s+(?:the\s+|your\s+)?(?:original\s+)?message|"
     r"original\s+message(?:\s+(?:headers?|follows|was|header))?\s*[-:=*]*\s*$|"
     r"the\s+original\s+message\s+(?:headers?\s+)?(?:follows|was\s+attached|is\s+attached)|"
-    r"(?:the\s+)?(?:undelivered|returned|original)\s+message\s+(?:follows|headers|was)|"
+    r"(?:the\s+)?(?:undelivered|returned|original)\s+message\s+(?:follows|headers|was(?!\s+received))|"
     r"message\s+headers\s+follow|headers\s+of\s+(?:the\s+)?(?:original|returned)|"
     r"unsent\s+message\s+below|returned\s+(?:mail|message)\s*:?\s*$|"
     r"(?:start\s+of\s+)?(?:original|returned)\s+message\s*[-=*]*\s*$|"

@@ -159,6 +159,20 @@ def _block_text(part: Message) -> str:
     return part_text(part)
 
 
+def _split_lost_boundary(body: str) -> list[Message] | None:
+    """The parts of a multipart body whose boundary parameter was lost, found from its
+    first boundary line (followed by a part's header)."""
+    data = body[:MAX_BYTES].encode("latin-1", "replace")
+    found = _BOUNDARY.search(data[:512])
+    if found is None or data.count(b"--" + found[1]) < 2:
+        return None
+    boundary = found[1].decode("latin-1")
+    head = f'Content-Type: multipart/mixed; boundary="{boundary}"\n\n'.encode("latin-1")
+    msg = email.message_from_bytes(head + data, policy=email.policy.compat32)
+    payload = msg.get_payload()
+    return payload if isinstance(payload, list) else None
+
+
 def walk(msg: Message) -> Parts:
     """The parts of the outermost report (no descent into returned messages)."""
     parts = Parts()
@@ -173,13 +187,16 @@ def _walk(part: Message, parts: Parts, depth: int, budget: list[int]) -> None:
     budget[0] -= 1
     ctype = part.get_content_type()
     maintype, _, subtype = ctype.partition("/")
-    if part.is_multipart() and maintype == "multipart":
+    if maintype == "multipart":
         payload = part.get_payload()
+        if isinstance(payload, str) and not part.get_boundary():
+            # its boundary parameter was lost (a header folded wrongly)
+            payload = _split_lost_boundary(payload) or payload
         if isinstance(payload, list):
             for sub in payload:
                 if isinstance(sub, Message):
                     _walk(sub, parts, depth + 1, budget)
-        return
+            return
     if ctype in ("message/delivery-status", "message/global-delivery-status"):
         parts.delivery_status.append(_block_text(part))
     elif ctype == "message/feedback-report":

@@ -52,7 +52,7 @@ _MESSAGE_ID = re.compile(
 )
 _FEEDBACK_TYPE = re.compile(r"^feedback-type:[ \t]*([A-Za-z0-9_\-]{1,40})", re.I | re.M)
 _DAEMON = re.compile(
-    r"mailer-daemon|mail-daemon|postmaster|mail\s+delivery|delivery\s+(?:subsystem|system|"
+    r"mailer-daemon|mail-daemon|post_?master|mail\s+delivery|delivery\s+(?:subsystem|system|"
     r"status)|mdaemon|nobody@|bounce",
     re.I,
 )
@@ -74,7 +74,8 @@ _BOUNCE_TEXT = re.compile(
     r"delivery\s+(?:status\s+)?notification|\b[45]\d\d[\s\-][45]\.\d{1,3}\.\d{1,3}\b|"
     r"remote\s+(?:host|server)\s+(?:said|returned)|mail\s+delivery\s+(?:failed|subsystem)|"
     r"cannot\s+be\s+delivered|message\s+delivery\s+has\s+failed|failed\s+permanently|"
-    r"has\s+not\s+been\s+delivered|temporary\s+failure|delivery\s+is\s+delayed",
+    r"has\s+not\s+been\s+delivered|temporary\s+failure|delivery\s+is\s+delayed|"
+    r"\b5\d\d\b[ \t-]*requested\s+action\s+not\s+taken",
     re.I,
 )
 # PowerMTA's own verdict per recipient (X-PowerMTA-BounceCategory of its DSNs).
@@ -522,6 +523,9 @@ def _nonstandard(msg: Message, parts: Parts) -> Report | None:
         # A message its sender sent to itself: the report's To may be the recipient too,
         # when a line names it as one.
         found = text_recipients(text, _senders(msg, parts, to=False), loose=False)
+    if not found:
+        # A notice that names nobody: the returned message's recipients (its To).
+        found = _returned_to(parts, senders, text)
     failed = [normalize_address(a) for a in str(msg.get("X-Failed-Recipients", "")).split(",")]
     known = {a.lower() for a, _, _ in found}
     for address in failed:
@@ -547,6 +551,31 @@ def _nonstandard(msg: Message, parts: Parts) -> Report | None:
         hard = is_hard(reason, code, status)
         recipients.append(_entry(address, alias, status, code, reason, hard, diagnostic))
     return Report(kind=Kind.BOUNCE, recipients=tuple(recipients))
+
+
+_TO_LINE = re.compile(r"^[ \t]*to:[ \t]*([^\n]*(?:\n[ \t]+[^\n]*)*)", re.I | re.M)
+
+
+def _returned_to(parts: Parts, skip: set[str], text: str) -> list[tuple[str, str, str]]:
+    """The recipients in the returned message's ``To:`` (not the sender's side), the
+    notice's text their diagnostic. Not when the returned message is itself a report."""
+    inner = parts.returned
+    if inner is not None and (
+        inner.get_content_type() == "multipart/report"
+        or _DAEMON.search(decode_header(inner.get("From", "")))
+    ):
+        return []
+    if inner is not None:
+        to = " ".join(decode_header(v) for v in inner.get_all("To", [])[:3])
+    else:
+        found = _TO_LINE.search(_returned_header_text(parts)[:65536])
+        to = found[1] if found else ""
+    out: list[tuple[str, str, str]] = []
+    for match in ADDRESS_RE.finditer(to[:4096]):
+        address = normalize_address(match[1])
+        if address and address.lower() not in skip and address not in (a for a, _, _ in out):
+            out.append((address, "", text))
+    return out[:_MAX_RECIPIENTS]
 
 
 # -- auto-replies -------------------------------------------------------------------------
