@@ -379,9 +379,10 @@ def _dsn(msg: Message, parts: Parts) -> Report | None:
     blocks = []
     for text in parts.delivery_status:
         for block in field_blocks(text):
-            fields = dict(reversed(block))  # the first of a repeated field wins
-            if "final-recipient" in fields or "original-recipient" in fields:
-                blocks.append(fields)
+            for group in _recipient_groups(block):
+                fields = dict(reversed(group))  # the first of a repeated field wins
+                if "final-recipient" in fields or "original-recipient" in fields:
+                    blocks.append(fields)
     if not blocks:
         return None
     bounce_text = _bounce_text(parts)
@@ -445,6 +446,26 @@ def _dsn(msg: Message, parts: Parts) -> Report | None:
     if recipients:
         return Report(kind=Kind.BOUNCE, recipients=tuple(recipients))
     return Report(kind=Kind.NONE, recipients=tuple(delivered))
+
+
+_RECIPIENT_FIELDS = ("final-recipient", "original-recipient")
+
+
+def _recipient_groups(block: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    """A block of fields split where another recipient's fields begin without a blank line
+    between them: a recipient field after the current recipient's own Action or Status."""
+    groups: list[list[tuple[str, str]]] = [[]]
+    named = described = False  # the current group names a recipient, then describes it
+    for name, value in block:
+        if name in _RECIPIENT_FIELDS:
+            if described:
+                groups.append([])
+                described = False
+            named = True
+        elif name in ("action", "status") and named:
+            described = True
+        groups[-1].append((name, value))
+    return groups
 
 
 def _entry(
