@@ -76,9 +76,17 @@ def decode_header(value: object) -> str:
     """A header's text, RFC 2047 decoded where possible, never raising."""
     if value is None:
         return ""
-    if isinstance(value, email.header.Header):
-        value = str(value)
+    if isinstance(value, email.header.Header):  # raw 8-bit in the header (RFC 6532: UTF-8)
+        value = "".join(
+            _raw_text(chunk) if isinstance(chunk, bytes) else chunk
+            for chunk, _ in email.header.decode_header(value)
+        )
     text = str(value)
+    if "\x1b$" in text:  # undeclared ISO-2022-JP (raw escape sequences in the header)
+        try:
+            text = text.encode("latin-1").decode("iso-2022-jp")
+        except (UnicodeError, ValueError):
+            pass
     if "=?" not in text:
         return text
     try:
@@ -92,6 +100,13 @@ def decode_header(value: object) -> str:
         return "".join(out)
     except Exception:
         return text
+
+
+def _raw_text(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeError:
+        return data.decode("latin-1")
 
 
 def _codec(charset: str | None) -> str:
@@ -126,6 +141,11 @@ def part_text(part: Message) -> str:
         text = data.decode(charset, "replace")
     except Exception:
         text = data.decode("latin-1", "replace")
+    if "\ufffd" in text:  # a mislabelled charset: the bytes may be UTF-8
+        try:
+            text = data.decode("utf-8")
+        except UnicodeError:
+            pass
     if charset in ("latin-1", "us-ascii", "ascii") and b"\x1b$" in data:
         text = data.decode("iso-2022-jp", "replace")  # undeclared ISO-2022-JP
     text = text[:MAX_TEXT].replace("\r\n", "\n").replace("\r", "\n")
