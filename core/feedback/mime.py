@@ -7,6 +7,7 @@ a returned message (``message/rfc822``): only the outermost report counts.
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.header
 import email.policy
@@ -82,11 +83,6 @@ def decode_header(value: object) -> str:
             for chunk, _ in email.header.decode_header(value)
         )
     text = str(value)
-    if "\x1b$" in text:  # undeclared ISO-2022-JP (raw escape sequences in the header)
-        try:
-            text = text.encode("latin-1").decode("iso-2022-jp")
-        except (UnicodeError, ValueError):
-            pass
     if "=?" not in text:
         return text
     try:
@@ -142,10 +138,8 @@ def part_text(part: Message) -> str:
     except Exception:
         text = data.decode("latin-1", "replace")
     if "\ufffd" in text:  # a mislabelled charset: the bytes may be UTF-8
-        try:
+        with contextlib.suppress(UnicodeError):
             text = data.decode("utf-8")
-        except UnicodeError:
-            pass
     if charset in ("latin-1", "us-ascii", "ascii") and b"\x1b$" in data:
         text = data.decode("iso-2022-jp", "replace")  # undeclared ISO-2022-JP
     text = text[:MAX_TEXT].replace("\r\n", "\n").replace("\r", "\n")
