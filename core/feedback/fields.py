@@ -24,6 +24,11 @@ ADDRESS = (
 )
 ADDRESS_RE = re.compile(rf"(?<![A-Za-z0-9!#$%&'*+/=?^_`{{|}}~.\-])({ADDRESS})")
 _PLAIN = re.compile(rf"\A{ADDRESS}\Z")
+# An address with a quoted local part (RFC 5321), alone or in angle brackets.
+_QUOTED = re.compile(
+    r'\A<?"([!#-?A-\[\]-~]{1,64})"@([A-Za-z0-9](?:[A-Za-z0-9.\-]{0,250}[A-Za-z0-9])?'
+    r"\.[A-Za-z]{2,63})>?\Z"
+)
 _STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
 _CODE = re.compile(r"(?<![\w.\-/:#=])([245][0-5]\d)(?:[ \-]|\Z)")
 _FAILED_STATUS = re.compile(r"(?<![\d.])([45])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
@@ -37,6 +42,9 @@ def normalize_address(text: str) -> str:
     text = text.strip()
     if ";" in text[:20]:
         text = text.split(";", 1)[1]
+    quoted = _QUOTED.match(text.strip())
+    if quoted is not None:  # a quoted local part: "ann..x"@x.org, kept as written
+        return f'"{quoted[1]}"@{quoted[2].lower()}'
     text = text.strip().strip("<>\"' \t").strip()
     if text.lower().startswith("mailto:"):
         text = text[7:]

@@ -27,14 +27,14 @@ _MARKER = re.compile(
     r"(?:a\s+)?copy\s+of\s+(?:the\s+|your\s+)?(?:original\s+)?message|"
     r"original\s+message(?:\s+(?:headers?|follows|was|header))?\s*[-:=*]*\s*$|"
     r"the\s+original\s+message\s+(?:headers?\s+)?(?:follows|was\s+attached|is\s+attached)|"
-    r"(?:the\s+)?(?:undelivered|returned|original)\s+message\s+(?:follows|headers|was)|"
+    r"(?:the\s+)?(?:undelivered|returned|original)\s+message\s+(?:follows|headers|was(?!\s+received))|"
     r"message\s+headers\s+follow|headers\s+of\s+(?:the\s+)?(?:original|returned)|"
     r"unsent\s+message\s+below|returned\s+(?:mail|message)\s*:?\s*$|"
     r"(?:start\s+of\s+)?(?:original|returned)\s+message\s*[-=*]*\s*$|"
     r"included\s+is\s+a\s+copy|"
     r"content-type:\s*message/rfc822"
     r")",
-    re.I | re.M,
+    re.M,
 )
 _HEADER_PAIR = re.compile(
     r"^(?:return-path|received|dkim-signature|message-id|from|date|subject|to|mime-version|"
@@ -42,8 +42,11 @@ _HEADER_PAIR = re.compile(
     r":[^\n]*\n(?:[ \t][^\n]*\n)*"
     r"(?:return-path|received|dkim-signature|message-id|from|date|subject|to|mime-version|"
     r"content-type|x-[a-z0-9-]+|delivered-to|reply-to|authentication-results|arc-[a-z-]+):",
-    re.I | re.M,
+    re.M,
 )
+# The same, for a text that cannot be lower-cased in place (searched as written).
+_MARKER_I = re.compile(_MARKER.pattern, re.I | re.M)
+_HEADER_PAIR_I = re.compile(_HEADER_PAIR.pattern, re.I | re.M)
 
 # A line that begins with an address (optionally labelled, bracketed, quoted).
 _LEADING = re.compile(
@@ -73,12 +76,16 @@ def cut_returned(text: str) -> str:
     returned message: the search goes on after it.
     """
     end = len(text)
-    match = _MARKER.search(text)
+    low = text.lower()
+    marker, header_pair = _MARKER, _HEADER_PAIR  # lower-cased text: no re.I, faster
+    if len(low) != end:  # a character whose lower case is longer: positions would move
+        low, marker, header_pair = text, _MARKER_I, _HEADER_PAIR_I
+    match = marker.search(low)
     if match is not None and match.start() > 0:
         end = match.start()
     pos = 0
     for _ in range(4):
-        match = _HEADER_PAIR.search(text, pos, end)
+        match = header_pair.search(low, pos, end)
         if match is None:
             break
         if match.start() > 0 and "@" in text[: match.start()]:

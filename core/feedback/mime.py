@@ -7,6 +7,7 @@ a returned message (``message/rfc822``): only the outermost report counts.
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.header
 import email.policy
@@ -76,8 +77,11 @@ def decode_header(value: object) -> str:
     """A header's text, RFC 2047 decoded where possible, never raising."""
     if value is None:
         return ""
-    if isinstance(value, email.header.Header):
-        value = str(value)
+    if isinstance(value, email.header.Header):  # raw 8-bit in the header (RFC 6532: UTF-8)
+        value = "".join(
+            _raw_text(chunk) if isinstance(chunk, bytes) else chunk
+            for chunk, _ in email.header.decode_header(value)
+        )
     text = str(value)
     if "=?" not in text:
         return text
@@ -92,6 +96,13 @@ def decode_header(value: object) -> str:
         return "".join(out)
     except Exception:
         return text
+
+
+def _raw_text(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeError:
+        return data.decode("latin-1")
 
 
 def _codec(charset: str | None) -> str:
@@ -126,6 +137,9 @@ def part_text(part: Message) -> str:
         text = data.decode(charset, "replace")
     except Exception:
         text = data.decode("latin-1", "replace")
+    if "\ufffd" in text:  # a mislabelled charset: the bytes may be UTF-8
+        with contextlib.suppress(UnicodeError):
+            text = data.decode("utf-8")
     if charset in ("latin-1", "us-ascii", "ascii") and b"\x1b$" in data:
         text = data.decode("iso-2022-jp", "replace")  # undeclared ISO-2022-JP
     text = text[:MAX_TEXT].replace("\r\n", "\n").replace("\r", "\n")
@@ -159,6 +173,20 @@ def _block_text(part: Message) -> str:
     return part_text(part)
 
 
+def _split_lost_boundary(body: str) -> list[Message] | None:
+    """The parts of a multipart body whose boundary parameter was lost, found from its
+    first boundary line (followed by a part's header)."""
+    data = body[:MAX_BYTES].encode("latin-1", "replace")
+    found = _BOUNDARY.search(data[:512])
+    if found is None or data.count(b"--" + found[1]) < 2:
+        return None
+    boundary = found[1].decode("latin-1")
+    head = f'Content-Type: multipart/mixed; boundary="{boundary}"\n\n'.encode("latin-1")
+    msg = email.message_from_bytes(head + data, policy=email.policy.compat32)
+    payload = msg.get_payload()
+    return payload if isinstance(payload, list) else None
+
+
 def walk(msg: Message) -> Parts:
     """The parts of the outermost report (no descent into returned messages)."""
     parts = Parts()
@@ -173,13 +201,16 @@ def _walk(part: Message, parts: Parts, depth: int, budget: list[int]) -> None:
     budget[0] -= 1
     ctype = part.get_content_type()
     maintype, _, subtype = ctype.partition("/")
-    if part.is_multipart() and maintype == "multipart":
+    if maintype == "multipart":
         payload = part.get_payload()
+        if isinstance(payload, str) and not part.get_boundary():
+            # its boundary parameter was lost (a header folded wrongly)
+            payload = _split_lost_boundary(payload) or payload
         if isinstance(payload, list):
             for sub in payload:
                 if isinstance(sub, Message):
                     _walk(sub, parts, depth + 1, budget)
-        return
+            return
     if ctype in ("message/delivery-status", "message/global-delivery-status"):
         parts.delivery_status.append(_block_text(part))
     elif ctype == "message/feedback-report":

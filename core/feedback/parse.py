@@ -52,7 +52,7 @@ _MESSAGE_ID = re.compile(
 )
 _FEEDBACK_TYPE = re.compile(r"^feedback-type:[ \t]*([A-Za-z0-9_\-]{1,40})", re.I | re.M)
 _DAEMON = re.compile(
-    r"mailer-daemon|mail-daemon|postmaster|mail\s+delivery|delivery\s+(?:subsystem|system|"
+    r"mailer-daemon|mail-daemon|post_?master|mail\s+delivery|delivery\s+(?:subsystem|system|"
     r"status)|mdaemon|nobody@|bounce",
     re.I,
 )
@@ -74,7 +74,8 @@ _BOUNCE_TEXT = re.compile(
     r"delivery\s+(?:status\s+)?notification|\b[45]\d\d[\s\-][45]\.\d{1,3}\.\d{1,3}\b|"
     r"remote\s+(?:host|server)\s+(?:said|returned)|mail\s+delivery\s+(?:failed|subsystem)|"
     r"cannot\s+be\s+delivered|message\s+delivery\s+has\s+failed|failed\s+permanently|"
-    r"has\s+not\s+been\s+delivered|temporary\s+failure|delivery\s+is\s+delayed",
+    r"has\s+not\s+been\s+delivered|temporary\s+failure|delivery\s+is\s+delayed|"
+    r"\b5\d\d\b[ \t-]*requested\s+action\s+not\s+taken",
     re.I,
 )
 # PowerMTA's own verdict per recipient (X-PowerMTA-BounceCategory of its DSNs).
@@ -378,9 +379,10 @@ def _dsn(msg: Message, parts: Parts) -> Report | None:
     blocks = []
     for text in parts.delivery_status:
         for block in field_blocks(text):
-            fields = dict(reversed(block))  # the first of a repeated field wins
-            if "final-recipient" in fields or "original-recipient" in fields:
-                blocks.append(fields)
+            for group in _recipient_groups(block):
+                fields = dict(reversed(group))  # the first of a repeated field wins
+                if "final-recipient" in fields or "original-recipient" in fields:
+                    blocks.append(fields)
     if not blocks:
         return None
     bounce_text = _bounce_text(parts)
@@ -444,6 +446,26 @@ def _dsn(msg: Message, parts: Parts) -> Report | None:
     if recipients:
         return Report(kind=Kind.BOUNCE, recipients=tuple(recipients))
     return Report(kind=Kind.NONE, recipients=tuple(delivered))
+
+
+_RECIPIENT_FIELDS = ("final-recipient", "original-recipient")
+
+
+def _recipient_groups(block: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    """A block of fields split where another recipient's fields begin without a blank line
+    between them: a recipient field after the current recipient's own Action or Status."""
+    groups: list[list[tuple[str, str]]] = [[]]
+    named = described = False  # the current group names a recipient, then describes it
+    for name, value in block:
+        if name in _RECIPIENT_FIELDS:
+            if described:
+                groups.append([])
+                described = False
+            named = True
+        elif name in ("action", "status") and named:
+            described = True
+        groups[-1].append((name, value))
+    return groups
 
 
 def _entry(
@@ -522,6 +544,9 @@ def _nonstandard(msg: Message, parts: Parts) -> Report | None:
         # A message its sender sent to itself: the report's To may be the recipient too,
         # when a line names it as one.
         found = text_recipients(text, _senders(msg, parts, to=False), loose=False)
+    if not found:
+        # A notice that names nobody: the returned message's recipients (its To).
+        found = _returned_to(parts, senders, text)
     failed = [normalize_address(a) for a in str(msg.get("X-Failed-Recipients", "")).split(",")]
     known = {a.lower() for a, _, _ in found}
     for address in failed:
@@ -547,6 +572,31 @@ def _nonstandard(msg: Message, parts: Parts) -> Report | None:
         hard = is_hard(reason, code, status)
         recipients.append(_entry(address, alias, status, code, reason, hard, diagnostic))
     return Report(kind=Kind.BOUNCE, recipients=tuple(recipients))
+
+
+_TO_LINE = re.compile(r"^[ \t]*to:[ \t]*([^\n]*(?:\n[ \t]+[^\n]*)*)", re.I | re.M)
+
+
+def _returned_to(parts: Parts, skip: set[str], text: str) -> list[tuple[str, str, str]]:
+    """The recipients in the returned message's ``To:`` (not the sender's side), the
+    notice's text their diagnostic. Not when the returned message is itself a report."""
+    inner = parts.returned
+    if inner is not None and (
+        inner.get_content_type() == "multipart/report"
+        or _DAEMON.search(decode_header(inner.get("From", "")))
+    ):
+        return []
+    if inner is not None:
+        to = " ".join(decode_header(v) for v in inner.get_all("To", [])[:3])
+    else:
+        found = _TO_LINE.search(_returned_header_text(parts)[:65536])
+        to = found[1] if found else ""
+    out: list[tuple[str, str, str]] = []
+    for match in ADDRESS_RE.finditer(to[:4096]):
+        address = normalize_address(match[1])
+        if address and address.lower() not in skip and address not in (a for a, _, _ in out):
+            out.append((address, "", text))
+    return out[:_MAX_RECIPIENTS]
 
 
 # -- auto-replies -------------------------------------------------------------------------

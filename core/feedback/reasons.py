@@ -876,8 +876,7 @@ _COMMAND = re.compile(
     r"(?:final\s+|initial\s+)?(rcpt|mail|data|end\s+of\s+data|helo|ehlo|connect(?:ion)?|greeting|message)\b"
     r"|(?:>>>|smtp\s+command:?)\s*(rcpt|mail|data|helo|ehlo)\b|\[(rcpt_to|mail_from|data)\]"
     r"|does\s+not\s+like\s+(recipient)|most\s+progress\s+was\s+(rcpt|mail|data)\b"
-    r"|\bsmtp:(rcpt|mail|data)\b|(?:failed|rejected)\s+after\s+i\s+sent\s+the\s+(message)",
-    re.I,
+    r"|\bsmtp:(rcpt|mail|data)\b|(?:failed|rejected)\s+after\s+i\s+sent\s+the\s+(message)"
 )
 # One of these is in every text _COMMAND matches (a cheap test first).
 _COMMAND_WORDS = (
@@ -914,11 +913,10 @@ def smtp_command(text: str) -> str:
     """The SMTP command a report says was refused (RCPT, MAIL, DATA, HELO, CONN), or ""."""
     if not text:
         return ""
-    head = text[:8192]
-    low = head.lower()
+    low = text[:8192].lower()
     if not any(word in low for word in _COMMAND_WORDS):
         return ""
-    match = _COMMAND.search(head)
+    match = _COMMAND.search(low)  # lower-cased text: no re.I, twice as fast
     if match is None:
         return ""
     word = next(g for g in match.groups() if g).lower()
