@@ -25,6 +25,7 @@ EVENT_TYPES = (
     "failed",
     "expired",
     "suppressed",
+    "cancelled",
     "complained",
     "unsubscribed",
 )

@@ -15,9 +15,18 @@ transactions, signers and SMTP connections. Read it in the order of a recipient'
    lane is paused after failed connections (a dead destination) gets it back unsigned,
    due when the pause ends; a provider at its :func:`share` of ``max_ready`` gets it back
    due in :data:`HANDBACK_DELAY`, so that one slow provider cannot fill the node while
-   other providers' mail waits on disk.
+   other providers' mail waits on disk. A recipient of a provider, tenant or campaign that
+   the operator paused (salvo.core.pauses) goes back the same way (:func:`operator_hold`),
+   before its provider is even known: due when a timed pause ends (spread as after a dead
+   destination's pause), or in :data:`PAUSE_RECHECK` seconds, with jitter, while the pause
+   lasts until resumed; no event is written for a hand-back. Resuming makes what the pause
+   held back due again, spread over :func:`resume_window` with the rng, so that the claim
+   loop and the provider's limits (its shaping, its share of ``max_ready``) pace it
+   instead of one instant's burst. A cancelled campaign or tenant ends its claimed
+   recipients ``cancelled`` instead of sending them.
 3. **From where.** A pool's source addresses take turns by smooth weighted round robin
-   (:class:`SourcePicker`); each (source, provider) lane has its own limits
+   (:class:`SourcePicker`); a source the operator paused sits out its turns
+   (:meth:`SourcePicker.next`). Each (source, provider) lane has its own limits
    (salvo.core.shaping).
 4. **After a transaction** (:func:`after_transaction`): delivered or permanently refused,
    the outcome is the recipient's; a soft failure of the host or the connection sends the
@@ -50,6 +59,7 @@ transactions, signers and SMTP connections. Read it in the order of a recipient'
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -67,6 +77,7 @@ __all__ = [
     "HANDBACK_DELAY",
     "MAX_REFUSED",
     "OUTCOME_WINDOW",
+    "PAUSE_RECHECK",
     "SHARE_HORIZON",
     "HoldBack",
     "Next",
@@ -77,6 +88,8 @@ __all__ = [
     "claim_room",
     "deferred_until",
     "hold_back",
+    "operator_hold",
+    "resume_window",
     "retry_delay",
     "share",
     "spool_outcome",
@@ -88,6 +101,9 @@ HANDBACK_DELAY = 5.0  # seconds: a recipient of a provider at its share is due a
 SHARE_HORIZON = 30.0  # seconds of a rate-limited provider's rate that may be in flight
 MAX_REFUSED = 3  # refused connections in a row after which a message is deferred
 OUTCOME_WINDOW = 0.01  # seconds outcomes gather before their spool commit
+PAUSE_RECHECK = 60.0  # seconds: a recipient held by a pause until resumed is due again then
+RESUME_RATE = 2000.0  # recipients per second that a resume makes due at most
+RESUME_MAX_WINDOW = 60.0  # seconds: the longest window a resume spreads a backlog over
 
 
 # -- 1. next ------------------------------------------------------------------------------
@@ -146,6 +162,28 @@ def hold_back(
     return None
 
 
+def operator_hold(
+    paused_for: float, what: str, rng: random.Random | None = None
+) -> HoldBack | None:
+    """Whether a claimed recipient goes back unsigned because the operator paused its
+    provider, tenant or campaign. ``paused_for``: seconds left of the longest pause that
+    covers it (salvo.core.pauses.Pauses.paused_for; inf until resumed), ``what`` names it.
+    """
+    if paused_for <= 0:
+        return None
+    if math.isinf(paused_for):
+        delay = PAUSE_RECHECK * (1.0 + (rng or host.rng).uniform(0.0, 0.1))
+        return HoldBack(f"paused by the operator: {what}", delay)
+    return HoldBack(f"paused by the operator: {what}", after_pause(paused_for, rng=rng))
+
+
+def resume_window(held: int) -> float:
+    """Seconds over which a resume spreads the next attempts of ``held`` recipients: at
+    most :data:`RESUME_RATE` a second, within :data:`RESUME_MAX_WINDOW` (what is left is
+    paced by the claim loop and the provider's limits)."""
+    return min(RESUME_MAX_WINDOW, max(0, held) / RESUME_RATE)
+
+
 # -- 3. from where ------------------------------------------------------------------------
 
 
@@ -162,13 +200,20 @@ class SourcePicker:
         self.current = [0] * len(sources)
         self.total = sum(self.weights)
 
-    def next(self) -> str:
-        best = 0
+    def next(self, paused: frozenset[str] = frozenset()) -> str | None:
+        """The next source; sources in ``paused`` sit out (None when every one is)."""
+        best = -1
+        total = 0
         for i, weight in enumerate(self.weights):
+            if self.sources[i] in paused:
+                continue
+            total += weight
             self.current[i] += weight
-            if self.current[i] > self.current[best]:
+            if best < 0 or self.current[i] > self.current[best]:
                 best = i
-        self.current[best] -= self.total
+        if best < 0:
+            return None
+        self.current[best] -= total
         return self.sources[best]
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from salvo.core import host, kpis
+from salvo.core import pauses as pz
 from salvo.core import spool_records as r
 from salvo.core.address import bare_address, domain_of_mailbox, mailbox_key, parse_address
 from salvo.core.errors import InvalidAddressError
@@ -61,7 +62,7 @@ MID_HEX = 24
 _OWN_MID = re.compile(r"<[0-9a-f]{24}\.([0-9a-f]{1,16})\.([0-9a-f]{1,8})@")
 MISSING_VARIABLE = "missing-variable"  # a rejection's reason (docs/protocol.md)
 OUTCOME_STATES = frozenset(
-    {r.QUEUED, r.DELIVERED, r.DEFERRED, r.BOUNCED, r.FAILED, r.EXPIRED, r.SUPPRESSED}
+    {r.QUEUED, r.DELIVERED, r.DEFERRED, r.BOUNCED, r.FAILED, r.EXPIRED, r.SUPPRESSED, r.CANCELLED}
 )
 
 
@@ -627,6 +628,113 @@ class Spool:
             if not flying:  # else keep the entry: a crash may return them to queued
                 txn.delete(key, db=db["exp"])
         return changes
+
+    # ---- operator pauses and cancels (salvo.core.pauses) ---------------------------------
+
+    def pause_entries(self) -> list[pz.Pause]:
+        """Every stored pause and cancel."""
+
+        def fn(txn: Any) -> list[pz.Pause]:
+            return [pz.DEC.decode(v) for _, v in txn.cursor(db=self._db["pause"])]
+
+        return self.store.read(fn)
+
+    def set_pause(self, entry: pz.Pause) -> None:
+        """Store a pause (replacing one of the same scope and name), durably."""
+        key = pz.pause_key(entry.kind, entry.scope, entry.name)
+        self.store.write(lambda txn: txn.put(key, pz.ENC.encode(entry), db=self._db["pause"]))
+
+    def clear_pause(self, scope: str, name: str) -> bool:
+        """Drop a pause; False when there was none."""
+        key = pz.pause_key(pz.PAUSE, scope, name)
+        return self.store.write(lambda txn: txn.delete(key, db=self._db["pause"]))
+
+    def _jobs_of_in(self, txn: Any, scope: str, name: str) -> list[tuple[int, JobHead]]:
+        """The unfinished jobs of a tenant or a campaign (by name, in every tenant)."""
+        cur = txn.cursor(db=self._db["tc"])
+        seqs = []
+        if scope == "tenant":
+            prefix = f"{name}\0".encode()
+            if cur.set_range(prefix):
+                for key in cur.iternext(values=False):
+                    if not key.startswith(prefix):
+                        break
+                    seqs.append(r.seq_of(key[-8:]))
+        else:
+            needle = f"\0{name}\0".encode()
+            seqs = [r.seq_of(k[-8:]) for k in cur.iternext(values=False) if k[:-8].endswith(needle)]
+        out = []
+        for seq in seqs:
+            skey = r.seq_key(seq)
+            if txn.get(skey, db=self._db["left"]) is None:
+                continue  # finished
+            out.append((seq, DEC_HEAD.decode(txn.get(skey, db=self._db["jobs"]))))
+        return out
+
+    def cancel(self, entry: pz.Pause, now: float) -> list[Change]:
+        """Store a cancel and end every waiting recipient of its campaign or tenant
+        ``cancelled`` (in-flight ones finish their attempt; the scheduler cancels them when
+        they come back to the queue). One durable transaction."""
+
+        def fn(txn: Any) -> list[Change]:
+            key = pz.pause_key(pz.CANCEL, entry.scope, entry.name)
+            txn.put(key, pz.ENC.encode(entry), db=self._db["pause"])
+            changes = []
+            for seq, head in self._jobs_of_in(txn, entry.scope, entry.name):
+                if head.submitted > entry.when:
+                    continue
+                for idx, rec in self._rcpts_in(txn, seq):
+                    if rec.state in WAITING_STATES:
+                        att = Attempt(
+                            now, r.CANCELLED, text=f"cancelled: {entry.scope} {entry.name}"
+                        )
+                        changes.append(self._finish_in(txn, seq, idx, rec, att, now, True))
+            return changes
+
+        return self.store.write(fn)
+
+    def make_due(
+        self,
+        scope: str,
+        name: str,
+        now: float,
+        window: Callable[[int], float],
+        rng: Any,
+    ) -> int:
+        """After a resume: the waiting recipients that a pause of ``scope`` ``name`` held
+        back (their last entry says so) are due again, spread over ``window(n)`` seconds
+        from ``now`` with ``rng``. Returns how many."""
+        text = f"paused by the operator: {scope} {name}"
+
+        def fn(txn: Any) -> int:
+            db = self._db
+            found = []
+            if scope in ("tenant", "campaign"):
+                for seq, _ in self._jobs_of_in(txn, scope, name):
+                    for idx, rec in self._rcpts_in(txn, seq):
+                        if rec.state in WAITING_STATES and rec.last and rec.last.text == text:
+                            found.append((seq, idx, rec))
+            else:
+                start = r.due_key(now, 0, 0)
+                cur = txn.cursor(db=db["due"])
+                if cur.set_range(start):
+                    for key in cur.iternext(values=False):
+                        _, seq, idx = r.due_of(key)
+                        rec = DEC_RCPT.decode(txn.get(r.rcpt_key(seq, idx), db=db["rcpts"]))
+                        if rec.state in WAITING_STATES and rec.last and rec.last.text == text:
+                            found.append((seq, idx, rec))
+            spread = window(len(found))
+            for seq, idx, rec in found:
+                when = now + rng.uniform(0.0, spread)
+                if when >= rec.next_attempt:
+                    continue
+                txn.delete(r.due_key(rec.next_attempt, seq, idx), db=db["due"])
+                rec = msgspec.structs.replace(rec, next_attempt=when)
+                txn.put(r.rcpt_key(seq, idx), ENC.encode(rec), db=db["rcpts"])
+                txn.put(r.due_key(when, seq, idx), b"", db=db["due"])
+            return len(found)
+
+        return self.store.write(fn)
 
     # ---- retention and recovery --------------------------------------------------------
 

@@ -48,6 +48,7 @@ DB_NAMES = (
     "fb_soft",  # tenant NUL address key NUL + time_ms -> b"" (soft bounces in the window)
     "fb_count",  # counter name -> u64 (reports by kind, complaints per campaign, ...)
     "kpi",  # minute (u32) + dimension -> msgpack {counter: n} (salvo.core.kpis)
+    "pause",  # kind NUL scope NUL name -> Pause (operator pauses and cancels, core/pauses)
 )
 STORE_SUBDIR = "store"
 NODE_LOCK = "node.lock"  # taken by a running node before it opens the store (actors/supervisor)

@@ -35,8 +35,9 @@ BOUNCED = "bounced"
 EXPIRED = "expired"
 SUPPRESSED = "suppressed"
 FAILED = "failed"  # the message could not be made at send time: final, not a bounce
-STATES = (QUEUED, IN_FLIGHT, DELIVERED, DEFERRED, BOUNCED, FAILED, EXPIRED, SUPPRESSED)
-FINAL_STATES = frozenset({DELIVERED, BOUNCED, FAILED, EXPIRED, SUPPRESSED})
+CANCELLED = "cancelled"  # the operator cancelled its campaign or tenant before it was sent
+STATES = (QUEUED, IN_FLIGHT, DELIVERED, DEFERRED, BOUNCED, FAILED, EXPIRED, SUPPRESSED, CANCELLED)
+FINAL_STATES = frozenset({DELIVERED, BOUNCED, FAILED, EXPIRED, SUPPRESSED, CANCELLED})
 WAITING_STATES = frozenset({QUEUED, DEFERRED})
 
 
