@@ -1,4 +1,5 @@
-"""The admin routes of the node's HTTP server: ``/metrics`` and ``/api/kpis`` (docs/metrics.md).
+"""The admin routes of the node's HTTP server: ``/metrics`` and ``/api/kpis`` (docs/metrics.md),
+``/api/pause``, ``/api/resume``, ``/api/cancel`` and ``/api/pauses`` (docs/control.md).
 
 Every ``/api/`` call needs ``Authorization: Bearer TOKEN`` (the token in ``[http]
 token_file``), compared in constant time; a wrong or missing one gets 401 with a JSON
@@ -22,10 +23,12 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from salvo.actors.http import Request, Response, Route
 from salvo.actors.metrics import Metrics
 from salvo.core import kpis
+from salvo.core import pauses as pz
 from salvo.core.errors import StartupError
 from salvo.core.spool import Spool
 
 JSON = "application/json"
+MAX_CONTROL_BODY = 4096  # bytes: a control request is a scope and a name
 
 
 def json_response(status: int, obj: object, headers: list[tuple[str, str]] | None = None):
@@ -64,7 +67,9 @@ class Admin:
         *,
         metrics_open: bool,
         clock: Callable[[], float] = time.time,
+        control=None,  # salvo.actors.control.Control
     ) -> None:
+        self.control = control
         self._token = token.encode()
         self.metrics = metrics
         self.spool = spool
@@ -81,6 +86,10 @@ class Admin:
         return [
             Route.of("GET", r"/metrics", self.get_metrics),
             Route.of("GET", r"/api/kpis", self.get_kpis),
+            Route.of("GET", r"/api/pauses", self.get_pauses),
+            Route.of("POST", r"/api/pause", self.post_pause, MAX_CONTROL_BODY),
+            Route.of("POST", r"/api/resume", self.post_resume, MAX_CONTROL_BODY),
+            Route.of("POST", r"/api/cancel", self.post_cancel, MAX_CONTROL_BODY),
             Route.of("GET POST PUT PATCH DELETE", r"/api/.*", self.unknown),
         ]
 
@@ -121,3 +130,67 @@ class Admin:
         if not self.authorized(request):
             return self._denied()
         return json_response(404, {"error": f"no such API: {request.method} {request.path}"})
+
+    # -- pause, resume, cancel (docs/control.md) --------------------------------------------
+
+    def _control_request(self, request: Request) -> tuple[dict, Response | None]:
+        """The JSON object of a control call, or the response that refuses it."""
+        if not self.authorized(request):
+            return {}, self._denied()
+        if self.control is None:
+            return {}, json_response(503, {"error": "pauses are not available on this node"})
+        try:
+            body = json.loads(request.body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            return {}, json_response(400, {"error": f"the body is not JSON: {exc}"})
+        if not isinstance(body, dict):
+            return {}, json_response(400, {"error": "the body must be a JSON object"})
+        for field in ("scope", "name"):
+            if not isinstance(body.get(field), str) or not body[field]:
+                return {}, json_response(400, {"error": f"{field!r} (a string) is required"})
+        return body, None
+
+    async def get_pauses(self, request: Request) -> Response:
+        if not self.authorized(request):
+            return self._denied()
+        if self.control is None:
+            return json_response(200, {"pauses": []})
+        return json_response(200, {"pauses": self.control.listing()})
+
+    async def post_pause(self, request: Request) -> Response:
+        body, refused = self._control_request(request)
+        if refused is not None:
+            return refused
+        try:
+            seconds = pz.parse_for(body.get("for"))
+            pz.check(body["scope"], body["name"])
+            reason = str(body.get("reason") or "admin API")[:200]
+            entry = await self.control.pause(body["scope"], body["name"], seconds, reason)
+        except pz.PauseError as exc:
+            return json_response(400, {"error": str(exc)})
+        return json_response(200, {"paused": entry.as_json()})
+
+    async def post_resume(self, request: Request) -> Response:
+        body, refused = self._control_request(request)
+        if refused is not None:
+            return refused
+        try:
+            pz.check(body["scope"], body["name"])
+            was, due = await self.control.resume(body["scope"], body["name"])
+        except pz.PauseError as exc:
+            return json_response(400, {"error": str(exc)})
+        out = {"scope": body["scope"], "name": body["name"], "was_paused": was, "due_again": due}
+        return json_response(200, {"resumed": out})
+
+    async def post_cancel(self, request: Request) -> Response:
+        body, refused = self._control_request(request)
+        if refused is not None:
+            return refused
+        try:
+            pz.check(body["scope"], body["name"], pz.CANCEL_SCOPES)
+            reason = str(body.get("reason") or "admin API")[:200]
+            n = await self.control.cancel(body["scope"], body["name"], reason)
+        except pz.PauseError as exc:
+            return json_response(400, {"error": str(exc)})
+        out = {"scope": body["scope"], "name": body["name"], "recipients": n}
+        return json_response(200, {"cancelled": out})

@@ -136,6 +136,7 @@ class Delivery:
         self._lanes: dict[tuple[str | None, str], Lane] = {}
         self._provider_lanes: dict[str, list[Lane]] = {}
         self._routes: dict[tuple[str | None, str, RouteSettings], Route] = {}
+        self.paused_sources: frozenset[str] = frozenset()  # set by salvo.actors.control
         self._sources: dict[tuple[tuple[str, ...], tuple[int, ...]], SourcePicker] = {}
         self.starved: set[Route] = set()
         self.nursery: trio.Nursery
@@ -204,7 +205,9 @@ class Delivery:
         picker = self._sources.get(key)
         if picker is None:
             picker = self._sources[key] = SourcePicker(sources, weights)
-        return picker.next()
+        # A source the operator paused sits out; should every one be paused (a message
+        # signed before the pause), it goes out rather than being lost.
+        return picker.next(self.paused_sources) or picker.next()
 
     def send(
         self,

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 
 import trio
 
+from salvo.actors.control import Control
 from salvo.actors.delivery import Delivery, Result
 from salvo.actors.dispatch import Dispatcher
 from salvo.actors.events import EventLog, run_events
@@ -64,6 +65,7 @@ async def run_core(config: Config, work_endpoint: str) -> None:
     results_send, results_recv = trio.open_memory_channel[Result](1_000_000)
     delivery = Delivery(results_send)
     scheduler = Scheduler(config, writer, delivery, results_recv, results_send, events_send)
+    control = Control(scheduler)  # the operator's pauses, loaded from the spool
     metrics = bookkeeping(scheduler, spool, delivery)
     dispatcher = Dispatcher(work_endpoint, scheduler.on_signed, context=zmq_context)
     scheduler.dispatcher = dispatcher
@@ -99,10 +101,11 @@ async def run_core(config: Config, work_endpoint: str) -> None:
                 work.start_soon(dispatcher.run)
                 work.start_soon(scheduler.run_outcomes)
                 work.start_soon(scheduler.run_maintenance)
+                work.start_soon(control.run)
                 # Before the ingress: a node that answers producers also listens for
                 # the reports and unsubscribes it is configured for.
                 shared = await start_feedback(work, config, spool, writer, events_send, metrics)
-                await start_http(work, config, spool, metrics, shared)
+                await start_http(work, config, spool, metrics, shared, control)
                 await work.start(ingress.run)
                 work.start_soon(scheduler.run_claims)
                 log.info(
@@ -156,7 +159,7 @@ def _queue_gauges(spool: Spool) -> tuple[int, int, float]:
 
 
 async def start_http(
-    nursery: trio.Nursery, config: Config, spool: Spool, metrics, shared: list
+    nursery: trio.Nursery, config: Config, spool: Spool, metrics, shared: list, control=None
 ) -> None:
     """The admin server at ``[http] listen`` (off when unset): ``/metrics``, ``/api/``, and
     the unsubscribe routes when ``[unsubscribe] listen`` is the same address."""
@@ -174,6 +177,7 @@ async def start_http(
         metrics if metrics is not None else Metrics(),
         spool,
         metrics_open=config.http.metrics_open and is_loopback(host),
+        control=control,
     )
     server = HTTPServer(
         host,

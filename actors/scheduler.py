@@ -99,6 +99,7 @@ class Scheduler:
         self._wake = trio.Event()
         self._idle = trio.Event()
         self.claiming = True
+        self.control = None  # salvo.actors.control.Control: operator pauses, set by the node
         # Providers: their table, the provider of each in-flight recipient, and how many
         # recipients each has in flight.
         self.providers = config.provider_table()
@@ -161,13 +162,7 @@ class Scheduler:
                 if handed:  # written unsigned, without events: they were never tried
                     changes = await self.writer.record_outcomes(handed)
                     # ...unless that made one final (its expiry came first).
-                    self._emit(
-                        [
-                            self._event(c, self._job_of(c.seq))
-                            for c in changes
-                            if c.record.state != "queued"
-                        ]
-                    )
+                    self.emit_changes([c for c in changes if c.record.state != "queued"])
             if got and got >= room and not handed:
                 continue  # more may be due right now
             wait = 1.0
@@ -193,8 +188,12 @@ class Scheduler:
         now = self._clock()
         paused: dict[str, float] = {}  # per provider, asked once per claim
         max_ready = self.config.delivery.max_ready
+        control = self.control
         for c in claim.claimed:
             provider = self.router.known_provider(c.domain)
+            if control is not None and (out := control.hold(c, provider, self._jobs[c.seq], now)):
+                handed.append(out)  # paused by the operator, or cancelled
+                continue
             if provider is not None:
                 if provider not in paused:
                     paused[provider] = self.delivery.paused_for(provider)
@@ -227,6 +226,12 @@ class Scheduler:
             for i in range(0, len(items), SIGN_BATCH):
                 self.dispatcher.submit(seq, content, items[i : i + SIGN_BATCH])
         return handed
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def emit_changes(self, changes: list[Change]) -> None:
+        self._emit([self._event(c, self._job_of(c.seq)) for c in changes])
 
     def _job_of(self, seq: int) -> _Job | JobRecord | None:
         return self._jobs.get(seq) or self.spool.get_job(seq)

@@ -17,6 +17,9 @@ COMMANDS = (
     "node",
     "submit",
     "queue",
+    "pause",
+    "resume",
+    "cancel",
     "suppress",
     "feedback",
     "dkim",
@@ -24,6 +27,8 @@ COMMANDS = (
     "demo",
     "bench",
 )
+
+CONTROL = "control"  # one module for pause, resume and cancel
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"salvo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        importlib.import_module(f"salvo.cli.{name}").register(sub)
+        module = CONTROL if name in ("pause", "resume", "cancel") else name
+        if module == CONTROL and name != "pause":
+            continue  # salvo.cli.control registers all three
+        importlib.import_module(f"salvo.cli.{module}").register(sub)
     return parser
 
 
