@@ -88,14 +88,18 @@ class _Done:
 
     __slots__ = ("on_done", "outcomes")
 
-    def __init__(self, n: int, on_done: Callable[[int, list[Outcome]], None] | None) -> None:
+    def __init__(self, n: int, on_done: Callable[[int, Sequence[Outcome]], None] | None) -> None:
         self.outcomes: list[tuple[Outcome, ...] | None] = [None] * n
         self.on_done = on_done
 
     def set(self, index: int, outcomes: tuple[Outcome, ...]) -> None:
         self.outcomes[index] = outcomes
-        if self.on_done is not None and not any(o.split for o in outcomes):
-            self.on_done(index, list(outcomes))
+        if self.on_done is None:
+            return
+        for outcome in outcomes:  # once per message: no generator
+            if outcome.split:
+                return
+        self.on_done(index, outcomes)
 
 
 class _TLSFailed(Exception):
@@ -266,7 +270,7 @@ class SMTPSession:
     async def send_many(
         self,
         transactions: Sequence[Sequence],
-        on_done: Callable[[int, list[Outcome]], None] | None = None,
+        on_done: Callable[[int, Sequence[Outcome]], None] | None = None,
     ) -> list[list[Outcome]]:
         """Deliver several messages, one transaction each, pipelined across transactions.
 
@@ -326,7 +330,9 @@ class SMTPSession:
     # -- internals --------------------------------------------------------------------
 
     async def _transactions(
-        self, batch: Sequence[Sequence], on_done: Callable[[int, list[Outcome]], None] | None = None
+        self,
+        batch: Sequence[Sequence],
+        on_done: Callable[[int, Sequence[Outcome]], None] | None = None,
     ) -> list[tuple[Outcome, ...]]:
         """One round of transactions on the wire; each one's outcomes, in order, also
         passed to ``on_done`` as each is known (unless a recipient of it was split)."""
