@@ -16,8 +16,12 @@ the reasons that say the address itself is bad: ``userunknown``, ``hostunknown``
 from __future__ import annotations
 
 import re
-import re._constants as _sre
-import re._parser as _parser
+
+try:  # private modules of re, read only to derive the prefilters below
+    import re._constants as _sre
+    import re._parser as _parser
+except ImportError:  # a Python without them: no prefilter, the same results, slower
+    _sre = _parser = None
 
 __all__ = [
     "BOUNCE_REASONS",
@@ -818,6 +822,8 @@ def _required(items: list) -> frozenset[str] | None:
 
 
 def _prefilter(patterns: tuple[str, ...]) -> frozenset[str] | None:
+    if _parser is None:
+        return None
     words: set[str] = set()
     for p in patterns:
         found = _required(list(_parser.parse(p)))
