@@ -19,7 +19,6 @@ import trio
 
 from salvo.actors.spool_writer import SpoolWriter
 from salvo.core import kpis
-from salvo.core.config import Config, parse_duration
 from salvo.core.events import Event
 from salvo.core.feedback import apply as fb_apply
 from salvo.core.feedback.parse import parse_report
@@ -32,14 +31,6 @@ log = logging.getLogger("salvo.feedback")
 
 SWEEP_EVERY = 3600.0  # seconds between sweeps of old soft-bounce entries
 POLL_EVERY = 30.0  # seconds; reports stored by another process are found this late
-
-
-def policy_of(config: Config) -> FeedbackPolicy:
-    fb = config.feedback
-    return FeedbackPolicy(
-        soft_bounce_limit=fb.soft_bounce_limit,
-        soft_bounce_window=parse_duration(fb.soft_bounce_window),
-    )
 
 
 def parse_safely(data: bytes) -> Report:

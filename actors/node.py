@@ -212,15 +212,17 @@ async def start_feedback(
     smtp = bool(fb.listen and fb.domains)
     if not smtp and not un.listen:
         return []
-    from salvo.actors.feedback import Feedback, policy_of
+    from salvo.actors.feedback import Feedback
     from salvo.actors.feedback_listener import FeedbackListener, ReportCommitter
     from salvo.actors.http import HTTPServer
     from salvo.actors.unsubscribe import unsubscribe_routes
     from salvo.core.config import listen_address
     from salvo.core.feedback.outbound import load_secret
+    from salvo.core.feedback.policy import FeedbackPolicy
 
     secret = load_secret(config)  # made by `salvo node` before the actors start
-    feedback = Feedback(spool, writer, events_send, secret=secret, policy=policy_of(config))
+    policy = FeedbackPolicy.from_config(config)
+    feedback = Feedback(spool, writer, events_send, secret=secret, policy=policy)
     feedback.metrics = metrics
     feedback.bookkeeping = os.environ.get("SALVO_BOOKKEEPING", "on") != "off"
     nursery.start_soon(feedback.run)

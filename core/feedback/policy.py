@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import msgspec
 
+from salvo.core.config import Config, parse_duration
+
 from .report import Kind, RecipientReport
 
 __all__ = ["Decision", "FeedbackPolicy", "decide", "soft_limit_reached"]
@@ -35,6 +37,12 @@ class FeedbackPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
     soft_bounce_limit: int = 5
     soft_bounce_window: float = 14 * DAY
+
+    @classmethod
+    def from_config(cls, config: Config) -> FeedbackPolicy:
+        fb = config.feedback
+        window = parse_duration(fb.soft_bounce_window, key="[feedback] soft_bounce_window")
+        return cls(soft_bounce_limit=fb.soft_bounce_limit, soft_bounce_window=window)
 
 
 class Decision(msgspec.Struct, frozen=True, kw_only=True):

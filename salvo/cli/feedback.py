@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from salvo.core import host
-from salvo.core.config import load_config, parse_duration
+from salvo.core.config import load_config
 from salvo.core.events import encode_events
 from salvo.core.feedback import apply as fb_apply
 from salvo.core.feedback.parse import parse_report
@@ -122,10 +122,7 @@ def _register_ingest(sub: argparse._SubParsersAction) -> None:
 def _ingest(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     fb = config.feedback
-    policy = FeedbackPolicy(
-        soft_bounce_limit=fb.soft_bounce_limit,
-        soft_bounce_window=parse_duration(fb.soft_bounce_window),
-    )
+    policy = FeedbackPolicy.from_config(config)
     secret_path = config.path(fb.secret_file)
     secret = host.read_bytes(secret_path) if args.config and host.is_file(secret_path) else None
     reports = []
