@@ -50,6 +50,10 @@ class Control:
         scheduler.control = self
         self._refresh()
 
+    def active_pauses(self) -> list[tuple[str, str]]:
+        """(scope, name) of every pause in effect now (the ``salvo_paused`` gauge)."""
+        return [(p.scope, p.name) for p in self.pauses.active(self._clock())]
+
     # -- what the scheduler asks ----------------------------------------------------------
 
     def hold(self, c: Claimed, provider: str | None, job, now: float) -> SpoolOutcome | None:

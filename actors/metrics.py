@@ -93,6 +93,8 @@ class Metrics:
         # Set by the node: () -> (waiting, in flight, oldest age s); the delivery engine.
         self.queue_source: Callable[[], tuple[int, int, float]] | None = None
         self.delivery = None
+        # () -> (scope, name) of every operator pause in effect (salvo.actors.control).
+        self.operator_pauses: Callable[[], list[tuple[str, str]]] | None = None
         self.registry.register(_Gauges(self))
 
     # -- counting, once per batch ---------------------------------------------------------------
@@ -193,6 +195,9 @@ class _Gauges(Collector):
                 paused_by[name] = max(paused_by.get(name, 0), is_paused)
             for name, is_paused in sorted(paused_by.items()):
                 paused.add_metric(["provider", name], is_paused)
+        if m.operator_pauses is not None:
+            for scope, name in m.operator_pauses():
+                paused.add_metric([f"operator:{scope}", name], 1)
         yield connections
         yield paused
 

@@ -67,6 +67,8 @@ async def run_core(config: Config, work_endpoint: str) -> None:
     scheduler = Scheduler(config, writer, delivery, results_recv, results_send, events_send)
     control = Control(scheduler)  # the operator's pauses, loaded from the spool
     metrics = bookkeeping(scheduler, spool, delivery)
+    if metrics is not None:
+        metrics.operator_pauses = control.active_pauses
     dispatcher = Dispatcher(work_endpoint, scheduler.on_signed, context=zmq_context)
     scheduler.dispatcher = dispatcher
     ingress = Ingress(

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from nodeutil import AioSink, NodeSetup, free_port, job, running_node, wait_for
+from prometheus_client.parser import text_string_to_metric_families
 
 from salvo.client import Producer
 
@@ -43,6 +44,22 @@ def _pauses(port: int, token: str) -> list[dict]:
         return json.loads(conn.getresponse().read())["pauses"]
     finally:
         conn.close()
+
+
+def _paused_gauge(port: int) -> dict[tuple[str, str], float]:
+    """``salvo_paused`` from /metrics (open on loopback), read with Prometheus' parser."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    return {
+        (s.labels["scope"], s.labels["name"]): s.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "salvo_paused"
+        for s in family.samples
+    }
 
 
 def _salvo(setup: NodeSetup, *args: str) -> subprocess.CompletedProcess:
@@ -129,6 +146,7 @@ def test_pause_survives_restart_resume_delivers_cancel_ends(tmp_path: Path):
             done = _salvo(setup, "pause", "--campaign", "spring")
             assert done.returncode == 0 and "paused campaign spring" in done.stdout, done.stderr
             assert [p["name"] for p in _pauses(port, token)] == ["spring"]
+            assert _paused_gauge(port) == {("operator:campaign", "spring"): 1.0}
             _submit(setup, [_campaign_job("s1", "spring", 20), _campaign_job("a1", "autumn", 20)])
             assert wait_for(lambda: _arrived(sink, "autumn") == 20, BOUND)
             # A claim every second at most; give the paused one time to be claimed and held.
@@ -147,6 +165,7 @@ def test_pause_survives_restart_resume_delivers_cancel_ends(tmp_path: Path):
             assert done.returncode == 0 and "resumed campaign spring" in done.stdout, done.stderr
             assert wait_for(lambda: _arrived(sink, "spring") == 20, BOUND)
             assert _pauses(port, token) == []
+            assert ("operator:campaign", "spring") not in _paused_gauge(port)
 
             # A timed pause ends by itself.
             done = _salvo(setup, "pause", "--campaign", "summer", "--for", "3s")
