@@ -567,16 +567,15 @@ def missing_acked(acked: dict[str, str], sink: AioSink, setup: NodeSetup) -> lis
 
 
 @contextlib.contextmanager
-def node_with_sink(root: Path, sink_host: str) -> Iterator[tuple[NodeSetup, NodeProcess, AioSink]]:
-    """A started node whose example.org goes to an aiosmtpd sink on ``sink_host``."""
+def node_with_sink(
+    root: Path, sink_host: str, extra: str = ""
+) -> Iterator[tuple[NodeSetup, NodeProcess, AioSink]]:
+    """A started node whose example.org goes to an aiosmtpd sink on ``sink_host``, with
+    ``extra`` appended to its config."""
     with AioSink(sink_host) as sink:
-        setup = NodeSetup(root / "node", {"example.org": sink.address})
-        process = NodeProcess(setup)
-        try:
-            process.start()
+        setup = NodeSetup(root / "node", {"example.org": sink.address}, extra=extra)
+        with running_node(setup) as process:
             yield setup, process, sink
-        finally:
-            process.close()
 
 
 def final_states(events: list[dict]) -> dict[str, str]:

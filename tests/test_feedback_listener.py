@@ -10,15 +10,13 @@ SIGKILL is processed after the restart.
 
 from __future__ import annotations
 
-import contextlib
 import smtplib
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from feedbackutil import arf, dsn
-from nodeutil import AioSink, NodeProcess, NodeSetup, free_port, job, wait_for
+from nodeutil import AioSink, NodeSetup, free_port, job, node_with_sink, wait_for
 
 from salvo.client import Producer
 from salvo.core.feedback.store import RawReport
@@ -28,7 +26,8 @@ BOUND = 90.0
 DOMAIN = "bounces.acme.example"
 
 
-def _setup(root: Path, sink: AioSink, port: int) -> NodeSetup:
+def _running(tmp_path: Path, port: int):
+    """A started node with its feedback listener on ``port`` and a sink for example.org."""
     extra = f"""
 [feedback]
 listen = "127.0.0.1:{port}"
@@ -38,20 +37,7 @@ soft_bounce_limit = 2
 [traffic.verp]
 verp = true
 """
-    return NodeSetup(root / "node", {"example.org": sink.address}, extra=extra)
-
-
-@contextlib.contextmanager
-def _running(tmp_path: Path, port: int) -> Iterator[tuple[NodeSetup, NodeProcess, AioSink]]:
-    """A started node with its feedback listener on ``port`` and a sink for example.org."""
-    with AioSink("127.0.0.2") as sink:
-        setup = _setup(tmp_path, sink, port)
-        node = NodeProcess(setup)
-        try:
-            node.start()
-            yield setup, node, sink
-        finally:
-            node.close()
+    return node_with_sink(tmp_path, "127.0.0.2", extra)
 
 
 def _deliver(
