@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from salvo.core.dkimkeys import generate_private_key
+from salvo.progress import is_terminal
 from salvo.testing.postfix import SmtpSink
 from salvo.testing.procs import TICK, peak_rss, stop_process
 
@@ -86,28 +87,23 @@ def interrupt(*_: object) -> None:
 
 
 class Progress:
-    """One live line on stderr (a terminal), else a line every 5 seconds."""
+    """One live line on stderr when it is a terminal (nothing when piped), and a line per
+    step (always)."""
 
     def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self.last = 0.0
+        self.tty = is_terminal(sys.stderr)
         self.width = 0
 
     def show(self, text: str) -> None:
-        now = time.monotonic()
         if self.tty:
             sys.stderr.write("\r" + text.ljust(self.width))
             self.width = len(text)
             sys.stderr.flush()
-        elif now - self.last >= 5:
-            print(text, file=sys.stderr, flush=True)
-            self.last = now
 
     def done(self, text: str) -> None:
         if self.tty and self.width:
             sys.stderr.write("\r" + " " * self.width + "\r")
         self.width = 0
-        self.last = 0.0
         print(text, file=sys.stderr, flush=True)
 
 

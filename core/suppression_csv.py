@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import os
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from salvo.core import host
@@ -24,6 +25,8 @@ from salvo.core.suppression import SuppressionEntry, SuppressionStore
 __all__ = ["COLUMNS", "export_csv", "format_time", "import_csv", "parse_time"]
 
 COLUMNS = ("address", "tenant", "reason", "source", "created", "expires")
+
+Progress = Callable[[str, int], None]
 
 
 def parse_time(text: str) -> float:
@@ -58,11 +61,11 @@ def _time_column(name: str, text: str, default: float | None) -> float | None:
 
 
 def _read_rows(
-    store: SuppressionStore, path: str, now: float
+    store: SuppressionStore, path: str, now: float, progress: Progress | None
 ) -> tuple[list[tuple[bytes, SuppressionEntry]], list[tuple[int, str]]]:
     items, problems = [], []
     with host.open_text(path) as fh:
-        reader = csv.reader(fh)
+        reader = csv.reader(fh if progress is None else _told(fh, progress))
         for row in reader:
             line = reader.line_num
             if not row or (len(row) == 1 and not row[0].strip()):
@@ -91,16 +94,40 @@ def _read_rows(
     return items, problems
 
 
-def import_csv(store: SuppressionStore, path: str | os.PathLike[str], now: float) -> int:
-    """Import a CSV file; return the number of entries written (all or nothing)."""
+def _told(lines: Iterable[str], progress: Progress) -> Iterator[str]:
+    for line in lines:
+        progress("read", len(line))
+        yield line
+
+
+def _told_items(items: list, progress: Progress) -> Iterator:
+    for item in items:
+        yield item
+        progress("written", 1)
+
+
+def import_csv(
+    store: SuppressionStore,
+    path: str | os.PathLike[str],
+    now: float,
+    progress: Progress | None = None,
+) -> int:
+    """Import a CSV file; return the number of entries written (all or nothing).
+
+    ``progress(phase, n)``: told each line's characters as it is ``"read"``, then each
+    entry as it is ``"written"`` (in one transaction, after every line checked out).
+    """
     try:
-        items, problems = _read_rows(store, os.fspath(path), now)
+        items, problems = _read_rows(store, os.fspath(path), now, progress)
     except UnicodeDecodeError as exc:
         raise CsvImportError(os.fspath(path), [(0, f"not UTF-8 text: {exc}")]) from None
     except csv.Error as exc:
         raise CsvImportError(os.fspath(path), [(0, f"unreadable CSV: {exc}")]) from None
     if problems:
         raise CsvImportError(os.fspath(path), problems)
+    if progress is not None:
+        progress("checked", len(items))
+        items = _told_items(items, progress)
     return store.store.write(lambda txn: store.put_in(txn, items))
 
 

@@ -25,6 +25,7 @@ from salvo.core.protocol import (
     error_reply,
 )
 from salvo.ext.errors import SalvoError
+from salvo.testing.terminal import run_on_terminal
 
 HANG_GUARD = 60  # seconds; a guard against hangs, not a timing assertion
 
@@ -336,3 +337,17 @@ def test_bad_endpoint_and_bad_ids_fail_at_once():
         with pytest.raises(TypeError):
             producer.submit(["not", "a", "job"])
     assert not server.seen
+
+
+def test_cli_progress_is_on_the_terminal_and_quiet_when_piped(tmp_path):
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("".join(json.dumps(make_job(n)) + "\n" for n in range(200)))
+    args = [sys.executable, "-m", "salvo", "submit", "--jobs", str(jobs)]
+    with Server() as server:
+        tty = run_on_terminal([*args, "--endpoint", server.endpoint], timeout=HANG_GUARD)
+        piped = _salvo("--endpoint", server.endpoint, "--jobs", str(jobs))
+    assert tty.returncode == piped.returncode == 0, tty.terminal
+    assert len(tty.stdout.splitlines()) == len(piped.stdout.splitlines()) == 200
+    assert "jobs read" in tty.terminal and "100%" in tty.terminal
+    assert "200 accepted" in tty.terminal
+    assert piped.stderr == ""

@@ -17,6 +17,7 @@ from salvo.core.spool import Spool
 from salvo.core.spool_env import Store
 from salvo.core.suppression import SuppressionStore
 from salvo.core.suppression_csv import export_csv, import_csv
+from salvo.testing.terminal import run_on_terminal
 
 NOW = 1_700_000_000.0
 
@@ -297,3 +298,22 @@ def test_check_many_is_one_batch_with_time(supp: SuppressionStore) -> None:
     supp.add([f"u{i}@d{i % 10}.example" for i in range(0, 1000, 2)], now=time.time())
     result = hits(supp, [f"U{i}@D{i % 10}.example" for i in range(1000)], now=time.time())
     assert result == [i % 2 == 0 for i in range(1000)]
+
+
+def test_cli_import_shows_progress_on_a_terminal_only(tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    write_csv(src, [[f"user{i}@example.org", "", "hard-bounce"] for i in range(5000)])
+    salvo = [sys.executable, "-m", "salvo", "suppress"]
+    tty = run_on_terminal([*salvo, "--data", str(tmp_path / "a"), "import", str(src)])
+    assert tty.returncode == 0, tty.terminal
+    assert tty.stdout == f"imported 5000 entries from {src}\n"
+    assert "checking lines" in tty.terminal and "100%" in tty.terminal
+    assert "writing entries" in tty.terminal and "5000/5000" in tty.terminal
+    piped = subprocess.run(
+        [*salvo, "--data", str(tmp_path / "b"), "import", str(src)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert piped.returncode == 0
+    assert (piped.stdout, piped.stderr) == (tty.stdout, "")

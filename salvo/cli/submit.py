@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import sys
-import time
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import IO, Any
 import msgspec
 
 from salvo.ext.errors import SalvoError
+from salvo.progress import progress_bar
 
 _EXIT = {"accepted": 0, "partial": 1, "rejected": 1}  # anything else: 2
 SHOWN = 10  # refused recipients told on stderr per job
@@ -122,7 +122,7 @@ def _header(text: str) -> tuple[str, str]:
 def _read_jobs(source: IO[str], report: _Report) -> Iterator[tuple[int, dict[str, Any]]]:
     """The jobs of a JSON Lines stream; a bad line is reported and skipped."""
     for number, text in enumerate(source, 1):
-        report.bytes_read += len(text)
+        report.read(len(text.encode("utf-8")))
         if not text.strip():
             continue
         try:
@@ -143,11 +143,12 @@ class _Report:
 
     def __init__(self, source: IO[str] | None) -> None:
         self.status = 0
-        self.bytes_read = 0
         self._counts = dict.fromkeys(("accepted", "partial", "rejected", "retry", "error"), 0)
-        self._size = _file_size(source)
-        self._progress = sys.stderr.isatty()
-        self._shown_at = 0.0
+        # Progress is the input read: with a window of jobs in flight, replies follow it.
+        self._bar = progress_bar("jobs read", total=_file_size(source), unit="B")
+
+    def read(self, n: int) -> None:
+        self._bar.update(n)
 
     def reply(self, reply: dict[str, Any], line: int) -> None:
         self._emit({**reply, "line": line})
@@ -167,7 +168,7 @@ class _Report:
             out.append(f"{where}: {r['to']} rejected ({why})")
         if len(rejected) > SHOWN:
             out.append(f"{where}: ... and {len(rejected) - SHOWN} more rejected recipients")
-        sys.stderr.write(("\r\x1b[K" if self._progress else "") + "\n".join(out) + "\n")
+        self._bar.write("\n".join(out), file=sys.stderr)
 
     def malformed(self, line: int, why: str) -> None:
         error = f"line {line}: {why}; this job was not sent"
@@ -183,27 +184,16 @@ class _Report:
         )
 
     def done(self) -> None:
-        if self._progress:
-            self._show(final=True)
+        self._bar.close()
 
     def _emit(self, record: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
         status = record["status"]
         self._counts[status] = self._counts.get(status, 0) + 1
         self.status = max(self.status, _EXIT.get(status, 2))
-        if self._progress and time.monotonic() - self._shown_at > 0.1:
-            self._show(final=False)
-
-    def _show(self, *, final: bool) -> None:
-        self._shown_at = time.monotonic()
-        counts = ", ".join(f"{n} {status}" for status, n in self._counts.items() if n)
-        bar = ""
-        if self._size:
-            done = min(1.0, self.bytes_read / self._size)
-            bar = f"[{'#' * int(done * 30):<30}] {done:4.0%} "
-        sys.stderr.write(f"\r{bar}{sum(self._counts.values())} replies: {counts or 'none yet'}")
-        sys.stderr.write("\n" if final else "")
-        sys.stderr.flush()
+        self._bar.set_postfix_str(
+            ", ".join(f"{n} {status}" for status, n in self._counts.items() if n), refresh=False
+        )
 
 
 def _file_size(source: IO[str] | None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
@@ -12,6 +13,7 @@ from salvo.core.errors import InvalidAddressError
 from salvo.core.spool_env import Store
 from salvo.core.suppression import SuppressionStore
 from salvo.core.suppression_csv import export_csv, format_time, import_csv
+from salvo.progress import progress_bar
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -132,7 +134,21 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    n = import_csv(_open(args), args.file, time.time())
+    size = os.path.getsize(args.file) if os.path.isfile(args.file) else None
+    bars = {"read": progress_bar("checking lines", total=size, unit="B")}
+
+    def progress(phase: str, n: int) -> None:
+        if phase == "checked":
+            bars.pop("read").close()
+            bars["written"] = progress_bar("writing entries", total=n, unit="entries")
+        else:
+            bars[phase].update(n)
+
+    try:
+        n = import_csv(_open(args), args.file, time.time(), progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
     print(f"imported {n} entries from {args.file}")
     return 0
 

@@ -1,0 +1,105 @@
+"""What the metrics and KPI bookkeeping cost, end to end, measured in one run.
+
+``python -m salvo.bench.bookkeeping [--pairs N] [--messages M]``: the main row of
+``salvo bench`` (4 KB, RSA-2048, a clean ``smtp-sink``, jobs of 1,000, 2 signers) run
+``2 N`` times, the node started alternately with ``SALVO_BOOKKEEPING=on`` and ``off``
+(on/off, then off/on, ... so that a drift of the machine's load hits both alike). Prints
+each run and the medians of two figures:
+
+- *msg/s*: end-to-end throughput, what the target is about;
+- *CPU per message*: the node's processes (supervisor, core, signers) in CPU-microseconds
+  per message. On a machine that is saturated by the node this is the throughput's
+  inverse, and it is far less sensitive to other work on a shared machine than the wall
+  clock is: the cost of the bookkeeping is the difference of the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+from salvo.bench import harness, suite
+
+NODE_PROCESSES = ("supervisor", "core", "signer")
+
+
+def node_cpu_us(row: dict) -> float:
+    """CPU-microseconds per message of the node's own processes."""
+    per = row["cpu_us_per_msg"]
+    return sum(v for k, v in per.items() if k.startswith(NODE_PROCESSES))
+
+
+def one_run(tmp: Path, name: str, mode: str, messages: int) -> dict:
+    previous = os.environ.get("SALVO_BOOKKEEPING")
+    os.environ["SALVO_BOOKKEEPING"] = mode
+    try:
+        row = suite.salvo_run(tmp, name, messages=messages, per_job=1000)
+    finally:
+        if previous is None:
+            os.environ.pop("SALVO_BOOKKEEPING", None)
+        else:
+            os.environ["SALVO_BOOKKEEPING"] = previous
+    if not row["exactly_once"]:
+        raise RuntimeError(f"{name}: not every message arrived exactly once")
+    return {
+        "mode": mode,
+        "msg_per_s": row["msg_per_s"],
+        "cpu_us_per_msg": node_cpu_us(row),
+        "core_us_per_msg": row["cpu_us_per_msg"].get("core", 0.0),
+    }
+
+
+def summarize(runs: list[dict]) -> dict:
+    out: dict = {}
+    for mode in ("on", "off"):
+        mine = [r for r in runs if r["mode"] == mode]
+        out[mode] = {
+            key: statistics.median(r[key] for r in mine)
+            for key in ("msg_per_s", "cpu_us_per_msg", "core_us_per_msg")
+        }
+    on, off = out["on"], out["off"]
+    out["throughput_cost"] = 1 - on["msg_per_s"] / off["msg_per_s"]
+    out["cpu_cost"] = on["cpu_us_per_msg"] / off["cpu_us_per_msg"] - 1
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m salvo.bench.bookkeeping")
+    parser.add_argument("--pairs", type=int, default=5, help="on/off pairs (default 5)")
+    parser.add_argument("--messages", type=int, default=20_000, help="per run (default 20,000)")
+    parser.add_argument("--json", type=Path, help="also write the runs and medians here")
+    args = parser.parse_args(argv)
+    runs: list[dict] = []
+    with harness.workdir() as tmp:
+        for i in range(args.pairs):
+            for mode in ("on", "off") if i % 2 == 0 else ("off", "on"):
+                run = one_run(tmp, f"{mode}-{i}", mode, args.messages)
+                runs.append(run)
+                print(
+                    f"pair {i + 1} bookkeeping {mode:>3}: {run['msg_per_s']:8,.0f} msg/s  "
+                    f"node {run['cpu_us_per_msg']:6.1f} CPU-us/msg  "
+                    f"(core {run['core_us_per_msg']:5.1f})",
+                    flush=True,
+                )
+    result = summarize(runs)
+    on, off = result["on"], result["off"]
+    print(f"\nmedians of {args.pairs} runs each, {args.messages:,} messages per run:")
+    print(f"  {'':4} {'msg/s':>9} {'node CPU-us/msg':>16} {'core CPU-us/msg':>16}")
+    for mode, m in (("on", on), ("off", off)):
+        print(
+            f"  {mode:4} {m['msg_per_s']:9,.0f} {m['cpu_us_per_msg']:16.1f} "
+            f"{m['core_us_per_msg']:16.1f}"
+        )
+    print(f"  throughput cost (1 - on/off msg/s):   {result['throughput_cost']:+.1%}")
+    print(f"  CPU cost (on/off node CPU per msg - 1): {result['cpu_cost']:+.1%}")
+    if args.json:
+        args.json.write_text(json.dumps({"runs": runs, **result}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
