@@ -175,3 +175,54 @@ def test_fired_and_cleared_alternate_and_match_the_active_set(readings) -> None:
         assert ("c" in alerting.names_active("campaign")) == (last == "fired")
         if out is not None and out.state == "fired":
             assert value > r.above and volume >= r.min_volume
+
+
+# -- the actor on a real spool: evaluation from the buckets, and the state after a restart ----
+
+
+def test_actor_fires_from_buckets_and_rebuilds_the_active_list_at_start(tmp_path) -> None:
+    import trio
+
+    from salvo.actors.alerts import Alerts
+    from salvo.core.spool import Spool, SpoolConfig
+
+    now = NOW
+    r = rule(min_volume=100)
+    spool = Spool.open(tmp_path / "data", SpoolConfig(retention=60, idempotency_window=60))
+    labels = kpis.Labels("acme", "spring", "gmail", now - 5)
+    delta = kpis.merge_delta(
+        kpis.expand({(labels, ("sent", "delivered"), None): 1000}, now - 600),
+        kpis.expand({(kpis.Labels("acme", "spring", None, 0.0), ("complained",), None): 5}, now),
+    )
+
+    async def main() -> tuple[list, list]:
+        send, recv = trio.open_memory_channel(10)
+        alerts = Alerts([r], spool, send, clock=lambda: now)
+        spool.store.write(lambda txn: spool.add_kpis_in(txn, delta))
+        keys = []
+        while alerts._touched:
+            keys += alerts._touched.popleft()
+        scopes = al.scopes_of_delta(keys)
+        assert ("campaign", "spring") in scopes
+        fired = await alerts.evaluate(scopes, now, gauges=True)
+        events = recv.receive_nowait()
+        return fired, events
+
+    fired, events = trio.run(main)
+    assert [(a.state, a.name, a.value) for a in fired] == [("fired", "spring", 0.005)]
+    assert [(e.type, e.state, e.name) for e in events] == [("alert", "fired", "spring")]
+
+    async def restart() -> dict:
+        send, recv = trio.open_memory_channel(10)
+        alerts = Alerts([r], spool, send, clock=lambda: now + 60)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(alerts.run)
+            listing = alerts.listing()
+            nursery.cancel_scope.cancel()
+        with pytest.raises(trio.WouldBlock):
+            recv.receive_nowait()  # no event for a restored alert
+        return listing
+
+    listing = trio.run(restart)
+    assert [(a["rule"], a["name"]) for a in listing["active"]] == [(r.name, "spring")]
+    spool.close()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from feedbackutil import arf
 from nodeutil import AioSink, EventSubscriber, NodeSetup, free_port, job, running_node, wait_for
+from prometheus_client.parser import text_string_to_metric_families
 
 from salvo.client import Producer
 
@@ -43,6 +44,22 @@ def _post(port: int, path: str, body: dict, token: str) -> tuple[int, dict]:
         return r.status, json.loads(r.read())
     finally:
         conn.close()
+
+
+def _metrics(port: int) -> dict[tuple[str, str, str], float]:
+    """The alerts' samples of /metrics (open on loopback), read with Prometheus' parser."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    return {
+        (s.name, s.labels["rule"], s.labels.get("scope") or s.labels["action"]): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name in ("salvo_alerts_firing", "salvo_alerts_fired_total")
+    }
 
 
 def _submit(setup: NodeSetup, campaign: str, n: int, per_job: int = 100) -> dict[str, str]:
@@ -154,6 +171,10 @@ above = 0.99
             assert isinstance(active["since"], float)
             pauses = _get(http_port, "/api/pauses", token)[1]["pauses"]
             assert "complaints" in pauses[0]["reason"]
+            metrics = _metrics(http_port)
+            assert metrics[("salvo_alerts_firing", "complaints", "campaign")] == 1
+            assert metrics[("salvo_alerts_firing", "spool_used_fraction_node_notify", "node")] == 0
+            assert metrics[("salvo_alerts_fired_total", "complaints", "pause")] == 1
 
             def alert_events(events: list[dict]) -> list[dict]:
                 return [e for e in events if e["type"] == "alert"]
