@@ -1,5 +1,6 @@
 """The admin routes of the node's HTTP server: ``/metrics`` and ``/api/kpis`` (docs/metrics.md),
-``/api/pause``, ``/api/resume``, ``/api/cancel`` and ``/api/pauses`` (docs/control.md).
+``/api/pause``, ``/api/resume``, ``/api/cancel`` and ``/api/pauses`` (docs/control.md),
+``/api/alerts`` (docs/alerts.md).
 
 Every ``/api/`` call needs ``Authorization: Bearer TOKEN`` (the token in ``[http]
 token_file``), compared in constant time; a wrong or missing one gets 401 with a JSON
@@ -68,8 +69,10 @@ class Admin:
         metrics_open: bool,
         clock: Callable[[], float] = time.time,
         control=None,  # salvo.actors.control.Control
+        alerts=None,  # salvo.actors.alerts.Alerts
     ) -> None:
         self.control = control
+        self.alerts = alerts
         self._token = token.encode()
         self.metrics = metrics
         self.spool = spool
@@ -87,6 +90,7 @@ class Admin:
             Route.of("GET", r"/metrics", self.get_metrics),
             Route.of("GET", r"/api/kpis", self.get_kpis),
             Route.of("GET", r"/api/pauses", self.get_pauses),
+            Route.of("GET", r"/api/alerts", self.get_alerts),
             Route.of("POST", r"/api/pause", self.post_pause, MAX_CONTROL_BODY),
             Route.of("POST", r"/api/resume", self.post_resume, MAX_CONTROL_BODY),
             Route.of("POST", r"/api/cancel", self.post_cancel, MAX_CONTROL_BODY),
@@ -125,6 +129,14 @@ class Admin:
         }
         out["until"] = now
         return json_response(200, out)
+
+    async def get_alerts(self, request: Request) -> Response:
+        """The active alerts and the rules (docs/alerts.md)."""
+        if not self.authorized(request):
+            return self._denied()
+        if self.alerts is None:
+            return json_response(200, {"active": [], "rules": []})
+        return json_response(200, self.alerts.listing())
 
     async def unknown(self, request: Request) -> Response:
         if not self.authorized(request):

@@ -3,7 +3,10 @@
 :class:`Control` holds the node's :class:`salvo.core.pauses.Pauses`, loaded from the spool
 at start; the admin API calls :meth:`pause`, :meth:`resume` and :meth:`cancel`, which write
 the spool first (durable) and then update this in-memory view, which the scheduler asks for
-every claimed recipient (:meth:`hold`) before any signing. What is decided is
+every claimed recipient (:meth:`hold`) before any signing. A pause that lands while
+recipients are in flight takes back those still waiting for a signer, and delivery asks
+:meth:`hold` again before a waiting signed message goes out (only while a pause or cancel
+is in effect), so nothing more of a paused scope is signed or sent. What is decided is
 salvo.core.policy's (:func:`~salvo.core.policy.operator_hold`,
 :func:`~salvo.core.policy.resume_window`).
 """
@@ -92,7 +95,14 @@ class Control:
         await self.writer.run_sync(self.spool.set_pause, entry)
         self.pauses.add(entry)
         self._refresh()
-        log.info("paused %s %s%s", scope, name, f" for {seconds:.0f} s" if seconds else "")
+        withdrawn = await self.scheduler.withdraw()
+        log.info(
+            "paused %s %s%s (%d recipients taken back before signing)",
+            scope,
+            name,
+            f" for {seconds:.0f} s" if seconds else "",
+            withdrawn,
+        )
         return entry
 
     async def resume(self, scope: str, name: str) -> tuple[bool, int]:
@@ -117,7 +127,9 @@ class Control:
         entry = pz.Pause(pz.CANCEL, scope, name, 0.0, reason, now)
         changes = await self.writer.run_sync(self.spool.cancel, entry, now)
         self.pauses.add(entry)
+        self._refresh()
         self.scheduler.emit_changes(changes)
+        await self.scheduler.withdraw()
         log.info("cancelled %s %s: %d recipients", scope, name, len(changes))
         return len(changes)
 
@@ -128,9 +140,14 @@ class Control:
 
     def _refresh(self) -> None:
         now = self._clock()
-        self.scheduler.delivery.paused_sources = frozenset(
+        delivery = self.scheduler.delivery
+        delivery.paused_sources = frozenset(
             p.name for p in self.pauses.active(now) if p.scope == "source"
         )
+        # What waits in delivery is asked about only while something is paused or
+        # cancelled: nothing per message otherwise.
+        covered = self.pauses.pauses or self.pauses.cancels
+        delivery.hold = self.scheduler.held_back if covered else None
 
     async def run(self) -> None:
         """End timed pauses (the store forgets them too) and keep delivery's view of the

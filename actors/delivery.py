@@ -33,7 +33,7 @@ from salvo.actors.smtp_session import TLSPolicy
 from salvo.core.policy import SourcePicker, throttles
 from salvo.core.providers import ProviderTable, route_key
 from salvo.core.shaping import Limits, Shaper
-from salvo.core.smtp import Outcome, SMTPTimeouts
+from salvo.core.smtp import Outcome, Scope, SMTPTimeouts
 
 __all__ = ["BATCH", "Delivery", "Lane", "Message", "Result", "RouteSettings"]
 
@@ -67,6 +67,9 @@ class Result:
     source: str
     # Deferred because the lane is paused: not due before this (Delivery.clock, seconds).
     retry_at: float | None = None
+    # Handed back untried (an operator's or an alert's pause landed while it waited): the
+    # spool outcome to record as it is (salvo.core.spool.Outcome), no attempt counted.
+    held: object | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,10 @@ class Delivery:
         self._provider_lanes: dict[str, list[Lane]] = {}
         self._routes: dict[tuple[str | None, str, RouteSettings], Route] = {}
         self.paused_sources: frozenset[str] = frozenset()  # set by salvo.actors.control
+        # While any pause is in effect (set by salvo.actors.control): (message, provider)
+        # -> the hand-back of a queued message that must not go out, or None. Asked when a
+        # connection takes a message, so a pause stops what already waits in a route.
+        self.hold: Callable[[Message, str], object | None] | None = None
         self._sources: dict[tuple[tuple[str, ...], tuple[int, ...]], SourcePicker] = {}
         self.starved: set[Route] = set()
         self.nursery: trio.Nursery
@@ -252,6 +259,12 @@ class Delivery:
                 **shaper.rates(),
             }
         return out
+
+    def hand_back(self, message: Message, held: object) -> None:
+        """Report a message that a pause holds back: recorded as ``held`` says, unsent."""
+        outcome = Outcome.deferred(message.rcpt, Scope.MESSAGE, "held back by a pause")
+        self.in_flight -= 1
+        self._results.send_nowait(Result(message, outcome, "", "", None, held))
 
     def report(
         self,

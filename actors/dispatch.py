@@ -85,6 +85,20 @@ class Dispatcher:
         self._next_batch += 1
         self._poke()
 
+    def withdraw(self, keep: Callable[[SignItem], bool]) -> list[SignItem]:
+        """Take back the waiting recipients that ``keep`` refuses (a pause landed): they
+        are never signed. Batches already at a signer are not recalled."""
+        taken: list[SignItem] = []
+        pending: collections.deque[SignBatch] = collections.deque()
+        for batch in self._pending:
+            kept = [item for item in batch.items if keep(item) or taken.append(item)]
+            if len(kept) == len(batch.items):
+                pending.append(batch)
+            elif kept:
+                pending.append(SignBatch(batch.batch, batch.job, batch.content, kept))
+        self._pending = pending
+        return taken
+
     def _poke(self) -> None:
         if self._wake is not None:
             self._wake.cancel()

@@ -88,6 +88,12 @@ class Metrics:
             ["provider", "class"],
             registry=self.registry,
         )
+        self.alerts_fired = Counter(
+            "salvo_alerts_fired",
+            "Alerts fired, by rule and action (docs/alerts.md).",
+            ["rule", "action"],
+            registry=self.registry,
+        )
         self._lat_counts = [0] * (len(LATENCY_BUCKETS) + 1)
         self._lat_sum = 0.0
         # Set by the node: () -> (waiting, in flight, oldest age s); the delivery engine.
@@ -95,6 +101,8 @@ class Metrics:
         self.delivery = None
         # () -> (scope, name) of every operator pause in effect (salvo.actors.control).
         self.operator_pauses: Callable[[], list[tuple[str, str]]] | None = None
+        # () -> active alerts per (rule, scope), every rule listed (salvo.actors.alerts).
+        self.alerts_firing: Callable[[], dict[tuple[str, str], int]] | None = None
         self.registry.register(_Gauges(self))
 
     # -- counting, once per batch ---------------------------------------------------------------
@@ -126,6 +134,9 @@ class Metrics:
                 by_class[(self.provider(provider or "none"), cls)] += n
         for (provider, cls), n in by_class.items():
             self.replies.labels(provider, cls).inc(n)
+
+    def alert_fired(self, rule: str, action: str) -> None:
+        self.alerts_fired.labels(rule, action).inc()
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -200,6 +211,13 @@ class _Gauges(Collector):
                 paused.add_metric([f"operator:{scope}", name], 1)
         yield connections
         yield paused
+        firing = GaugeMetricFamily(
+            "salvo_alerts_firing", "Active alerts, by rule.", labels=["rule", "scope"]
+        )
+        if m.alerts_firing is not None:
+            for (rule, scope), n in sorted(m.alerts_firing().items()):
+                firing.add_metric([rule, scope], n)
+        yield firing
 
 
 def book_batch(
@@ -220,7 +238,9 @@ def book_batch(
         provider = provider_of.get(key)
         job = jobs.get(key[0])
         if job is not None:
-            labels[key] = kpis.Labels(job.tenant, job.campaign, provider, job.submitted)
+            labels[key] = kpis.Labels(
+                job.tenant, job.campaign, provider, job.submitted, result.source
+            )
         if result.outcome.code:
             replies[(provider or "", result.outcome.code)] += 1
     if metrics is not None and replies:

@@ -69,6 +69,7 @@ async def run_core(config: Config, work_endpoint: str) -> None:
     metrics = bookkeeping(scheduler, spool, delivery)
     if metrics is not None:
         metrics.operator_pauses = control.active_pauses
+    alerts = start_alerts(config, spool, events_send, control, metrics)
     dispatcher = Dispatcher(work_endpoint, scheduler.on_signed, context=zmq_context)
     scheduler.dispatcher = dispatcher
     ingress = Ingress(
@@ -104,10 +105,12 @@ async def run_core(config: Config, work_endpoint: str) -> None:
                 work.start_soon(scheduler.run_outcomes)
                 work.start_soon(scheduler.run_maintenance)
                 work.start_soon(control.run)
+                if alerts is not None:
+                    await work.start(alerts.run)
                 # Before the ingress: a node that answers producers also listens for
                 # the reports and unsubscribes it is configured for.
                 shared = await start_feedback(work, config, spool, writer, events_send, metrics)
-                await start_http(work, config, spool, metrics, shared, control)
+                await start_http(work, config, spool, metrics, shared, control, alerts)
                 await work.start(ingress.run)
                 work.start_soon(scheduler.run_claims)
                 log.info(
@@ -160,8 +163,35 @@ def _queue_gauges(spool: Spool) -> tuple[int, int, float]:
     return spool.queue_gauges(time.time())
 
 
+def start_alerts(config: Config, spool: Spool, events_send, control: Control, metrics):
+    """The alerts actor (docs/alerts.md), or None when no rule is in effect or the
+    bookkeeping is off (the rules read its KPI buckets)."""
+    rules = config.alert_rules()
+    if not rules or os.environ.get("SALVO_BOOKKEEPING", "on") == "off":
+        return None
+    from salvo.actors.alerts import Alerts
+
+    alerts = Alerts(
+        rules,
+        spool,
+        events_send,
+        control=control,
+        every=parse_duration(config.alerting.every),
+    )
+    if metrics is not None:
+        alerts.metrics = metrics
+        metrics.alerts_firing = alerts.alerting.firing
+    return alerts
+
+
 async def start_http(
-    nursery: trio.Nursery, config: Config, spool: Spool, metrics, shared: list, control=None
+    nursery: trio.Nursery,
+    config: Config,
+    spool: Spool,
+    metrics,
+    shared: list,
+    control=None,
+    alerts=None,
 ) -> None:
     """The admin server at ``[http] listen`` (off when unset): ``/metrics``, ``/api/``, and
     the unsubscribe routes when ``[unsubscribe] listen`` is the same address."""
@@ -180,6 +210,7 @@ async def start_http(
         spool,
         metrics_open=config.http.metrics_open and is_loopback(host),
         control=control,
+        alerts=alerts,
     )
     server = HTTPServer(
         host,

@@ -142,16 +142,34 @@ class Route:
         the idle timeout closes a connection.
         """
         deadline = trio.current_time() + self.limits.idle_timeout
-        while not self.queue:
-            self._idle += 1
-            try:
-                with trio.move_on_at(deadline):
-                    await self._ready.park()
-            finally:
-                self._idle -= 1
-            if not self.queue and trio.current_time() >= deadline:
-                return None
-        return self.queue.popleft()
+        while True:
+            while not self.queue:
+                self._idle += 1
+                try:
+                    with trio.move_on_at(deadline):
+                        await self._ready.park()
+                finally:
+                    self._idle -= 1
+                if not self.queue and trio.current_time() >= deadline:
+                    return None
+            message = self._pop()
+            if message is not None:
+                return message
+
+    def _pop(self) -> Message | None:
+        """The next queued message that may go out; those a pause holds are handed back
+        (one attribute test per message while nothing is paused)."""
+        hold = self._delivery.hold
+        queue = self.queue
+        while queue:
+            message = queue.popleft()
+            if hold is None:
+                return message
+            held = hold(message, self.lane.provider)
+            if held is None:
+                return message
+            self._delivery.hand_back(message, held)
+        return None
 
     async def _connect(self, message: Message) -> tuple[SMTPSession | None, str]:
         """A session with the next host of ``message`` (then the next...), or None when no
@@ -239,7 +257,7 @@ class Route:
         session = None
         starting = True
         try:
-            message = self.queue.popleft() if self.queue else None
+            message = self._pop()
             if message is None:
                 return
             self._starting -= 1
@@ -275,7 +293,10 @@ class Route:
                     and self.queue
                     and shaper.take_message(trio.current_time()) == 0
                 ):
-                    batch.append(self.queue.popleft())
+                    more = self._pop()
+                    if more is None:
+                        break
+                    batch.append(more)
                 if self.queue:  # left some (past a batch, or by the rate): wake the next
                     self._ready.unpark()
                 await session.send_many([(m.mail_from, [m.rcpt], m.data) for m in batch], done)

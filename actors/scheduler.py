@@ -285,30 +285,75 @@ class Scheduler:
         events, hard = [], []
         for change in changes:
             result = results.get((change.seq, change.idx))
+            if result is not None and result.held is not None and change.record.state == "queued":
+                continue  # handed back untried: no event, as for a hold at claim time
             job = self._job_of(change.seq)
             event = self._event(change, job, result)
             events.append(event)
             if policy.suppresses(event.type, event.code, event.hard):
                 hard.append((change.record.to, event))
         for result in batch:
-            key = (result.message.seq, result.message.idx)
-            provider = self._provider_of.pop(key, None)
-            if provider is not None:
-                self.provider_inflight[provider] -= 1
-                if self.provider_inflight[provider] <= 0:
-                    del self.provider_inflight[provider]
-            if self.inflight.pop(key, None) is not None:
-                job = self._jobs.get(key[0])
-                if job is not None:
-                    job.refs -= 1
-                    if job.refs <= 0:
-                        del self._jobs[key[0]]
+            self._forget((result.message.seq, result.message.idx))
         if hard:
             await self._suppress(hard, now)
         self._emit(events)
         self._wake.set()
         if not self.inflight:
             self._idle.set()
+
+    def _forget(self, key: tuple[int, int]) -> None:
+        """A recipient is no longer in flight: its provider's share and its job's count."""
+        provider = self._provider_of.pop(key, None)
+        if provider is not None:
+            self.provider_inflight[provider] -= 1
+            if self.provider_inflight[provider] <= 0:
+                del self.provider_inflight[provider]
+        if self.inflight.pop(key, None) is not None:
+            job = self._jobs.get(key[0])
+            if job is not None:
+                job.refs -= 1
+                if job.refs <= 0:
+                    del self._jobs[key[0]]
+
+    # -- pauses that land while recipients are in flight (docs/control.md) -------------------
+
+    def held_back(self, message: Message, provider: str) -> SpoolOutcome | None:
+        """The hand-back of a signed message that waits in delivery, when a pause or cancel
+        covers it now (delivery asks this while any is in effect)."""
+        job = self._jobs.get(message.seq)
+        if job is None or self.control is None:
+            return None
+        return self.control.hold(message, provider, job, self._clock())
+
+    async def withdraw(self) -> int:
+        """After a pause or cancel: take back what it covers from the signers' queue (not
+        yet signed) and record it as held; returns how many."""
+        if self.dispatcher is None or self.control is None:
+            return 0
+        control, now = self.control, self._clock()
+        handed: list[SpoolOutcome] = []
+
+        def keep(item) -> bool:
+            job = self._jobs.get(item.seq)
+            claimed = self.inflight.get((item.seq, item.idx))
+            if job is None or claimed is None:
+                return True
+            provider = self.router.known_provider(claimed.domain)
+            out = control.hold(item, provider, job, now)
+            if out is None:
+                return True
+            handed.append(out)
+            return False
+
+        self.dispatcher.withdraw(keep)
+        if not handed:
+            return 0
+        changes = await self.writer.record_outcomes(handed)
+        for out in handed:
+            self._forget((out.seq, out.idx))
+        self.emit_changes([c for c in changes if c.record.state != "queued"])
+        self._wake.set()
+        return len(handed)
 
     def _book(self, batch: list[Result], now: float):
         """The bookkeeping of one batch (docs/metrics.md), or None when it is off."""
@@ -317,6 +362,8 @@ class Scheduler:
         return book_batch(self.metrics, batch, self._jobs, self._provider_of, now)
 
     def _spool_outcome(self, result: Result, now: float) -> SpoolOutcome:
+        if result.held is not None:
+            return result.held  # type: ignore[return-value]
         m = result.message
         claimed = self.inflight.get((m.seq, m.idx))
         job = self._jobs.get(m.seq)

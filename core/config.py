@@ -18,6 +18,7 @@ from pathlib import Path
 
 import msgspec
 
+from salvo.core import alerts as alerts_mod
 from salvo.core import host
 from salvo.core.providers import ProviderTable
 from salvo.core.shaping import Limits
@@ -274,6 +275,38 @@ class HttpSection(_Section):
     request_timeout: Duration = "10s"  # a whole request, from its first byte
 
 
+class AlertSection(_Section):
+    """One ``[[alerts]]`` rule (docs/alerts.md): ``kpi`` of ``scope`` above ``above`` over
+    ``window`` with at least ``min_volume`` sent; ``action`` pause or notify."""
+
+    kpi: str
+    scope: str
+    above: float
+    window: str = ""  # "": 1h; node rules read a gauge now and take none
+    min_volume: int | None = None  # None: 1000 (0 for node rules)
+    action: str = "notify"
+    name: str = ""  # "": kpi_scope_action
+
+
+class AlertingSection(_Section):
+    """``[alerting]``: whether the default rules apply, and how often node gauges are read."""
+
+    # None: the defaults apply when the config has no [[alerts]]; true: beside them too;
+    # false: never (``alerts = []`` turns them off as well).
+    defaults: bool | None = None
+    every: Duration = "10s"  # node gauges (queue age, spool space) are read this often
+
+
+def _validate_alerts(config: Config) -> None:
+    parse_duration(config.alerting.every, key="[alerting] every")
+    if parse_duration(config.alerting.every) <= 0:
+        raise ConfigError("config: [alerting] every: must be more than 0")
+    try:
+        config.alert_rules()
+    except alerts_mod.RuleError as exc:
+        raise ConfigError(f"config: {exc}") from None
+
+
 def _validate_http(config: Config) -> None:
     http = config.http
     if http.listen:
@@ -338,6 +371,8 @@ class Config(_Section):
     feedback: FeedbackSection = FeedbackSection()
     unsubscribe: UnsubscribeSection = UnsubscribeSection()
     http: HttpSection = HttpSection()
+    alerts: list[AlertSection] | None = None  # None: not in the file (the defaults apply)
+    alerting: AlertingSection = AlertingSection()
     # Where relative paths start: the config file's folder.
     base_dir: str = ""
 
@@ -421,6 +456,38 @@ class Config(_Section):
         """Whether the feedback loop is configured (a bounce domain, or the unsubscribe
         endpoint): the node then makes the secret file on start if it is missing."""
         return bool(self.feedback.domains or self.unsubscribe.listen)
+
+    def alert_rules(self) -> tuple[alerts_mod.Rule, ...]:
+        """The alert rules in effect: ``[[alerts]]``, with the defaults as ``[alerting]
+        defaults`` says (docs/alerts.md). :class:`~salvo.core.alerts.RuleError` names the
+        rule (``[[alerts]] #2 window: ...``, counting from 1) and the key."""
+        rules = []
+        for i, section in enumerate(self.alerts or (), 1):
+            try:
+                rules.append(
+                    alerts_mod.make_rule(
+                        kpi=section.kpi,
+                        scope=section.scope,
+                        above=section.above,
+                        window=section.window,
+                        min_volume=section.min_volume,
+                        action=section.action,
+                        name=section.name,
+                    )
+                )
+            except alerts_mod.RuleError as exc:
+                raise alerts_mod.RuleError(f"[[alerts]] #{i} {exc}") from None
+        defaults = self.alerting.defaults
+        if defaults is None:
+            defaults = self.alerts is None
+        if defaults:
+            given = {r.name for r in rules}
+            rules = [r for r in alerts_mod.DEFAULT_RULES if r.name not in given] + rules
+        try:
+            alerts_mod.check_names(rules)
+        except alerts_mod.RuleError as exc:
+            raise alerts_mod.RuleError(f"[[alerts]] {exc}") from None
+        return tuple(rules)
 
     def provider_table(self) -> ProviderTable:
         """The built-in provider table with ``[providers]`` applied (docs/delivery.md);
@@ -512,6 +579,7 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"config: {str(exc).removeprefix('config: ')}") from None
     _validate_dns(config.dns)
     _validate_feedback(config)
+    _validate_alerts(config)
 
 
 # https://host[:port][/path], no query or fragment; no character that ends a URL in a
@@ -582,7 +650,13 @@ def _named_table(text: str | bytes, where: str, key: str) -> str:
 
 
 def _readable_path(path: str) -> str:
-    """msgspec's ``$.traffic.bulk.pool`` as ``[traffic.bulk] pool``."""
+    """msgspec's ``$.traffic.bulk.pool`` as ``[traffic.bulk] pool``; ``$.alerts[1].kpi``
+    as ``[[alerts]] #2 kpi`` (rules count from 1)."""
+    rule = re.fullmatch(r"\$\.alerts\[(\d+)\](?:\.(\w+))?", path)
+    if rule:
+        return f"[[alerts]] #{int(rule.group(1)) + 1}" + (
+            f" {rule.group(2)}" if rule.group(2) else ""
+        )
     parts = [p for p in re.split(r"\.|\[\.\.\.\]", path.removeprefix("$")) if p]
     if not parts:
         return "top level"

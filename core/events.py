@@ -28,6 +28,7 @@ EVENT_TYPES = (
     "cancelled",
     "complained",
     "unsubscribed",
+    "alert",
 )
 
 
@@ -55,6 +56,16 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
     hard: bool = False  # for an async bounce: the address itself is bad
     feedback_type: str = ""  # for complained: the ARF Feedback-Type (abuse, ...)
     suppressed: bool = False  # this report put the address on the suppression list
+    # An alert (type ``alert``, docs/alerts.md): a rule fired or cleared for one scope value.
+    state: str = ""  # fired or cleared
+    rule: str = ""
+    kpi: str = ""
+    scope: str = ""  # campaign, tenant, provider, source or node
+    name: str = ""  # the scope's value: the campaign's name, ...
+    value: float = 0.0
+    threshold: float = 0.0
+    window: str = ""
+    action: str = ""  # pause or notify
 
 
 def change_event(change: Change, job: Any, now: float, host: str = "", source: str = "") -> Event:

@@ -7,8 +7,10 @@ that record the outcomes they count. docs/metrics.md defines every name and rate
 A bucket is one minute of one *dimension*: a combination of tenant, campaign and provider
 where each may be "any". Every outcome is counted in the dimensions of every subset of its
 labels (8 with a provider, 4 without), so a query for any combination of the three
-filters reads one bucket per minute. A bucket's value is a map of counter names to counts;
-names ``h:K`` are the latency histogram (``K``: :func:`latency_bucket`).
+filters reads one bucket per minute. A delivery result also counts in its source
+address's own dimension (:func:`source_dim`; alert rules of scope ``source``). A
+bucket's value is a map of counter names to counts; names ``h:K`` are the latency
+histogram (``K``: :func:`latency_bucket`).
 """
 
 from __future__ import annotations
@@ -48,7 +50,10 @@ MINUTE = 60
 RETENTION = 8 * 86400.0  # buckets older than this are purged by the spool's maintenance
 MAX_WINDOW = 7 * 86400.0
 ANY = b"\x01"  # a dimension's component that matches every value (names are printable)
-_SEP = b"\x00"
+_SEP = SEP = b"\x00"
+# A source address's own dimension (alert rules of scope source): apart from the
+# tenant x campaign x provider ones, which this prefix cannot start (names are printable).
+SOURCE = b"\x02source" + _SEP
 _MINUTE = struct.Struct(">I")
 # Latency histogram: bucket K holds latencies up to BASE * 2 ** (K / STEPS) seconds.
 LAT_BASE = 0.01
@@ -83,6 +88,7 @@ class Labels(NamedTuple):
     campaign: str
     provider: str | None  # None: not known (feedback reports)
     submitted: float
+    source: str = ""  # the source address it was sent from ("": the system's, or unknown)
 
 
 # -- keys ------------------------------------------------------------------------------------
@@ -95,6 +101,18 @@ def minute_of(now: float) -> int:
 def dim_key(tenant: str | None, campaign: str | None, provider: str | None) -> bytes:
     """The dimension of a filter; None is "any"."""
     return _SEP.join(ANY if v is None else v.encode() for v in (tenant, campaign, provider))
+
+
+def source_dim(source: str) -> bytes:
+    """The dimension of one source address (counted apart from the others)."""
+    return SOURCE + source.encode()
+
+
+def source_of_dim(dim: bytes) -> str | None:
+    """The source address of a source dimension, None for any other dimension."""
+    if dim.startswith(SOURCE):
+        return dim[len(SOURCE) :].decode(errors="replace")
+    return None
 
 
 def bucket_key(minute: int, dim: bytes) -> bytes:
@@ -160,6 +178,10 @@ def expand(counted: Mapping[tuple[Labels, tuple[str, ...], int | None], int], no
             if lat is not None:
                 h = f"h:{lat}"
                 counts[h] = counts.get(h, 0) + n
+        if labels.source:
+            counts = out.setdefault(bucket_key(minute, source_dim(labels.source)), {})
+            for name in names:
+                counts[name] = counts.get(name, 0) + n
     return out
 
 

@@ -178,6 +178,9 @@ class Spool:
         self.suppression = SuppressionStore(store)
         self.feedback = FeedbackStore(store)
         self._db = store.dbs
+        # Told the bucket keys of every KPI increment written (the alerts actor: which
+        # campaigns, tenants, ... to evaluate again); runs on the writer's thread.
+        self.on_kpis: Callable[[list[bytes]], None] | None = None
 
     @classmethod
     def open(
@@ -780,6 +783,8 @@ class Spool:
             if old is not None:
                 counts = kpis.merge(kpis.decode_counts(old), counts)
             put(key, kpis.encode_counts(counts), db=db)
+        if self.on_kpis is not None and delta:
+            self.on_kpis(list(delta))
 
     def kpi_counts(self, dim: bytes, minutes: range) -> dict[str, int]:
         """The merged counters of one dimension over ``minutes`` (one read transaction,
@@ -793,6 +798,26 @@ class Spool:
                 if raw is not None:
                     parts.append(kpis.decode_counts(raw))
             return kpis.merge(*parts)
+
+        return self.store.read(fn)
+
+    def kpi_dims(self, minutes: range) -> set[bytes]:
+        """Every dimension with a bucket in ``minutes`` (one range scan: keys are
+        minute-first)."""
+
+        def fn(txn: Any) -> set[bytes]:
+            dims: set[bytes] = set()
+            if not minutes:
+                return dims
+            cur = txn.cursor(db=self._db["kpi"])
+            if not cur.set_range(kpis.bucket_key(minutes[0], b"")):
+                return dims
+            end = minutes[-1]
+            for key in cur.iternext(values=False):
+                if len(key) < 4 or kpis.minute_of_key(key) > end:
+                    break
+                dims.add(bytes(key[4:]))
+            return dims
 
         return self.store.read(fn)
 
