@@ -96,7 +96,10 @@ def micro(messages: int = 50_000, batch: int = 256) -> float:
         spent = 0.0
         for i in range(0, len(claimed), batch):
             part = claimed[i : i + batch]
-            results = [SimpleNamespace(message=c, outcome=SimpleNamespace(code=250)) for c in part]
+            results = [
+                SimpleNamespace(message=c, outcome=SimpleNamespace(code=250), source="192.0.2.10")
+                for c in part
+            ]
             provider_of = {(c.seq, c.idx): f"p{c.idx % 4}" for c in part}
             outcomes = [Outcome(seq=c.seq, idx=c.idx, state="delivered", code=250) for c in part]
             t = time.process_time()
