@@ -107,7 +107,7 @@ async def run_core(config: Config, work_endpoint: str) -> None:
                 # Before the ingress: a node that answers producers also listens for
                 # the reports and unsubscribes it is configured for.
                 shared = await start_feedback(work, config, spool, writer, events_send, metrics)
-                await start_http(work, config, spool, metrics, shared, control)
+                await start_http(work, config, spool, metrics, shared, control, scheduler)
                 await work.start(ingress.run)
                 work.start_soon(scheduler.run_claims)
                 log.info(
@@ -161,15 +161,23 @@ def _queue_gauges(spool: Spool) -> tuple[int, int, float]:
 
 
 async def start_http(
-    nursery: trio.Nursery, config: Config, spool: Spool, metrics, shared: list, control=None
+    nursery: trio.Nursery,
+    config: Config,
+    spool: Spool,
+    metrics,
+    shared: list,
+    control=None,
+    scheduler=None,
 ) -> None:
-    """The admin server at ``[http] listen`` (off when unset): ``/metrics``, ``/api/``, and
-    the unsubscribe routes when ``[unsubscribe] listen`` is the same address."""
+    """The admin server at ``[http] listen`` (off when unset): ``/metrics``, ``/api/``, the
+    dashboard at ``/``, and the unsubscribe routes when ``[unsubscribe] listen`` is the
+    same address."""
     if not config.http.listen:
         return
     from salvo.actors.admin import Admin, is_loopback, read_token
     from salvo.actors.http import HTTPServer
     from salvo.actors.metrics import Metrics
+    from salvo.actors.status import Status
     from salvo.core.config import listen_address
 
     host, port = listen_address(config.http.listen, key="[http] listen")
@@ -181,10 +189,11 @@ async def start_http(
         metrics_open=config.http.metrics_open and is_loopback(host),
         control=control,
     )
+    status = Status(admin, config, scheduler)  # alerts: set when alert rules run
     server = HTTPServer(
         host,
         port,
-        [*admin.routes(), *shared],
+        [*status.routes(), *admin.routes(), *shared],  # before admin's catch-all /api/
         request_timeout=parse_duration(config.http.request_timeout),
         max_connections=config.http.max_connections,
     )
