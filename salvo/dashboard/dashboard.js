@@ -257,8 +257,7 @@ function renderQueue(q) {
       "data-provider": name,
     }),
   );
-  fill("queue-table", rows);
-  $("queue-table").hidden = rows.length === 0;
+  fill("queue-table", rows, "queue-empty");
   const note = $("queue-note");
   note.hidden = !q.by_provider_partial;
   note.textContent = "By provider: counted over the first part of a large queue only.";
@@ -307,7 +306,7 @@ function renderPauses(pauses) {
       const action = td("");
       action.append(button);
       return row(
-        [td(p.scope), td(p.name, "name"), td(p.until ? clock(p.until) : "resumed by hand"),
+        [td(p.scope), td(p.name, "name"), td(p.until ? clock(p.until) : "until resumed"),
          td(p.reason, "name"), action],
         { "data-scope": p.scope, "data-name": p.name },
       );
