@@ -153,3 +153,31 @@ def test_spark():
     assert sv.spark([0, 0]) == "▁▁"
     assert sv.spark([0, 4, 8]) == "▁▄█"
     assert sv.spark([0, 8], ascii_only=True) == "_@"
+
+
+def test_spool_reads_of_the_status(tmp_path):
+    from salvo.core.protocol import Job, Recipient
+    from salvo.core.spool import Spool
+
+    spool = Spool.open(tmp_path / "data")
+    try:
+        labels = [kpis.Labels("acme", f"c{i}", "gmail", NOW) for i in range(3)]
+        for at in (NOW - 2 * 3600, NOW - 120, NOW):  # the first is outside the hour
+            delta = kpis.expand({(lab, ("sent", "delivered"), None): 2 for lab in labels}, at)
+            spool.store.write(lambda txn, d=delta: spool.add_kpis_in(txn, d))
+        hour = range(kpis.minute_of(NOW) - 59, kpis.minute_of(NOW) + 1)
+        dims, partial = spool.kpi_dimensions(hour)
+        assert not partial and len(dims) == 3 * 4 + 2 + 2  # c*, any campaign, any tenant
+        assert dims[kpis.dim_key("acme", "c1", None)] == {"sent": 4, "delivered": 4}
+        assert dims[kpis.dim_key(None, None, None)]["sent"] == 12
+        _, partial = spool.kpi_dimensions(hour, max_dims=5)
+        assert partial
+        series = spool.kpi_series(kpis.dim_key(None, None, None), hour)
+        assert sorted(series) == [kpis.minute_of(NOW - 120), kpis.minute_of(NOW)]
+
+        rcpts = [Recipient(to=f"u{i}@{'a' if i % 3 else 'b'}.example") for i in range(9)]
+        spool.submit_many([Job(id="j", from_="x@acme.example", recipients=rcpts, text="hi")], NOW)
+        assert spool.pending_by_domain() == ({"a.example": 6, "b.example": 3}, False)
+        assert spool.pending_by_domain(limit=4) == ({"a.example": 4}, True)
+    finally:
+        spool.close()
