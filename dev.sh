@@ -27,6 +27,11 @@ system_packages() {
         [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq)
         # OpenDKIM signs for the Postfix relay row of `salvo bench --compare`.
         [ -x /usr/sbin/opendkim ] || need+=(opendkim)
+        # The dashboard's test drives Debian's Chromium through its chromedriver (Selenium).
+        [ -x /usr/bin/chromium ] || need+=(chromium)
+        [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+        # `salvo top` is tested in a real terminal.
+        command -v tmux >/dev/null || need+=(tmux)
     fi
     [ ${#need[@]} -eq 0 ] && return 0
     echo "dev.sh: installing Debian packages: ${need[*]}" >&2

@@ -142,7 +142,8 @@ class Alerts:
             probe = al.make_rule(
                 kpi="sent", scope="campaign", above=0, window=f"{int(widest)}s", min_volume=0
             )
-            for dim in self.spool.kpi_dims(minutes_of(probe, now)):
+            dims, _ = self.spool.kpi_dimensions(minutes_of(probe, now))
+            for dim in dims:
                 found = al.scope_of_dim(dim)
                 if found is not None and found[0] in self._scoped:
                     scopes.add(found)

@@ -110,7 +110,7 @@ async def run_core(config: Config, work_endpoint: str) -> None:
                 # Before the ingress: a node that answers producers also listens for
                 # the reports and unsubscribes it is configured for.
                 shared = await start_feedback(work, config, spool, writer, events_send, metrics)
-                await start_http(work, config, spool, metrics, shared, control, alerts)
+                await start_http(work, config, spool, metrics, shared, control, alerts, scheduler)
                 await work.start(ingress.run)
                 work.start_soon(scheduler.run_claims)
                 log.info(
@@ -192,14 +192,17 @@ async def start_http(
     shared: list,
     control=None,
     alerts=None,
+    scheduler=None,
 ) -> None:
-    """The admin server at ``[http] listen`` (off when unset): ``/metrics``, ``/api/``, and
-    the unsubscribe routes when ``[unsubscribe] listen`` is the same address."""
+    """The admin server at ``[http] listen`` (off when unset): ``/metrics``, ``/api/``, the
+    dashboard at ``/``, and the unsubscribe routes when ``[unsubscribe] listen`` is the
+    same address."""
     if not config.http.listen:
         return
     from salvo.actors.admin import Admin, is_loopback, read_token
     from salvo.actors.http import HTTPServer
     from salvo.actors.metrics import Metrics
+    from salvo.actors.status import Status
     from salvo.core.config import listen_address
 
     host, port = listen_address(config.http.listen, key="[http] listen")
@@ -212,10 +215,13 @@ async def start_http(
         control=control,
         alerts=alerts,
     )
+    status = Status(admin, config, scheduler)
+    if alerts is not None:
+        status.alerts = alerts.listing
     server = HTTPServer(
         host,
         port,
-        [*admin.routes(), *shared],
+        [*status.routes(), *admin.routes(), *shared],  # before admin's catch-all /api/
         request_timeout=parse_duration(config.http.request_timeout),
         max_connections=config.http.max_connections,
     )

@@ -801,23 +801,63 @@ class Spool:
 
         return self.store.read(fn)
 
-    def kpi_dims(self, minutes: range) -> set[bytes]:
-        """Every dimension with a bucket in ``minutes`` (one range scan: keys are
-        minute-first)."""
+    def kpi_series(self, dim: bytes, minutes: range) -> dict[int, dict[str, int]]:
+        """The counters of one dimension minute by minute (one read transaction)."""
 
-        def fn(txn: Any) -> set[bytes]:
-            dims: set[bytes] = set()
+        def fn(txn: Any) -> dict[int, dict[str, int]]:
+            db = self._db["kpi"]
+            out = {}
+            for minute in minutes:
+                raw = txn.get(kpis.bucket_key(minute, dim), db=db)
+                if raw is not None:
+                    out[minute] = kpis.decode_counts(raw)
+            return out
+
+        return self.store.read(fn)
+
+    def kpi_dimensions(
+        self, minutes: range, *, max_dims: int = 20_000, max_buckets: int = 200_000
+    ) -> tuple[dict[bytes, dict[str, int]], bool]:
+        """Every dimension with a bucket in ``minutes`` and its merged counters, from one
+        cursor range (keys are minute first); the bool is True when a cap cut it short:
+        at most ``max_buckets`` buckets are read and ``max_dims`` dimensions kept."""
+
+        def fn(txn: Any) -> tuple[dict[bytes, dict[str, int]], bool]:
+            out: dict[bytes, dict[str, int]] = {}
             if not minutes:
-                return dims
+                return out, False
             cur = txn.cursor(db=self._db["kpi"])
             if not cur.set_range(kpis.bucket_key(minutes[0], b"")):
-                return dims
-            end = minutes[-1]
-            for key in cur.iternext(values=False):
-                if len(key) < 4 or kpis.minute_of_key(key) > end:
-                    break
-                dims.add(bytes(key[4:]))
-            return dims
+                return out, False
+            last = minutes[-1]
+            for read, (key, raw) in enumerate(cur):
+                if kpis.minute_of_key(key) > last:
+                    return out, False
+                if read >= max_buckets:
+                    return out, True
+                dim = key[4:]
+                if dim in out:
+                    out[dim] = kpis.merge(out[dim], kpis.decode_counts(raw))
+                elif len(out) < max_dims:
+                    out[dim] = kpis.decode_counts(raw)
+                else:
+                    return out, True
+            return out, False
+
+        return self.store.read(fn)
+
+    def pending_by_domain(self, limit: int = 200_000) -> tuple[dict[str, int], bool]:
+        """Recipients not yet final (waiting or in flight) per destination domain, from the
+        keys of the per-domain index; at most ``limit`` keys are read (the bool: cut short)."""
+
+        def fn(txn: Any) -> tuple[dict[str, int], bool]:
+            out: dict[str, int] = {}
+            for n, key in enumerate(txn.cursor(db=self._db["dom"]).iternext(values=False)):
+                if n >= limit:
+                    return out, True
+                domain = bytes(key[:-_DOM_TAIL]).decode("utf-8", "replace")
+                out[domain] = out.get(domain, 0) + 1
+            return out, False
 
         return self.store.read(fn)
 
@@ -971,6 +1011,8 @@ class Spool:
         """Counts by state, tenant, campaign, destination domain and age (one read txn)."""
         return self.store.read(lambda txn: summarize(self.store, txn, now))
 
+
+_DOM_TAIL = len(r.dom_key("", 0, 0))  # the NUL and the packed (seq, idx) after a domain
 
 # Senders repeat from job to job: parse each once (errors are not cached).
 _sender = functools.lru_cache(maxsize=4096)(parse_address)

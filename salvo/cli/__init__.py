@@ -20,6 +20,8 @@ COMMANDS = (
     "pause",
     "resume",
     "cancel",
+    "status",
+    "top",
     "suppress",
     "feedback",
     "dkim",
@@ -42,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         module = CONTROL if name in ("pause", "resume", "cancel") else name
         if module == CONTROL and name != "pause":
             continue  # salvo.cli.control registers all three
+        if name == "top":
+            continue  # salvo.cli.status registers status and top
         importlib.import_module(f"salvo.cli.{module}").register(sub)
     return parser
 

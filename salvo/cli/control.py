@@ -37,10 +37,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         if command == "pause":
             p.add_argument("--for", dest="for_", metavar="DURATION", help="e.g. 2h, 30m")
         p.add_argument("--reason", help="a note stored with it")
-        p.add_argument("--config", type=Path, help="the node's TOML config (its [http])")
-        p.add_argument("--url", help="the admin API, e.g. http://127.0.0.1:8080 (SALVO_TOKEN)")
+        node_arguments(p)
         p.add_argument("--json", action="store_true", help="print the node's JSON answer")
         p.set_defaults(func=_run, scopes=scopes)
+
+
+def node_arguments(p: argparse.ArgumentParser) -> None:
+    """``--config`` and ``--url``: how a command finds the node (see :func:`endpoint`)."""
+    p.add_argument("--config", type=Path, help="the node's TOML config (its [http])")
+    p.add_argument("--url", help="the admin API, e.g. http://127.0.0.1:8080 (SALVO_TOKEN)")
 
 
 def endpoint(args: argparse.Namespace) -> tuple[str, int, str]:
@@ -70,16 +75,24 @@ def endpoint(args: argparse.Namespace) -> tuple[str, int, str]:
     return host, port, token
 
 
-def call(host: str, port: int, token: str, path: str, body: dict) -> dict:
-    """POST ``body`` to the admin API; the JSON answer, or :class:`ControlError`."""
-    conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+def call(
+    host: str,
+    port: int,
+    token: str,
+    path: str,
+    body: dict | None = None,
+    *,
+    timeout: float = TIMEOUT,
+) -> dict:
+    """POST ``body`` to the admin API (GET without one); the JSON answer, or
+    :class:`ControlError`."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        conn.request(
-            "POST",
-            path,
-            json.dumps(body).encode(),
-            {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        )
+        headers = {"Authorization": f"Bearer {token}"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        data = None if body is None else json.dumps(body).encode()
+        conn.request("GET" if body is None else "POST", path, data, headers)
         response = conn.getresponse()
         raw = response.read()
     except OSError as exc:
