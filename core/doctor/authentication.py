@@ -51,7 +51,7 @@ def _suggested_spf(sources: tuple[str, ...]) -> str:
 def _merged_spf(records: list[str], sources: tuple[str, ...]) -> str:
     words: list[str] = []
     ending = "-all"
-    for record in records:
+    for record in sorted(records):  # the same merge whatever order DNS gave them in
         for word in record.split()[1:]:
             if word.lower().lstrip("+-~?") == "all":
                 ending = "~all" if word.startswith("~") and ending != "-all" else ending

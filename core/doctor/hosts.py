@@ -41,7 +41,7 @@ def check_bounce_mx(domain: str, hostname: str, lookup: Lookup) -> list[Result]:
                 fix,
             )
         ]
-    hosts = sorted((int(p), normal_name(h)) for p, h in (r.split() for r in answer.records))
+    hosts = sorted(_mx(r) for r in answer.records)
     if all(h == "" for _, h in hosts):
         return [failed("bounce.mx", domain, "a null MX ('0 .'): the domain refuses all mail", fix)]
     results = []
@@ -66,6 +66,12 @@ def check_bounce_mx(domain: str, hostname: str, lookup: Lookup) -> list[Result]:
                 )
             )
     return results
+
+
+def _mx(record: str) -> tuple[int, str]:
+    """``"10 mx.example"`` -> (10, "mx.example"); the null MX ``"0 ."`` -> (0, "")."""
+    preference, _, host = record.partition(" ")
+    return (int(preference) if preference.isdigit() else 0), normal_name(host)
 
 
 def check_source(pool: PoolSetup, source: str, lookup: Lookup) -> list[Result]:

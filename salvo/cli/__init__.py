@@ -23,6 +23,7 @@ COMMANDS = (
     "suppress",
     "feedback",
     "dkim",
+    "doctor",
     "render",
     "demo",
     "bench",
