@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -69,7 +70,8 @@ def _doctor(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.to_json() for r in results], indent=2))
     else:
-        print(doctor.table(results))
+        columns = shutil.get_terminal_size((120, 24)).columns
+        print(doctor.table(results, width=max(100, columns)))
     return doctor.exit_status(results)
 
 
