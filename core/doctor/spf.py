@@ -139,7 +139,8 @@ def _ip_term(qualifier: str, name: str, rest: str, word: str) -> Term:
             raise ValueError
     except ValueError:
         raise SpfSyntaxError(f"not an IPv{version} address or network: {word!r}") from None
-    return Term(qualifier, name, address, *((length, None) if version == 4 else (None, length)))
+    given = length if prefix else None  # shown as written: "ip4:192.0.2.1", not ".../32"
+    return Term(qualifier, name, address, *((given, None) if version == 4 else (None, given)))
 
 
 def _int(text: str | None) -> int | None:
@@ -251,8 +252,9 @@ class _Evaluation:
         if name == "all":
             return True
         if name in ("ip4", "ip6"):
+            length = term.cidr4 if name == "ip4" else term.cidr6
             network = ipaddress.ip_network(
-                f"{term.target}/{term.cidr4 if name == 'ip4' else term.cidr6}", strict=False
+                term.target if length is None else f"{term.target}/{length}", strict=False
             )
             return self.ip.version == network.version and self.ip in network
         self.count(str(term))
