@@ -25,6 +25,7 @@ COMMANDS = (
     "suppress",
     "feedback",
     "dkim",
+    "doctor",
     "render",
     "demo",
     "bench",
