@@ -83,7 +83,10 @@ def test_status_api_and_cli_on_a_real_node(tmp_path: Path):
                 assert row[name] == kpis[name], name
             assert s["throughput"]["delivered_since_start"] == N
             assert s["throughput"]["series"][-1] + s["throughput"]["series"][-2] >= N
-            assert s["alerts"] == {"active": [], "rules": []}
+            # The alerts are /api/alerts' (the default rules: none fires here).
+            alerts = json.loads(_get(port, "/api/alerts", token)[2])
+            assert s["alerts"] == alerts and alerts["active"] == []
+            assert {"complaint_rate", "hard_bounce_rate"} <= {r["kpi"] for r in alerts["rules"]}
             assert s["node"]["listen"]["http"] == f"127.0.0.1:{port}"
             assert sum(p["replies"].get("2xx", 0) for p in s["providers"]) == N
 
