@@ -33,6 +33,7 @@ from salvo.actors.signer import profiled
 from salvo.actors.spool_writer import SpoolWriter
 from salvo.actors.supervisor import report_started
 from salvo.actors.zmqtrio import context
+from salvo.core.bulk import BulkRules
 from salvo.core.config import Config, load_config, parse_duration, parse_size
 from salvo.core.events import Event
 from salvo.core.spool import Spool, SpoolConfig
@@ -52,6 +53,7 @@ def open_spool(config: Config) -> Spool:
             name: parse_duration(traffic.expire_after) for name, traffic in config.traffic.items()
         },
         max_recipients=config.ingress.max_recipients,
+        bulk=BulkRules.from_config(config),
     )
     return Spool.open(config.data_dir, spool_config, max_map_size=parse_size(config.spool.max_size))
 

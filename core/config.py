@@ -166,6 +166,10 @@ class TrafficSection(_Section):
     verp: bool = False  # per-recipient return paths b-TOKEN@ a [feedback] domain
     list_unsubscribe: bool = False  # List-Unsubscribe (URL and mailto) + one-click Post
     verp_domain: str = ""  # "": the first of [feedback] domains
+    # The bulk-sender rules (docs/doctor.md): jobs need a DKIM key for their From domain
+    # and one-click unsubscribe; salvo doctor runs at start (strict: must pass).
+    bulk: bool = False
+    strict: bool = False
 
 
 class DeliverySection(_Section):
@@ -616,6 +620,8 @@ def _validate_feedback(config: Config) -> None:
             )
         if traffic.verp and not domains:
             raise ConfigError(f"{where} verp: needs a bounce domain in [feedback] domains")
+        if traffic.strict and not traffic.bulk:
+            raise ConfigError(f"{where} strict: applies to bulk classes only (bulk = true)")
         if traffic.list_unsubscribe and not base_url:
             raise ConfigError(
                 f"{where} list_unsubscribe: needs [unsubscribe] base_url "

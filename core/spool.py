@@ -21,6 +21,7 @@ from salvo.core import host, kpis
 from salvo.core import pauses as pz
 from salvo.core import spool_records as r
 from salvo.core.address import bare_address, domain_of_mailbox, mailbox_key, parse_address
+from salvo.core.bulk import BulkRules, job_problem
 from salvo.core.errors import InvalidAddressError
 from salvo.core.feedback.store import FeedbackStore
 from salvo.core.protocol import MAX_ID_CHARS, Accepted, Job, Rejected, Reply
@@ -82,6 +83,7 @@ class SpoolConfig(msgspec.Struct, frozen=True, kw_only=True):
     max_recipients: int = 10_000
     history: int = 8
     check_suppression: bool = True
+    bulk: BulkRules | None = None  # the bulk-sender rules of the traffic classes
 
 
 class Submitted(msgspec.Struct, frozen=True, gc=False):
@@ -1041,9 +1043,12 @@ def _job_problem(job: Job, config: SpoolConfig) -> tuple[str | None, str]:
     try:
         if job.return_path:
             _sender(job.return_path)
-        return None, _from_domain(job.from_)
+        domain = _from_domain(job.from_)
     except InvalidAddressError as exc:
         return f"bad sender: {exc}", ""
+    if config.bulk is not None:
+        return job_problem(config.bulk, job, domain), domain
+    return None, domain
 
 
 def _screen(job: Job) -> tuple[list, list[Rejected]]:
