@@ -36,6 +36,7 @@ from salvo.actors.zmqtrio import context
 from salvo.core.config import Config, load_config, parse_duration, parse_size
 from salvo.core.events import Event
 from salvo.core.spool import Spool, SpoolConfig
+from salvo.core.webhooks import Subscriptions
 
 log = logging.getLogger("salvo.node")
 
@@ -53,7 +54,13 @@ def open_spool(config: Config) -> Spool:
         },
         max_recipients=config.ingress.max_recipients,
     )
-    return Spool.open(config.data_dir, spool_config, max_map_size=parse_size(config.spool.max_size))
+    webhooks = Subscriptions.from_config(config.webhooks) if config.webhooks else None
+    return Spool.open(
+        config.data_dir,
+        spool_config,
+        max_map_size=parse_size(config.spool.max_size),
+        webhooks=webhooks,
+    )
 
 
 async def run_core(config: Config, work_endpoint: str) -> None:
@@ -104,10 +111,11 @@ async def run_core(config: Config, work_endpoint: str) -> None:
                 work.start_soon(scheduler.run_outcomes)
                 work.start_soon(scheduler.run_maintenance)
                 work.start_soon(control.run)
+                hooks = await start_webhooks(work, config, spool, writer, metrics)
                 # Before the ingress: a node that answers producers also listens for
                 # the reports and unsubscribes it is configured for.
                 shared = await start_feedback(work, config, spool, writer, events_send, metrics)
-                await start_http(work, config, spool, metrics, shared, control)
+                await start_http(work, config, spool, metrics, shared, control, hooks)
                 await work.start(ingress.run)
                 work.start_soon(scheduler.run_claims)
                 log.info(
@@ -160,8 +168,30 @@ def _queue_gauges(spool: Spool) -> tuple[int, int, float]:
     return spool.queue_gauges(time.time())
 
 
+async def start_webhooks(
+    nursery: trio.Nursery, config: Config, spool: Spool, writer: SpoolWriter, metrics
+):
+    """The webhooks' poster (docs/webhooks.md), when ``[[webhooks]]`` are configured."""
+    if not config.webhooks:
+        return None
+    from salvo.actors.webhooks import Webhooks
+
+    hooks = Webhooks(config, spool, writer)
+    if metrics is not None:
+        hooks.metrics = metrics
+        metrics.webhook_pending = hooks.pending
+    await nursery.start(hooks.run)
+    return hooks
+
+
 async def start_http(
-    nursery: trio.Nursery, config: Config, spool: Spool, metrics, shared: list, control=None
+    nursery: trio.Nursery,
+    config: Config,
+    spool: Spool,
+    metrics,
+    shared: list,
+    control=None,
+    webhooks=None,
 ) -> None:
     """The admin server at ``[http] listen`` (off when unset): ``/metrics``, ``/api/``, and
     the unsubscribe routes when ``[unsubscribe] listen`` is the same address."""
@@ -180,6 +210,7 @@ async def start_http(
         spool,
         metrics_open=config.http.metrics_open and is_loopback(host),
         control=control,
+        webhooks=webhooks,
     )
     server = HTTPServer(
         host,
