@@ -20,6 +20,7 @@ COMMANDS = (
     "pause",
     "resume",
     "cancel",
+    "webhooks",
     "suppress",
     "feedback",
     "dkim",

@@ -70,14 +70,15 @@ def endpoint(args: argparse.Namespace) -> tuple[str, int, str]:
     return host, port, token
 
 
-def call(host: str, port: int, token: str, path: str, body: dict) -> dict:
-    """POST ``body`` to the admin API; the JSON answer, or :class:`ControlError`."""
+def call(host: str, port: int, token: str, path: str, body: dict | None) -> dict:
+    """POST ``body`` to the admin API (GET when it is None); the JSON answer, or
+    :class:`ControlError`."""
     conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
     try:
         conn.request(
-            "POST",
+            "GET" if body is None else "POST",
             path,
-            json.dumps(body).encode(),
+            None if body is None else json.dumps(body).encode(),
             {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
         )
         response = conn.getresponse()
