@@ -13,7 +13,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from nodeutil import AioSink, NodeSetup, NodeProcess, free_port, job, wait_for
+from nodeutil import AioSink, NodeProcess, NodeSetup, free_port, job, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from salvo.client import Producer
