@@ -2,7 +2,8 @@
 and fails on purpose when told to (docs/webhooks.md).
 
 ``mode``: ``"ok"`` (200), ``"503"`` (or any status as a string: that answer), ``"drop"``
-(the connection is closed without an answer). It checks each POST's signature with the
+(the connection is closed without an answer); ``max_events``: a POST with more events
+gets 413. It checks each POST's signature with the
 secret it is given and refuses a bad one with 401 (counted in ``bad_signatures``).
 """
 
@@ -78,6 +79,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(401)
             return
         batch = json.loads(body)
+        if owner.max_events is not None and len(batch["events"]) > owner.max_events:
+            with owner.lock:
+                owner.refused += 1
+            self._answer(413)
+            return
         with owner.lock:
             owner.batches.append(batch)
         self._answer(200)
@@ -102,6 +108,7 @@ class WebhookReceiver:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, secret: bytes | None = None):
         self.secret = secret
         self.mode = "ok"
+        self.max_events: int | None = None  # more in one POST: 413
         self.lock = threading.Lock()
         self.batches: list[dict] = []
         self.posts = 0
