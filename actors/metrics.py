@@ -94,6 +94,12 @@ class Metrics:
             ["rule", "action"],
             registry=self.registry,
         )
+        self.webhook_posts = Counter(
+            "salvo_webhook_posts",
+            "Webhook POSTs by webhook and result (2xx, 4xx, 5xx, other, error: no answer).",
+            ["webhook", "result"],
+            registry=self.registry,
+        )
         self._lat_counts = [0] * (len(LATENCY_BUCKETS) + 1)
         self._lat_sum = 0.0
         # Set by the node: () -> (waiting, in flight, oldest age s); the delivery engine.
@@ -103,6 +109,8 @@ class Metrics:
         self.operator_pauses: Callable[[], list[tuple[str, str]]] | None = None
         # () -> active alerts per (rule, scope), every rule listed (salvo.actors.alerts).
         self.alerts_firing: Callable[[], dict[tuple[str, str], int]] | None = None
+        # () -> (webhook, events in its outbox) (salvo.actors.webhooks).
+        self.webhook_pending: Callable[[], list[tuple[str, int]]] | None = None
         self.registry.register(_Gauges(self))
 
     # -- counting, once per batch ---------------------------------------------------------------
@@ -218,6 +226,16 @@ class _Gauges(Collector):
             for (rule, scope), n in sorted(m.alerts_firing().items()):
                 firing.add_metric([rule, scope], n)
         yield firing
+        pending = GaugeMetricFamily(
+            "salvo_webhook_pending", "Events in a webhook's outbox.", labels=["webhook"]
+        )
+        if m.webhook_pending is not None:
+            try:
+                for name, n in m.webhook_pending():
+                    pending.add_metric([name], n)
+            except Exception as exc:  # a scrape must not fail on a busy spool
+                log.warning("webhook gauges not read: %s", exc)
+        yield pending
 
 
 def book_batch(

@@ -37,6 +37,7 @@ from salvo.core.bulk import BulkRules
 from salvo.core.config import Config, load_config, parse_duration, parse_size
 from salvo.core.events import Event
 from salvo.core.spool import Spool, SpoolConfig
+from salvo.core.webhooks import Subscriptions
 
 log = logging.getLogger("salvo.node")
 
@@ -55,7 +56,13 @@ def open_spool(config: Config) -> Spool:
         max_recipients=config.ingress.max_recipients,
         bulk=BulkRules.from_config(config),
     )
-    return Spool.open(config.data_dir, spool_config, max_map_size=parse_size(config.spool.max_size))
+    webhooks = Subscriptions.from_config(config.webhooks) if config.webhooks else None
+    return Spool.open(
+        config.data_dir,
+        spool_config,
+        max_map_size=parse_size(config.spool.max_size),
+        webhooks=webhooks,
+    )
 
 
 async def run_core(config: Config, work_endpoint: str) -> None:
@@ -109,10 +116,13 @@ async def run_core(config: Config, work_endpoint: str) -> None:
                 work.start_soon(control.run)
                 if alerts is not None:
                     await work.start(alerts.run)
+                hooks = await start_webhooks(work, config, spool, writer, metrics)
                 # Before the ingress: a node that answers producers also listens for
                 # the reports and unsubscribes it is configured for.
                 shared = await start_feedback(work, config, spool, writer, events_send, metrics)
-                await start_http(work, config, spool, metrics, shared, control, alerts, scheduler)
+                await start_http(
+                    work, config, spool, metrics, shared, control, alerts, scheduler, hooks
+                )
                 await work.start(ingress.run)
                 work.start_soon(scheduler.run_claims)
                 log.info(
@@ -186,6 +196,22 @@ def start_alerts(config: Config, spool: Spool, events_send, control: Control, me
     return alerts
 
 
+async def start_webhooks(
+    nursery: trio.Nursery, config: Config, spool: Spool, writer: SpoolWriter, metrics
+):
+    """The webhooks' poster (docs/webhooks.md), when ``[[webhooks]]`` are configured."""
+    if not config.webhooks:
+        return None
+    from salvo.actors.webhooks import Webhooks
+
+    hooks = Webhooks(config, spool, writer)
+    if metrics is not None:
+        hooks.metrics = metrics
+        metrics.webhook_pending = hooks.pending
+    await nursery.start(hooks.run)
+    return hooks
+
+
 async def start_http(
     nursery: trio.Nursery,
     config: Config,
@@ -195,6 +221,7 @@ async def start_http(
     control=None,
     alerts=None,
     scheduler=None,
+    webhooks=None,
 ) -> None:
     """The admin server at ``[http] listen`` (off when unset): ``/metrics``, ``/api/``, the
     dashboard at ``/``, and the unsubscribe routes when ``[unsubscribe] listen`` is the
@@ -216,6 +243,7 @@ async def start_http(
         metrics_open=config.http.metrics_open and is_loopback(host),
         control=control,
         alerts=alerts,
+        webhooks=webhooks,
     )
     status = Status(admin, config, scheduler)
     if alerts is not None:

@@ -28,7 +28,7 @@ from salvo.actors.routing import Router
 from salvo.actors.spool_writer import SpoolWriter
 from salvo.core import policy, protocol
 from salvo.core.config import Config, parse_duration
-from salvo.core.events import Event, change_event
+from salvo.core.events import Event, change_event, submit_events
 from salvo.core.feedback.outbound import ReturnPaths
 from salvo.core.messages import Content, SignItem
 from salvo.core.smtp import Outcome
@@ -131,18 +131,7 @@ class Scheduler:
 
     def job_committed(self, job: protocol.Job, result: protocol.Reply) -> None:
         """Ingress's news of a new job: events for it, and a wake-up to claim it."""
-        now = self._clock()
-        common = {"ts": now, "job": job.id, "tenant": job.tenant, "campaign": job.campaign or ""}
-        events = [
-            Event(type="accepted", recipient=a.to, message_id=a.message_id, queued_at=now, **common)
-            for a in result.accepted
-        ]
-        events += [
-            Event(type="suppressed", recipient=r.to, text="suppressed at intake", **common)
-            for r in result.rejected
-            if r.reason == "suppressed"
-        ]
-        self._emit(events)
+        self._emit(submit_events(job, result, self._clock()))
         self._wake.set()
 
     # -- claiming -------------------------------------------------------------------------
@@ -379,6 +368,7 @@ class Scheduler:
             max_retry=parse_duration(traffic.max_retry),
             retry_at=result.retry_at,
             rng=self._rng,
+            source=result.source,
         )
 
     async def _suppress(self, hard: list[tuple[str, Event]], now: float) -> None:

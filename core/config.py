@@ -331,6 +331,79 @@ def listen_address(value: str, *, key: str) -> tuple[str, int]:
     return host_part.strip("[]"), int(port)
 
 
+class WebhookSection(_Section):
+    """``[[webhooks]]``: one receiver of batched, signed JSON POSTs of events
+    (docs/webhooks.md)."""
+
+    url: str  # http:// or https://
+    events: list[str]  # event types (salvo.core.events.EVENT_TYPES) and "alert"
+    name: str = ""  # the outbox's key and the metrics' label; "": from the URL's host
+    secret_file: str = ""  # the HMAC key; "": keys/webhook-NAME.secret; made on first start
+    tenants: list[str] = []  # only these tenants' events (events without one pass); []: all
+    batch_max: int = 100  # events per POST
+    batch_wait: Duration = "1s"  # how long a batch may wait to fill before it is posted
+    timeout: Duration = "10s"  # one POST, connection included
+    expire_after: Duration = "3d"  # an event still not accepted this long after it happened
+    retry_first: Duration = "5s"  # the first retry after a failure; doubled per failure ...
+    retry_max: Duration = "5m"  # ... up to this (with jitter)
+
+
+_WEBHOOK_URL = re.compile(r"^https?://[^/\s?#@]+(?:[/?]\S*)?$")
+_WEBHOOK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _webhooks(hooks: list[WebhookSection]) -> list[WebhookSection]:
+    """Default names (the URL's host and port) and secret files filled in."""
+    out = []
+    for hook in hooks:
+        name = hook.name
+        if not name:
+            netloc = hook.url.partition("//")[2].split("/")[0].split("?")[0]
+            name = re.sub(r"[^A-Za-z0-9._-]", "_", netloc)[:64] or "webhook"
+        secret = hook.secret_file or f"keys/webhook-{name}.secret"
+        out.append(msgspec.structs.replace(hook, name=name, secret_file=secret))
+    return out
+
+
+def _validate_webhooks(config: Config) -> None:
+    from salvo.core.events import EVENT_TYPES
+
+    allowed = (*EVENT_TYPES, "alert")
+    seen: set[str] = set()
+    for i, hook in enumerate(config.webhooks):
+        where = f"config: [[webhooks]] #{i + 1}"
+        if not _WEBHOOK_NAME.match(hook.name):
+            raise ConfigError(
+                f"{where} name: {hook.name!r}: 1 to 64 letters, digits, '.', '_' or '-'"
+            )
+        where = f"config: [[webhooks]] {hook.name!r}"
+        if hook.name in seen:
+            raise ConfigError(f"{where}: two webhooks have this name; give each its own name")
+        seen.add(hook.name)
+        if not _WEBHOOK_URL.match(hook.url):
+            raise ConfigError(f"{where} url: {hook.url!r} is not an http:// or https:// URL")
+        if not hook.events:
+            raise ConfigError(f"{where} events: name at least one event type")
+        for event in hook.events:
+            if event not in allowed:
+                raise ConfigError(
+                    f"{where} events: {event!r} is not an event type (one of {', '.join(allowed)})"
+                )
+        if any(not t or not t.isprintable() for t in hook.tenants):
+            raise ConfigError(f"{where} tenants: empty or unprintable tenant name")
+        if not 1 <= hook.batch_max <= 10_000:
+            raise ConfigError(f"{where} batch_max: from 1 to 10000")
+        seconds = {}
+        for key in ("batch_wait", "timeout", "expire_after", "retry_first", "retry_max"):
+            seconds[key] = parse_duration(getattr(hook, key), key=f"[[webhooks]] {key}")
+            if key != "batch_wait" and seconds[key] <= 0:
+                raise ConfigError(f"{where} {key}: must be more than 0")
+        if seconds["batch_wait"] > 3600:
+            raise ConfigError(f"{where} batch_wait: at most 1h")
+        if seconds["retry_max"] < seconds["retry_first"]:
+            raise ConfigError(f"{where} retry_max: must not be less than retry_first")
+
+
 def _validate_feedback_limits(config: Config) -> None:
     fb, un = config.feedback, config.unsubscribe
     for key in ("command_timeout", "data_timeout", "soft_bounce_window"):
@@ -377,6 +450,7 @@ class Config(_Section):
     http: HttpSection = HttpSection()
     alerts: list[AlertSection] | None = None  # None: not in the file (the defaults apply)
     alerting: AlertingSection = AlertingSection()
+    webhooks: list[WebhookSection] = []
     # Where relative paths start: the config file's folder.
     base_dir: str = ""
 
@@ -455,6 +529,9 @@ class Config(_Section):
     def http_token_path(self) -> Path:
         return self.path(self.http.token_file)
 
+    def webhook_secret_path(self, hook: WebhookSection) -> Path:
+        return self.path(hook.secret_file)
+
     @property
     def uses_feedback(self) -> bool:
         """Whether the feedback loop is configured (a bounce domain, or the unsubscribe
@@ -519,6 +596,7 @@ def _host_port(value: str) -> tuple[str, int]:
 
 def _validate(config: Config) -> None:
     _validate_http(config)
+    _validate_webhooks(config)
     for domain, target in config.routes.items():
         _host, sep, port = target.rpartition(":")
         if not target or (sep and not port.isdigit()) or (sep and not 0 < int(port) < 65536):
@@ -705,6 +783,7 @@ def parse_config(text: str | bytes, *, base_dir: str = "", source: str = "config
         unsubscribe=msgspec.structs.replace(
             config.unsubscribe, base_url=config.unsubscribe.base_url.rstrip("/")
         ),
+        webhooks=_webhooks(config.webhooks),
     )
     try:
         _validate(config)

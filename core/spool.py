@@ -23,7 +23,9 @@ from salvo.core import spool_records as r
 from salvo.core.address import bare_address, domain_of_mailbox, mailbox_key, parse_address
 from salvo.core.bulk import BulkRules, job_problem
 from salvo.core.errors import InvalidAddressError
+from salvo.core.events import change_event, submit_events
 from salvo.core.feedback.store import FeedbackStore
+from salvo.core.outbox import Outbox
 from salvo.core.protocol import MAX_ID_CHARS, Accepted, Job, Rejected, Reply
 from salvo.core.spool_env import Store
 from salvo.core.spool_records import (
@@ -41,6 +43,7 @@ from salvo.core.spool_records import (
 from salvo.core.spool_summary import Summary, summarize
 from salvo.core.suppression import SuppressionStore
 from salvo.core.templates import job_template
+from salvo.core.webhooks import Subscriptions
 from salvo.ext.errors import TemplateError
 
 __all__ = [
@@ -149,6 +152,7 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     text: str = ""
     host: str = ""
     next_attempt: float | None = None
+    source: str = ""  # the address the node connected from: for the change's event only
 
 
 class RecoveryReport(msgspec.Struct, frozen=True):
@@ -165,6 +169,10 @@ class Spool:
 
     ``random_bytes(n)`` gives ``n`` random bytes, drawn for the Message-IDs of submitted
     recipients; a spool without it (opened only to read) refuses submissions.
+
+    ``webhooks``: the configured webhooks' subscriptions. Every write that changes a
+    recipient also queues, in the same transaction, the events the webhooks take
+    (:mod:`salvo.core.outbox`); with none configured nothing is built or written.
     """
 
     def __init__(
@@ -173,12 +181,14 @@ class Spool:
         config: SpoolConfig | None = None,
         *,
         random_bytes: Callable[[int], bytes] | None = None,
+        webhooks: Subscriptions | None = None,
     ) -> None:
         self.store = store
         self.config = config or SpoolConfig()
         self._random_bytes = random_bytes
         self.suppression = SuppressionStore(store)
         self.feedback = FeedbackStore(store)
+        self.outbox = Outbox(store, webhooks, random_bytes)
         self._db = store.dbs
         # Told the bucket keys of every KPI increment written (the alerts actor: which
         # campaigns, tenants, ... to evaluate again); runs on the writer's thread.
@@ -191,11 +201,13 @@ class Spool:
         config: SpoolConfig | None = None,
         *,
         random_bytes: Callable[[int], bytes] = host.random_bytes,
+        webhooks: Subscriptions | None = None,
         **store_kw: Any,
     ) -> Spool:
         """Open (or create) the store in ``data_dir`` and run :meth:`recover`; Message-IDs
         come from ``random_bytes`` (by default the operating system's)."""
-        spool = cls(Store(data_dir, **store_kw), config, random_bytes=random_bytes)
+        store = Store(data_dir, **store_kw)
+        spool = cls(store, config, random_bytes=random_bytes, webhooks=webhooks)
         try:
             spool.recover()
         except BaseException:
@@ -218,7 +230,20 @@ class Spool:
         """
         if self._random_bytes is None:
             raise ValueError("this spool was opened to read: it has no Message-ID source")
-        return self.store.write(lambda txn: self._submit_in(txn, jobs, now), submit=True)
+        if not self.outbox.active:
+            return self.store.write(lambda txn: self._submit_in(txn, jobs, now), submit=True)
+
+        def fn(txn: Any) -> list[Submitted]:
+            results = self._submit_in(txn, jobs, now)
+            if self.outbox.wants("accepted") or self.outbox.wants(r.SUPPRESSED):
+                events = []
+                for job, result in zip(jobs, results, strict=True):
+                    if not result.duplicate:
+                        events += submit_events(job, result.reply, now)
+                self.outbox.add_in(txn, events)
+            return results
+
+        return self.store.write(fn, submit=True)
 
     def _submit_in(self, txn: Any, jobs: Sequence[Job], now: float) -> list[Submitted]:
         """Three passes over the batch: check and screen every job (parsing only), check
@@ -491,6 +516,8 @@ class Spool:
         if with_bodies:
             for seq in {c.seq for c in claimed}:
                 jobs[seq] = DEC_JOB.decode(txn.get(r.seq_key(seq), db=db["jobs"]))
+        if finished and self.outbox.active:
+            self.outbox_changes_in(txn, finished, now)
         return Claim(claimed, jobs, finished)
 
     def _suppressed_in(self, txn: Any, candidates: list, heads: dict, now: float) -> list:
@@ -526,12 +553,16 @@ class Spool:
                 raise ValueError(f"unknown outcome state {o.state!r}")
             if o.state == r.DEFERRED and o.next_attempt is None:
                 raise ValueError("a deferred outcome needs next_attempt")
-        if then is None:
+        if then is None and not self.outbox.active:
             return self.store.write(lambda txn: self._record_in(txn, outcomes, now))
 
         def fn(txn: Any) -> list[Change]:
             changes = self._record_in(txn, outcomes, now)
-            then(txn, changes)
+            if then is not None:
+                then(txn, changes)
+            if self.outbox.active:
+                sources = {(o.seq, o.idx): o.source for o in outcomes if o.source}
+                self.outbox_changes_in(txn, changes, now, sources)
             return changes
 
         return self.store.write(fn)
@@ -632,6 +663,8 @@ class Spool:
                 flying |= rec.state == r.IN_FLIGHT
             if not flying:  # else keep the entry: a crash may return them to queued
                 txn.delete(key, db=db["exp"])
+        if changes and self.outbox.active:
+            self.outbox_changes_in(txn, changes, now)
         return changes
 
     # ---- operator pauses and cancels (salvo.core.pauses) ---------------------------------
@@ -694,6 +727,8 @@ class Spool:
                             now, r.CANCELLED, text=f"cancelled: {entry.scope} {entry.name}"
                         )
                         changes.append(self._finish_in(txn, seq, idx, rec, att, now, True))
+            if changes and self.outbox.active:
+                self.outbox_changes_in(txn, changes, now)
             return changes
 
         return self.store.write(fn)
@@ -773,6 +808,45 @@ class Spool:
         self.suppression.purge_expired_in(txn, now)
         self.purge_kpis_in(txn, now - kpis.RETENTION, limit)
         return len(keys)
+
+    # ---- webhook events (salvo.core.outbox) ------------------------------------------------
+
+    def add_webhook_events_in(self, txn: Any, events: Iterable[Any]) -> int:
+        """Queue events (salvo.core.events.Event, or any event with ``type``, ``ts`` and
+        ``tenant``) for the webhooks that take them, inside the writer's transaction that
+        made them true; nothing when no webhook is configured. Returns the puts made."""
+        if not self.outbox.active:
+            return 0
+        return self.outbox.add_in(txn, events)
+
+    def add_webhook_events(self, events: Iterable[Any]) -> int:
+        """:meth:`add_webhook_events_in` in a durable transaction of its own (an event
+        that reports no spool change, such as an alert)."""
+        if not self.outbox.active:
+            return 0
+        events = list(events)
+        return self.store.write(lambda txn: self.outbox.add_in(txn, events))
+
+    def outbox_changes_in(
+        self, txn: Any, changes: Sequence[Change], now: float, sources: dict | None = None
+    ) -> None:
+        """Queue the events of recorded changes that some webhook takes: the same events
+        the scheduler publishes (salvo.core.events.change_event), built from the job's
+        head in this transaction; ``sources``: (seq, idx) -> the attempt's source."""
+        wanted = self.outbox.subscriptions.types
+        picked = [c for c in changes if c.record.state in wanted]
+        if not picked:
+            return
+        heads: dict[int, JobHead | None] = {}
+        jobs = self._db["jobs"]
+        events = []
+        for c in picked:
+            if c.seq not in heads:
+                raw = txn.get(r.seq_key(c.seq), db=jobs)
+                heads[c.seq] = DEC_HEAD.decode(raw) if raw is not None else None
+            source = sources.get((c.seq, c.idx), "") if sources else ""
+            events.append(change_event(c, heads[c.seq], now, "", source))
+        self.outbox.add_in(txn, events)
 
     # ---- KPI buckets (salvo.core.kpis) ---------------------------------------------------
 

@@ -22,6 +22,7 @@ COMMANDS = (
     "cancel",
     "status",
     "top",
+    "webhooks",
     "suppress",
     "feedback",
     "dkim",

@@ -108,6 +108,28 @@ def _bulk_rules(config: Config, config_path: str | None) -> None:
         print(f"salvo node: warning:   {r.check} {r.subject}: {r.detail}", file=sys.stderr)
 
 
+def _webhook_secrets(config: Config) -> None:
+    """Make each ``[[webhooks]] secret_file`` on the first start (a random URL-safe
+    token, mode 0600, as the admin token), and check that it can be read."""
+    from salvo.actors.webhooks import load_secret
+    from salvo.core import host
+    from salvo.core.errors import StartupError
+
+    for hook in config.webhooks:
+        path = config.webhook_secret_path(hook)
+        try:
+            if host.create_secret_file(path, text=True):
+                logging.getLogger("salvo.node").info(
+                    "made the secret of webhook %r: %s", hook.name, path
+                )
+        except OSError as exc:
+            raise StartupError(
+                f"[[webhooks]] {hook.name!r} secret_file {path}: cannot create it: "
+                f"{exc.strerror or exc}"
+            ) from exc
+        load_secret(path)
+
+
 def _run_node(args: argparse.Namespace) -> int:
     from salvo.actors.datadir_lock import DataDirLock
     from salvo.actors.node import core_main, open_spool
@@ -128,6 +150,7 @@ def _run_node(args: argparse.Namespace) -> int:
             _feedback_secret(config)
         if config.http.listen:
             _http_token(config)
+        _webhook_secrets(config)
         # Fail here, with a clear message, rather than in every signer process.
         composer = Composer(keys_from_config(config), clock=time.time)
         for domain in config.dkim:
