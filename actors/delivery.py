@@ -33,7 +33,8 @@ from salvo.actors.smtp_session import TLSPolicy
 from salvo.core.policy import SourcePicker, throttles
 from salvo.core.providers import ProviderTable, route_key
 from salvo.core.shaping import Limits, Shaper
-from salvo.core.smtp import Outcome, SMTPTimeouts
+from salvo.core.smtp import Outcome, Scope, SMTPTimeouts
+from salvo.core.warmup import Caps, hold_delay
 
 __all__ = ["BATCH", "Delivery", "Lane", "Message", "Result", "RouteSettings"]
 
@@ -67,6 +68,9 @@ class Result:
     source: str
     # Deferred because the lane is paused: not due before this (Delivery.clock, seconds).
     retry_at: float | None = None
+    # Never sent: every source of its pool is at its warm-up cap for the provider today.
+    # It goes back to the queue, due at ``retry_at``, without counting an attempt.
+    held: bool = False
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,7 @@ class Delivery:
         self._provider_lanes: dict[str, list[Lane]] = {}
         self._routes: dict[tuple[str | None, str, RouteSettings], Route] = {}
         self.paused_sources: frozenset[str] = frozenset()  # set by salvo.actors.control
+        self.warmup: Caps | None = None  # daily caps of warming sources, set by the scheduler
         self._sources: dict[tuple[tuple[str, ...], tuple[int, ...]], SourcePicker] = {}
         self.starved: set[Route] = set()
         self.nursery: trio.Nursery
@@ -197,8 +202,14 @@ class Delivery:
         now = trio.current_time()
         return min(lane.shaper.pause_left(now) for lane in lanes)
 
-    def pick_source(self, sources: list[str], weights: list[int] | None = None) -> str | None:
-        """The next source address of a pool (weighted round robin); None: the system's."""
+    def pick_source(
+        self,
+        sources: list[str],
+        weights: list[int] | None = None,
+        full: frozenset[str] = frozenset(),
+    ) -> str | None:
+        """The next source address of a pool (weighted round robin); None: the system's.
+        Sources in ``full`` (at their warm-up cap) never take a turn."""
         if not sources:
             return None
         key = (tuple(sources), tuple(weights or ()))
@@ -207,7 +218,19 @@ class Delivery:
             picker = self._sources[key] = SourcePicker(sources, weights)
         # A source the operator paused sits out; should every one be paused (a message
         # signed before the pause), it goes out rather than being lost.
+        if full:
+            return picker.next(self.paused_sources | full) or picker.next(full)
         return picker.next(self.paused_sources) or picker.next()
+
+    def _hold(self, message: Message, sources: list[str], provider: str, now: float) -> None:
+        """Every source of the pool is at its warm-up cap for ``provider``: the message goes
+        back to the queue until the next day (never dropped, no attempt counted)."""
+        assert self.warmup is not None
+        reopens = self.warmup.reopens(sources, provider, now)
+        text = f"{provider}: every source is at its warm-up cap for today"
+        outcome = Outcome.deferred(message.rcpt, Scope.SITE, text)
+        retry_at = now + hold_delay(now, reopens, self.rng)
+        self._results.send_nowait(Result(message, outcome, "", "", retry_at, held=True))
 
     def send(
         self,
@@ -225,8 +248,19 @@ class Delivery:
         hosts its connection may go to, in order."""
         if not message.hosts:
             message.hosts = [(host, host, port)]
-        source = self.pick_source(sources, weights)
         provider = provider or route_key(host, port)
+        caps = self.warmup
+        if caps:
+            now = self.clock()
+            full = caps.full(sources, provider, now)
+            if full and full.issuperset(sources):
+                self._hold(message, sources, provider, now)
+                return
+            source = self.pick_source(sources, weights, full)
+            if source is not None:
+                caps.take(source, provider, now)
+        else:
+            source = self.pick_source(sources, weights)
         if self.providers is not None:  # the provider's TLS policy (docs/smtp.md)
             tls = self.providers.get(provider).tls
             if tls != settings.tls:

@@ -40,6 +40,7 @@ from salvo.core.spool_records import (
 from salvo.core.spool_summary import Summary, summarize
 from salvo.core.suppression import SuppressionStore
 from salvo.core.templates import job_template
+from salvo.core.warmup_store import WarmupStore
 from salvo.ext.errors import TemplateError
 
 __all__ = [
@@ -177,6 +178,7 @@ class Spool:
         self._random_bytes = random_bytes
         self.suppression = SuppressionStore(store)
         self.feedback = FeedbackStore(store)
+        self.warmup = WarmupStore(store)
         self._db = store.dbs
 
     @classmethod
