@@ -120,7 +120,7 @@ class Scheduler:
         }
         # Warm-up: the daily caps of warming sources (docs/warmup.md); delivery asks them
         # when it picks a source, the claim loop before it signs.
-        self.warmup = Caps.from_config(config, self.spool.warmup.get, host.time_zone)
+        self.warmup = Caps.from_config(config, self._warmup_lane, host.time_zone)
         self._warmup_plans = config.warming_sources()
         delivery.warmup = self.warmup if self.warmup else None
         self.router = Router(
@@ -236,6 +236,9 @@ class Scheduler:
                 self.dispatcher.submit(seq, content, items[i : i + SIGN_BATCH])
         return handed
 
+    def _warmup_lane(self, source: str, provider: str):
+        return self.spool.warmup.get(source, provider)
+
     def _warmup_hold(self, c, provider: str, now: float) -> SpoolOutcome | None:
         """The hand-back of a claimed recipient whose pool's sources are all at their
         warm-up cap for ``provider`` today, or None."""
@@ -306,9 +309,12 @@ class Scheduler:
         now = self._clock()
         outcomes = [self._spool_outcome(r, now) for r in batch]
         warm = self._warmup_counts(batch) if self._warmup_plans else {}
-        changes = await self.writer.record_outcomes(
-            outcomes, self._book(batch, now), self._warmup_book(warm, now) if warm else None
-        )
+        book = self._book(batch, now)
+        if warm:
+            also = self._warmup_book(warm, now)
+            changes = await self.writer.record_outcomes(outcomes, book, also=also)
+        else:
+            changes = await self.writer.record_outcomes(outcomes, book)
         if warm:
             lanes = collections.Counter((source, provider) for source, provider, _ in warm.values())
             for (source, provider), n in lanes.items():
