@@ -270,6 +270,11 @@ class Caps:
             when.append(now if plan is None else day_start(day_of(now, plan.tz) + 1, plan.tz))
         return min(when, default=now)
 
+    def lanes(self) -> list[tuple[str, str, int | None, int]]:
+        """(source, provider, today's cap or None when warmed, used today incl. in flight)
+        of every lane met so far, as of the day each was last asked about."""
+        return [(s, p, x.cap, x.sent + x.pending) for (s, p), x in list(self._lanes.items())]
+
     def take(self, source: str, provider: str, now: float) -> None:
         """A message to ``provider`` was picked to go from ``source``."""
         found = self._lane(source, provider, now)

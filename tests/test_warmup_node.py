@@ -4,11 +4,13 @@ mail waits in the queue; ``salvo warmup status`` reports the lane."""
 
 from __future__ import annotations
 
+import http.client
 import json
 from collections import Counter
 from pathlib import Path
 
-from nodeutil import AioSink, NodeSetup, job, running_node, wait_for
+from nodeutil import AioSink, NodeSetup, free_port, job, running_node, wait_for
+from prometheus_client.parser import text_string_to_metric_families
 
 from salvo.client import Producer
 
@@ -28,6 +30,21 @@ pool = "solo"
 """
 
 
+def _warmup_gauges(port: int) -> dict[tuple[str, str], float]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", "/metrics")
+        body = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    return {
+        (s.name, s.labels["source"]): s.value
+        for family in text_string_to_metric_families(body)
+        for s in family.samples
+        if s.name.startswith("salvo_warmup_")
+    }
+
+
 def _submit(endpoint: str, jobs: list[dict]) -> None:
     with Producer(endpoint, timeout=30, attempts=3) as producer:
         for reply in producer.submit_many(jobs):
@@ -38,7 +55,9 @@ def test_a_warming_source_stops_at_its_cap_and_the_rest_goes_elsewhere_or_waits(
     tmp_path: Path,
 ):
     with AioSink("127.0.0.4") as sink:
-        setup = NodeSetup(tmp_path / "node", {"example.org": sink.address}, extra=EXTRA)
+        port = free_port()
+        extra = EXTRA + f'\n[http]\nlisten = "127.0.0.1:{port}"\n'
+        setup = NodeSetup(tmp_path / "node", {"example.org": sink.address}, extra=extra)
         text = setup.config_path.read_text().replace(
             'sources = ["127.0.0.1"]',
             f'sources = ["{WARMED}", "{WARMING}"]\nwarmup = {{ "{WARMING}" = "new-ips" }}',
@@ -59,6 +78,7 @@ def test_a_warming_source_stops_at_its_cap_and_the_rest_goes_elsewhere_or_waits(
                 return [e for e in setup.events() if e["type"] == "delivered"]
 
             wait_for(lambda: len(delivered()) >= 25, 30, 0.1)
+            gauges = _warmup_gauges(port)
             status = setup.cli("warmup", "status", "--config", str(setup.config_path), "--json")
             plain = setup.cli("warmup", "status", "--config", str(setup.config_path))
         states = setup.queue_states()
@@ -76,4 +96,8 @@ def test_a_warming_source_stops_at_its_cap_and_the_rest_goes_elsewhere_or_waits(
     lane = next(r for r in rows if r["source"] == WARMING)
     assert (lane["plan"], lane["step"], lane["cap"], lane["used"]) == ("new-ips", 1, 5, 5)
     assert lane["provider"] == f"route:{sink.address}" and lane["delivered"] == 5
+    assert gauges == {
+        ("salvo_warmup_cap", WARMING): 5.0,
+        ("salvo_warmup_used", WARMING): 5.0,
+    }, gauges
     assert plain.returncode == 0 and WARMING in plain.stdout and "new-ips" in plain.stdout
