@@ -217,6 +217,24 @@ class _Gauges(Collector):
         if m.operator_pauses is not None:
             for scope, name in m.operator_pauses():
                 paused.add_metric([f"operator:{scope}", name], 1)
+        cap = GaugeMetricFamily(
+            "salvo_warmup_cap",
+            "Today's warm-up cap of a warming source towards a provider.",
+            labels=["provider", "source"],
+        )
+        used = GaugeMetricFamily(
+            "salvo_warmup_used",
+            "Messages a warming source sent (or has in flight) to a provider today.",
+            labels=["provider", "source"],
+        )
+        caps = delivery.warmup if delivery is not None else None
+        if caps:
+            for source, provider, n, sent in sorted(caps.lanes()):
+                if n is not None:  # warmed: no cap any more
+                    cap.add_metric([m.provider(provider), source], n)
+                    used.add_metric([m.provider(provider), source], sent)
+        yield cap
+        yield used
         yield connections
         yield paused
         firing = GaugeMetricFamily(

@@ -106,11 +106,24 @@ class PoolSection(_Section):
     sources: list[str] = []  # [] = the system's choice of source address
     weights: list[int] = []  # parallel to sources; [] = equal weights
     ehlo: str = ""  # "": the node's hostname
+    warmup: dict[str, str] = {}  # source address -> [warmup.NAME] plan it follows
 
     def weighted_sources(self) -> list[tuple[str, int]]:
         """(address, weight) for each source; equal weights when none are given."""
         weights = self.weights or [1] * len(self.sources)
         return list(zip(self.sources, weights, strict=True))
+
+
+class WarmupPlan(_Section):
+    """``[warmup.NAME]``: a warm-up plan (docs/warmup.md)."""
+
+    daily: list[int]  # messages per day per provider, one entry per step
+    max_deferral_rate: float = 0.05
+    max_bounce_rate: float = 0.02
+    max_complaint_rate: float = 0.001
+    severe_factor: float = 2.0  # a rate above limit x this steps back one step
+    min_volume: int = 100  # a day decides with at least min(this, the step's cap) messages
+    timezone: str = "UTC"  # where a day begins and ends
 
 
 class RouteAuth(_Section):
@@ -451,6 +464,7 @@ class Config(_Section):
     alerts: list[AlertSection] | None = None  # None: not in the file (the defaults apply)
     alerting: AlertingSection = AlertingSection()
     webhooks: list[WebhookSection] = []
+    warmup: dict[str, WarmupPlan] = {}
     # Where relative paths start: the config file's folder.
     base_dir: str = ""
 
@@ -570,6 +584,10 @@ class Config(_Section):
             raise alerts_mod.RuleError(f"[[alerts]] {exc}") from None
         return tuple(rules)
 
+    def warming_sources(self) -> dict[str, str]:
+        """Source address -> the name of the warm-up plan it follows (every pool)."""
+        return {s: plan for pool in self.pools.values() for s, plan in pool.warmup.items()}
+
     def provider_table(self) -> ProviderTable:
         """The built-in provider table with ``[providers]`` applied (docs/delivery.md);
         providers without their own limits take ``[delivery]``'s."""
@@ -662,6 +680,38 @@ def _validate(config: Config) -> None:
     _validate_dns(config.dns)
     _validate_feedback(config)
     _validate_alerts(config)
+    _validate_warmup(config)
+
+
+def _validate_warmup(config: Config) -> None:
+    for name, plan in config.warmup.items():
+        where = f"config: [warmup.{name}]"
+        if not plan.daily or any(n < 1 for n in plan.daily):
+            raise ConfigError(f"{where} daily: one cap (1 or more) per step, at least one step")
+        for key in ("max_deferral_rate", "max_bounce_rate", "max_complaint_rate"):
+            if not 0.0 <= getattr(plan, key) <= 1.0:
+                raise ConfigError(f"{where} {key}: a fraction between 0 and 1")
+        if plan.severe_factor < 1.0:
+            raise ConfigError(f"{where} severe_factor: 1 or more")
+        if plan.min_volume < 0:
+            raise ConfigError(f"{where} min_volume: 0 or more")
+        try:
+            host.time_zone(plan.timezone)
+        except ValueError as exc:
+            raise ConfigError(f"{where} timezone: {exc}") from None
+    plans: dict[str, str] = {}
+    for name, pool in config.pools.items():
+        for source, plan in pool.warmup.items():
+            where = f"config: [pools.{name}] warmup: {source!r}"
+            if source not in pool.sources:
+                raise ConfigError(f"{where} is not one of the pool's sources")
+            if plan not in config.warmup:
+                raise ConfigError(f"{where}: no [warmup.{plan}] plan is configured")
+            if plans.setdefault(source, plan) != plan:
+                raise ConfigError(
+                    f"{where}: follows [warmup.{plans[source]}] in another pool; "
+                    "a source follows one plan"
+                )
 
 
 # https://host[:port][/path], no query or fragment; no character that ends a URL in a

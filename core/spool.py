@@ -43,6 +43,7 @@ from salvo.core.spool_records import (
 from salvo.core.spool_summary import Summary, summarize
 from salvo.core.suppression import SuppressionStore
 from salvo.core.templates import job_template
+from salvo.core.warmup_store import WarmupStore
 from salvo.core.webhooks import Subscriptions
 from salvo.ext.errors import TemplateError
 
@@ -189,6 +190,7 @@ class Spool:
         self.suppression = SuppressionStore(store)
         self.feedback = FeedbackStore(store)
         self.outbox = Outbox(store, webhooks, random_bytes)
+        self.warmup = WarmupStore(store)
         self._db = store.dbs
         # Told the bucket keys of every KPI increment written (the alerts actor: which
         # campaigns, tenants, ... to evaluate again); runs on the writer's thread.

@@ -51,6 +51,7 @@ DB_NAMES = (
     "pause",  # kind NUL scope NUL name -> Pause (operator pauses and cancels, core/pauses)
     "wh_out",  # webhook NUL u64 seq -> u64 event ms + event JSON (core/outbox)
     "wh_stat",  # webhook -> msgpack [pending, delivered, expired] (core/outbox)
+    "warmup",  # source NUL provider -> LaneState (warm-up per lane, core/warmup_store)
 )
 STORE_SUBDIR = "store"
 NODE_LOCK = "node.lock"  # taken by a running node before it opens the store (actors/supervisor)

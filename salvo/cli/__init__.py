@@ -30,6 +30,7 @@ COMMANDS = (
     "render",
     "demo",
     "bench",
+    "warmup",
 )
 
 CONTROL = "control"  # one module for pause, resume and cancel
