@@ -26,7 +26,8 @@ from salvo.actors.metrics import book_batch
 from salvo.actors.resolver import Resolver
 from salvo.actors.routing import Router
 from salvo.actors.spool_writer import SpoolWriter
-from salvo.core import host, policy, protocol
+from salvo.actors.warmup import WarmupLanes
+from salvo.core import policy, protocol
 from salvo.core.config import Config, parse_duration
 from salvo.core.events import Event, change_event, submit_events
 from salvo.core.feedback.outbound import ReturnPaths
@@ -35,7 +36,6 @@ from salvo.core.smtp import Outcome
 from salvo.core.spool import Change, Claim, Claimed
 from salvo.core.spool import Outcome as SpoolOutcome
 from salvo.core.spool_records import JobRecord
-from salvo.core.warmup import Caps, hold_delay
 
 log = logging.getLogger("salvo.scheduler")
 
@@ -120,9 +120,8 @@ class Scheduler:
         }
         # Warm-up: the daily caps of warming sources (docs/warmup.md); delivery asks them
         # when it picks a source, the claim loop before it signs.
-        self.warmup = Caps.from_config(config, self._warmup_lane, host.time_zone)
-        self._warmup_plans = config.warming_sources()
-        delivery.warmup = self.warmup if self.warmup else None
+        self.warmup = WarmupLanes(config, self.spool, self._rng)
+        delivery.warmup = self.warmup.caps if self.warmup else None
         self.router = Router(
             config,
             delivery,
@@ -192,7 +191,9 @@ class Scheduler:
             if provider is not None:
                 if provider not in paused:
                     paused[provider] = self.delivery.paused_for(provider)
-                if self.warmup and (out := self._warmup_hold(c, provider, now)):
+                if self.warmup and (
+                    out := self.warmup.hold(c.seq, c.idx, self._jobs[c.seq].traffic, provider, now)
+                ):
                     handed.append(out)  # every source of its pool at its cap today
                     continue
                 share = policy.share(self.providers.get(provider), max_ready, BATCH)
@@ -224,25 +225,6 @@ class Scheduler:
             for i in range(0, len(items), SIGN_BATCH):
                 self.dispatcher.submit(seq, content, items[i : i + SIGN_BATCH])
         return handed
-
-    def _warmup_lane(self, source: str, provider: str):
-        return self.spool.warmup.get(source, provider)
-
-    def _warmup_hold(self, c, provider: str, now: float) -> SpoolOutcome | None:
-        """The hand-back of a claimed recipient whose pool's sources are all at their
-        warm-up cap for ``provider`` today, or None."""
-        pool = self.config.pools.get(self.config.traffic_class(self._jobs[c.seq].traffic).pool)
-        sources = pool.sources if pool is not None else []
-        if not sources or not self.warmup.full(sources, provider, now).issuperset(sources):
-            return None
-        reopens = self.warmup.reopens(sources, provider, now)
-        return SpoolOutcome(
-            seq=c.seq,
-            idx=c.idx,
-            state="queued",
-            text=f"{provider}: every source is at its warm-up cap for today",
-            next_attempt=now + hold_delay(now, reopens, self._rng),
-        )
 
     def wake(self) -> None:
         self._wake.set()
@@ -297,17 +279,12 @@ class Scheduler:
     async def _record(self, batch: list[Result]) -> None:
         now = self._clock()
         outcomes = [self._spool_outcome(r, now) for r in batch]
-        warm = self._warmup_counts(batch) if self._warmup_plans else {}
+        warm = self.warmup.counted(batch, self._provider_of)
         book = self._book(batch, now)
+        also = self.warmup.book(warm, now) if warm else None
+        changes = await self.writer.record_outcomes(outcomes, book, also=also)
         if warm:
-            also = self._warmup_book(warm, now)
-            changes = await self.writer.record_outcomes(outcomes, book, also=also)
-        else:
-            changes = await self.writer.record_outcomes(outcomes, book)
-        if warm:
-            lanes = collections.Counter((source, provider) for source, provider, _ in warm.values())
-            for (source, provider), n in lanes.items():
-                self.warmup.recorded(source, provider, n, now)
+            self.warmup.recorded(warm, now)
         results = {(r.message.seq, r.message.idx): r for r in batch}
         events, hard = [], []
         for change in changes:
@@ -381,28 +358,6 @@ class Scheduler:
         self.emit_changes([c for c in changes if c.record.state != "queued"])
         self._wake.set()
         return len(handed)
-
-    def _warmup_counts(self, batch: list[Result]) -> dict[tuple[int, int], tuple[str, str, str]]:
-        """(source, provider, outcome) of each result sent from a warming source."""
-        out = {}
-        for r in batch:
-            if r.source in self._warmup_plans and not r.held:
-                key = (r.message.seq, r.message.idx)
-                provider = self._provider_of.get(key)
-                if provider is not None:
-                    out[key] = (r.source, provider, r.outcome.status.value)
-        return out
-
-    def _warmup_book(self, warm: dict[tuple[int, int], tuple[str, str, str]], now: float):
-        """The warm-up counts of a batch's changes, written in the transaction that
-        records them (late or repeated outcomes change nothing, so count nothing)."""
-        store, plans, known = self.spool.warmup, self._warmup_plans, self.warmup.plans
-
-        def count(txn, changes: list[Change]) -> None:
-            counts = [warm[c.seq, c.idx] for c in changes if (c.seq, c.idx) in warm]
-            store.count_in(txn, counts, plans, known, now)
-
-        return count
 
     def _book(self, batch: list[Result], now: float):
         """The bookkeeping of one batch (docs/metrics.md), or None when it is off."""
