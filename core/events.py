@@ -28,6 +28,9 @@ EVENT_TYPES = (
     "cancelled",
     "complained",
     "unsubscribed",
+    "content_warning",
+    "content_rejected",
+    "content_unchecked",  # [content]: docs/content.md
 )
 
 
@@ -55,6 +58,7 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
     hard: bool = False  # for an async bounce: the address itself is bad
     feedback_type: str = ""  # for complained: the ARF Feedback-Type (abuse, ...)
     suppressed: bool = False  # this report put the address on the suppression list
+    score: float = 0.0  # content events: spamd's score of the job's template
 
 
 def change_event(change: Change, job: Any, now: float, host: str = "", source: str = "") -> Event:
