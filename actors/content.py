@@ -25,14 +25,17 @@ from salvo.core.content import spamc
 from salvo.core.content.screen import ContentPolicy, ScoreCache, content_key, sample_message
 from salvo.core.events import Event
 from salvo.core.protocol import Job, Reply
+from salvo.ext.errors import SalvoError
 
 log = logging.getLogger("salvo.content")
 
 DOWN_PAUSE = 5.0  # seconds without spamd calls after a failed one
 
 
-class ContentUnavailable(Exception):
+class ContentUnavailable(SalvoError):
     """spamd gave no usable score: the text says why."""
+
+    temporary = True
 
 
 class _Pending:

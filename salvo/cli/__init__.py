@@ -24,6 +24,7 @@ COMMANDS = (
     "feedback",
     "dkim",
     "render",
+    "lint",
     "demo",
     "bench",
 )
