@@ -27,6 +27,8 @@ system_packages() {
         [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq)
         # OpenDKIM signs for the Postfix relay row of `salvo bench --compare`.
         [ -x /usr/sbin/opendkim ] || need+=(opendkim)
+        # SpamAssassin's spamd scores content in the [content] tests (each runs its own).
+        [ -x /usr/sbin/spamd ] || need+=(spamd spamassassin)
     fi
     [ ${#need[@]} -eq 0 ] && return 0
     echo "dev.sh: installing Debian packages: ${need[*]}" >&2
@@ -42,6 +44,11 @@ system_packages() {
     if [[ " ${need[*]} " == *" dnsmasq "* ]]; then
         $sudo service dnsmasq stop >/dev/null 2>&1 || true
         $sudo systemctl disable --now dnsmasq >/dev/null 2>&1 || true
+    fi
+    # Nor a spamd daemon on port 783.
+    if [[ " ${need[*]} " == *" spamd "* ]]; then
+        $sudo service spamd stop >/dev/null 2>&1 || true
+        $sudo systemctl disable --now spamd >/dev/null 2>&1 || true
     fi
 }
 
