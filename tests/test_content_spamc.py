@@ -236,3 +236,23 @@ def test_content_config():
     ]:
         with pytest.raises(ConfigError, match=says):
             parse_config(f"[content]\n{bad}\n".encode())
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.sampled_from(["Hi {{ a }}", "{{ a.b }} {{ c }}", "plain", "{{ a | raw }}", "{{"]),
+    to=st.sampled_from(["ann@example.org", "Ann <ann@example.org>", "bad", "a@b\r\nX: y"]),
+    variables=st.dictionaries(st.sampled_from(["a", "b", "c"]), json_values, max_size=3),
+    size=st.integers(1, 5000),
+)
+def test_sample_never_crashes(text, to, variables, size):
+    j = job(text=text, subject=text, recipients=[Recipient(to=to, vars=variables)])
+    sample = sample_message(j, content_key(j), 0.0, size)
+    assert sample is None or 0 < len(sample) <= size
