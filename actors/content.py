@@ -112,10 +112,17 @@ class ContentChecker:
         self._down_until = 0.0
         self._down_why = ""
         self.statistics = ContentStatistics()
+        self.metrics = None  # salvo.actors.metrics.Metrics, set by the node
 
     async def screen(self, job: Job) -> Reply | None:
         """The reply that refuses ``job`` for its content (``error``), or for want of a
         score (``retry``, when configured to refuse), or None: go on to the spool."""
+        result, reply = await self._screen(job)
+        if self.metrics is not None:
+            self.metrics.content_checks.labels(result).inc()
+        return reply
+
+    async def _screen(self, job: Job) -> tuple[str, Reply | None]:
         key = content_key(job)
         score = self._cache.get(key)
         if score is not None:
@@ -126,16 +133,16 @@ class ContentChecker:
             except ContentUnavailable as exc:
                 return self._unavailable(job, str(exc))
             if score is None:
-                return None  # nothing renders: the spool's render check answers the job
+                return "unrendered", None  # the spool's render check answers the job
         verdict = self.policy.verdict(score)
         if verdict == "pass":
-            return None
+            return verdict, None
         text = self.policy.describe(score, verdict)
         if verdict == "warn":
             self._emit(job, "content_warning", text, score.score)
-            return None
+            return verdict, None
         self._emit(job, "content_rejected", text, score.score)
-        return Reply(id=job.id, status="error", error=text)
+        return verdict, Reply(id=job.id, status="error", error=text)
 
     async def _score(self, key: bytes, job: Job) -> spamc.Score | None:
         pending = self._pending.get(key)
@@ -156,9 +163,11 @@ class ContentChecker:
                 self.statistics.calls += 1
                 pending.score = await ask_spamd(self.address, "SYMBOLS", sample, self._timeout)
             self._cache.put(key, pending.score)
+            self._count_request("ok")
             return pending.score
         except ContentUnavailable as exc:
             self.statistics.failures += 1
+            self._count_request("failed")
             pending.error = str(exc)
             self._down_until = self._clock() + DOWN_PAUSE
             self._down_why = pending.error
@@ -170,12 +179,17 @@ class ContentChecker:
             del self._pending[key]
             pending.done.set()
 
-    def _unavailable(self, job: Job, why: str) -> Reply | None:
+    def _unavailable(self, job: Job, why: str) -> tuple[str, Reply | None]:
         if self._refuse:
             self._emit(job, "content_unchecked", f"{why}; job refused (when_down = refuse)")
-            return Reply(id=job.id, status="retry", error=f"content check unavailable: {why}")
+            reply = Reply(id=job.id, status="retry", error=f"content check unavailable: {why}")
+            return "refused", reply
         self._emit(job, "content_unchecked", f"{why}; job accepted unscored")
-        return None
+        return "unchecked", None
+
+    def _count_request(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.spamd_requests.labels(outcome).inc()
 
     def _emit(self, job: Job, kind: str, text: str, score: float = 0.0) -> None:
         log.info("job %r: %s: %s", job.id, kind, text)

@@ -21,6 +21,7 @@ from spamdutil import GTUBE, FixedReplyServer, Relay, Spamd, available
 
 from salvo.actors import content
 from salvo.actors.content import ContentChecker
+from salvo.actors.metrics import Metrics
 from salvo.core.config import ContentSection
 from salvo.core.events import Event
 from salvo.core.protocol import Job, Recipient
@@ -83,7 +84,7 @@ def as_job(obj: dict) -> Job:
 
 
 def screen_all(
-    section: ContentSection, jobs: list[dict], *, one_by_one: bool = False
+    section: ContentSection, jobs: list[dict], *, one_by_one: bool = False, metrics=None
 ) -> tuple[list, list[Event], object]:
     """Screen the jobs with one checker, all at once or one by one; (replies, events,
     statistics)."""
@@ -91,6 +92,7 @@ def screen_all(
     async def main():
         send, receive = trio.open_memory_channel[list[Event]](1000)
         checker = ContentChecker(section, send)
+        checker.metrics = metrics
         replies: list = [None] * len(jobs)
 
         async def one(i: int) -> None:
@@ -115,8 +117,13 @@ def test_checker_scores_each_template_once(spamd):
         jobs = [gtube(f"g{i}") for i in range(5)] + [
             newsletter(f"n{i}", [f"r{i}@example.org"]) for i in range(5)
         ]
-        replies, events, stats = screen_all(section, jobs)
+        metrics = Metrics()
+        replies, events, stats = screen_all(section, jobs, metrics=metrics)
         assert relay.connections == 2, spamd.log()
+    value = metrics.registry.get_sample_value
+    assert value("salvo_content_checks_total", {"result": "reject"}) == 5
+    assert value("salvo_content_checks_total", {"result": "pass"}) == 5
+    assert value("salvo_content_spamd_requests_total", {"outcome": "ok"}) == 2
     assert stats.calls == 2 and stats.cache_hits == 0 and stats.failures == 0
     for reply in replies[:5]:
         assert reply.status == "error"
