@@ -32,6 +32,8 @@ system_packages() {
         [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
         # `salvo top` is tested in a real terminal.
         command -v tmux >/dev/null || need+=(tmux)
+        # SpamAssassin's spamd scores content in the [content] tests (each runs its own).
+        [ -x /usr/sbin/spamd ] || need+=(spamd spamassassin)
     fi
     [ ${#need[@]} -eq 0 ] && return 0
     echo "dev.sh: installing Debian packages: ${need[*]}" >&2
@@ -47,6 +49,11 @@ system_packages() {
     if [[ " ${need[*]} " == *" dnsmasq "* ]]; then
         $sudo service dnsmasq stop >/dev/null 2>&1 || true
         $sudo systemctl disable --now dnsmasq >/dev/null 2>&1 || true
+    fi
+    # Nor a spamd daemon on port 783.
+    if [[ " ${need[*]} " == *" spamd "* ]]; then
+        $sudo service spamd stop >/dev/null 2>&1 || true
+        $sudo systemctl disable --now spamd >/dev/null 2>&1 || true
     fi
 }
 

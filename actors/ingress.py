@@ -6,6 +6,9 @@ when one is left. Each job is decoded and validated (:mod:`salvo.core.protocol`)
 handed to the spool writer, whose group commit puts every job that arrived during the
 previous commit into the next transaction; the reply leaves only after that commit.
 
+With ``[content]`` on, each job's content is scored first (:mod:`salvo.actors.content`),
+in the job's own task: a job refused for its content is never written.
+
 A frame that is not a valid job gets an ``error`` reply naming the problem; a full spool
 or a node that is stopping gets ``retry``; nothing a producer sends stops the node.
 """
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 import zmq
@@ -43,6 +46,7 @@ class Ingress:
         max_job_bytes: int,
         max_recipients: int,
         on_committed: Callable[[protocol.Job, protocol.Reply], None],
+        screen: Callable[[protocol.Job], Awaitable[protocol.Reply | None]] | None = None,
     ) -> None:
         self.listen = listen
         self._writer = writer
@@ -50,6 +54,7 @@ class Ingress:
         self._max_bytes = max_job_bytes
         self._max_recipients = max_recipients
         self._on_committed = on_committed
+        self._screen = screen
         self._outbox: collections.deque[list] = collections.deque()
         self._wake: trio.CancelScope | None = None
         self._slots = trio.Semaphore(MAX_CONCURRENT_JOBS)
@@ -130,6 +135,9 @@ class Ingress:
 
     async def _commit(self, envelope: list, job: protocol.Job) -> None:
         try:
+            if self._screen is not None and (refusal := await self._screen(job)) is not None:
+                self._reply(envelope, refusal)
+                return
             result = await self._writer.submit(job)
         except trio.ClosedResourceError:
             self._reply(envelope, _retry(job.id, "the node is stopping; submit again later"))

@@ -100,6 +100,19 @@ class Metrics:
             ["webhook", "result"],
             registry=self.registry,
         )
+        # [content] (docs/content.md): jobs screened, and the spamd exchanges they took.
+        self.content_checks = Counter(
+            "salvo_content_checks",
+            "Jobs screened for content by result.",
+            ["result"],
+            registry=self.registry,
+        )
+        self.spamd_requests = Counter(
+            "salvo_content_spamd_requests",
+            "Exchanges with spamd by outcome.",
+            ["outcome"],
+            registry=self.registry,
+        )
         self._lat_counts = [0] * (len(LATENCY_BUCKETS) + 1)
         self._lat_sum = 0.0
         # Set by the node: () -> (waiting, in flight, oldest age s); the delivery engine.

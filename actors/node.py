@@ -88,6 +88,7 @@ async def run_core(config: Config, work_endpoint: str) -> None:
         max_job_bytes=parse_size(config.ingress.max_job_size),
         max_recipients=config.ingress.max_recipients,
         on_committed=scheduler.job_committed,
+        screen=content_screen(config, spool, events_send, metrics),
     )
     log_file = None
     if config.events.log:
@@ -153,6 +154,24 @@ async def run_core(config: Config, work_endpoint: str) -> None:
             absorb.cancel()
     spool.close()
     log.info("node stopped")
+
+
+def content_screen(
+    config: Config,
+    spool: Spool,
+    events_send: trio.MemorySendChannel[list[Event]],
+    metrics=None,
+):
+    """The ingress's content screen (docs/content.md); None when ``[content]`` is off."""
+    if not config.content.spamassassin:
+        return None
+    from salvo.actors.content import ContentChecker
+
+    checker = ContentChecker(config.content, events_send)
+    checker.metrics = metrics
+    checker.spool = spool
+    log.info("content scoring by spamd at %s:%d", *checker.address)
+    return checker.screen
 
 
 def bookkeeping(scheduler: Scheduler, spool: Spool, delivery: Delivery):

@@ -324,6 +324,44 @@ def _validate_alerts(config: Config) -> None:
         raise ConfigError(f"config: {exc}") from None
 
 
+class ContentSection(_Section):
+    """``[content]``: content scoring at intake by SpamAssassin's spamd (docs/content.md);
+    off unless ``spamassassin`` is set."""
+
+    spamassassin: str = ""  # spamd's "host:port" (port 783 when left out); "" = off
+    reject_at: float = 5.0  # a template scoring this or more: the job gets "error"
+    warn_at: float = 3.0  # this or more (below reject_at): accepted, a content_warning event
+    timeout: Duration = "10s"  # one spamd exchange, connect to last byte
+    when_down: str = "accept"  # spamd down, slow or answering garbage: "accept" or "refuse"
+    max_size: Size = "500KiB"  # of the sample sent to spamd; the rest is cut off
+    max_connections: int = 4  # spamd exchanges at once
+    cache_size: int = 10_000  # template scores kept in memory
+
+    def address(self) -> tuple[str, int]:
+        """spamd's (host, port)."""
+        value = self.spamassassin
+        if value.count(":") == 1 or value.startswith("["):
+            return listen_address(value, key="[content] spamassassin")
+        return value, 783
+
+
+def _validate_content(content: ContentSection) -> None:
+    if content.spamassassin:
+        content.address()
+    if not content.warn_at <= content.reject_at:
+        raise ConfigError("config: [content] warn_at: must not be above reject_at")
+    if content.when_down not in ("accept", "refuse"):
+        raise ConfigError("config: [content] when_down: 'accept' or 'refuse'")
+    if parse_duration(content.timeout, key="[content] timeout") <= 0:
+        raise ConfigError("config: [content] timeout: must be more than 0")
+    if parse_size(content.max_size, key="[content] max_size") < 1024:
+        raise ConfigError("config: [content] max_size: at least 1KiB")
+    if content.max_connections < 1:
+        raise ConfigError("config: [content] max_connections: 1 or more")
+    if content.cache_size < 0:
+        raise ConfigError("config: [content] cache_size: 0 (no cache) or more")
+
+
 def _validate_http(config: Config) -> None:
     http = config.http
     if http.listen:
@@ -349,7 +387,7 @@ class WebhookSection(_Section):
     (docs/webhooks.md)."""
 
     url: str  # http:// or https://
-    events: list[str]  # event types (salvo.core.events.EVENT_TYPES) and "alert"
+    events: list[str]  # event types (salvo.core.events.EVENT_TYPES)
     name: str = ""  # the outbox's key and the metrics' label; "": from the URL's host
     secret_file: str = ""  # the HMAC key; "": keys/webhook-NAME.secret; made on first start
     tenants: list[str] = []  # only these tenants' events (events without one pass); []: all
@@ -381,7 +419,7 @@ def _webhooks(hooks: list[WebhookSection]) -> list[WebhookSection]:
 def _validate_webhooks(config: Config) -> None:
     from salvo.core.events import EVENT_TYPES
 
-    allowed = (*EVENT_TYPES, "alert")
+    allowed = EVENT_TYPES
     seen: set[str] = set()
     for i, hook in enumerate(config.webhooks):
         where = f"config: [[webhooks]] #{i + 1}"
@@ -465,6 +503,7 @@ class Config(_Section):
     alerting: AlertingSection = AlertingSection()
     webhooks: list[WebhookSection] = []
     warmup: dict[str, WarmupPlan] = {}
+    content: ContentSection = ContentSection()
     # Where relative paths start: the config file's folder.
     base_dir: str = ""
 
@@ -712,6 +751,7 @@ def _validate_warmup(config: Config) -> None:
                     f"{where}: follows [warmup.{plans[source]}] in another pool; "
                     "a source follows one plan"
                 )
+    _validate_content(config.content)
 
 
 # https://host[:port][/path], no query or fragment; no character that ends a URL in a

@@ -29,6 +29,9 @@ EVENT_TYPES = (
     "complained",
     "unsubscribed",
     "alert",
+    "content_warning",
+    "content_rejected",
+    "content_unchecked",  # [content]: docs/content.md
 )
 
 
@@ -66,6 +69,7 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
     threshold: float = 0.0
     window: str = ""
     action: str = ""  # pause or notify
+    score: float = 0.0  # content events: spamd's score of the job's template
 
 
 def change_event(change: Change, job: Any, now: float, host: str = "", source: str = "") -> Event:

@@ -29,8 +29,7 @@ __all__ = [
     "verdict",
 ]
 
-# "alert" is the event of a fired alert rule (docs/metrics.md); it has no recipient.
-WEBHOOK_EVENTS = (*EVENT_TYPES, "alert")
+WEBHOOK_EVENTS = EVENT_TYPES
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 # What one POST's answer means for its batch.

@@ -31,7 +31,7 @@ def test_embedded_default_runs_without_a_file(tmp_path, monkeypatch):
 def test_example_file_is_the_default_plus_comments():
     example = load_config(ROOT / "salvo.example.toml")
     default = load_config(None)
-    for section in ("node", "ingress", "events", "spool", "delivery", "routes", "dkim"):
+    for section in ("node", "ingress", "events", "spool", "delivery", "routes", "dkim", "content"):
         assert getattr(example, section) == getattr(default, section), section
     assert example.pools == default.pools and example.traffic == default.traffic
 

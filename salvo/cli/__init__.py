@@ -28,6 +28,7 @@ COMMANDS = (
     "dkim",
     "doctor",
     "render",
+    "lint",
     "demo",
     "bench",
     "warmup",

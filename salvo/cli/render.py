@@ -30,21 +30,29 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _render(args: argparse.Namespace) -> int:
     from salvo.core.templates import load_template
 
-    data = {}
-    if args.vars is not None:
-        try:
-            data = json.loads(args.vars.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise TemplateError(f"{args.vars}: not valid JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise TemplateError(f"{args.vars}: expected a JSON object")
-    if "to" in data or "vars" in data:
-        to, variables = data.get("to"), data.get("vars", {})
-    else:
-        to, variables = None, data
-    to = args.to or to
+    to, variables = read_vars(args.vars, args.to)
     if not to:
         raise TemplateError("no recipient: give --to or a 'to' field in the variables file")
     template = load_template(args.template)
     sys.stdout.buffer.write(template.render(to, variables, message_id=args.message_id))
     return 0
+
+
+def read_vars(path: Path | None, to: str | None) -> tuple[str | None, dict]:
+    """(recipient, variables) from a variables file (``{"to": ..., "vars": {...}}`` or just
+    the variables) and ``--to``, which wins."""
+    data = {}
+    if path is not None:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise TemplateError(f"{path}: not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise TemplateError(f"{path}: expected a JSON object")
+    if "to" in data or "vars" in data:
+        found, variables = data.get("to"), data.get("vars", {})
+    else:
+        found, variables = None, data
+    if not isinstance(variables, dict):
+        raise TemplateError(f"{path}: 'vars' must be a JSON object")
+    return to or found, variables
