@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import trio
 
@@ -51,10 +52,11 @@ def process_one(
     policy: FeedbackPolicy,
     now: float,
     book: bool = True,
+    also: Callable[[Any, list[Event], float], None] | None = None,
 ) -> list[Event]:
     """Apply and delete pending report ``rid`` in one transaction (on the writer thread);
     with ``book``, the KPI buckets of its events in the same transaction, and the events
-    the webhooks take in their outbox."""
+    the webhooks take in their outbox; ``also(txn, events, now)`` too (warm-up counts)."""
 
     def fn(txn) -> list[Event]:
         raw = spool.feedback.take_in(txn, rid)
@@ -67,6 +69,8 @@ def process_one(
         if book and applied.events:
             spool.add_kpis_in(txn, kpis.book_events(applied.events, now))
         spool.add_webhook_events_in(txn, applied.events)
+        if also is not None and applied.events:
+            also(txn, applied.events, now)
         return applied.events
 
     return spool.store.write(fn)
@@ -96,6 +100,8 @@ class Feedback:
         # Bookkeeping (docs/metrics.md): Prometheus counters and durable KPI buckets.
         self.metrics = None  # salvo.actors.metrics.Metrics, set by the node
         self.bookkeeping = True
+        # (txn, events, now) in each report's transaction: the warm-up lanes' complaints.
+        self.also: Callable[[Any, list[Event], float], None] | None = None
 
     def wake(self) -> None:
         """A report was stored: process it soon."""
@@ -152,6 +158,7 @@ class Feedback:
             policy=self.policy,
             now=self._clock(),
             book=self.bookkeeping,
+            also=self.also,
         )
 
     def _drop(self, rid: int) -> None:

@@ -120,7 +120,9 @@ async def run_core(config: Config, work_endpoint: str) -> None:
                 hooks = await start_webhooks(work, config, spool, writer, metrics)
                 # Before the ingress: a node that answers producers also listens for
                 # the reports and unsubscribes it is configured for.
-                shared = await start_feedback(work, config, spool, writer, events_send, metrics)
+                shared = await start_feedback(
+                    work, config, spool, writer, events_send, metrics, scheduler.warmup
+                )
                 await start_http(
                     work, config, spool, metrics, shared, control, alerts, scheduler, hooks
                 )
@@ -290,6 +292,7 @@ async def start_feedback(
     writer: SpoolWriter,
     events_send: trio.MemorySendChannel[list[Event]],
     metrics=None,
+    warmup=None,
 ) -> list:
     """The feedback loop's services, each only when configured (docs/feedback.md): the
     inbound SMTP listener (``[feedback] listen`` and ``domains``), the one-click
@@ -312,6 +315,8 @@ async def start_feedback(
     policy = FeedbackPolicy.from_config(config)
     feedback = Feedback(spool, writer, events_send, secret=secret, policy=policy)
     feedback.metrics = metrics
+    if warmup:  # salvo.actors.warmup.WarmupLanes: complaints count against their lane
+        feedback.also = warmup.complaints_in
     feedback.bookkeeping = os.environ.get("SALVO_BOOKKEEPING", "on") != "off"
     nursery.start_soon(feedback.run)
     if smtp:

@@ -384,6 +384,7 @@ class Scheduler:
             retry_at=result.retry_at,
             rng=self._rng,
             source=result.source,
+            provider=self._provider_of.get((m.seq, m.idx), ""),
         )
 
     async def _suppress(self, hard: list[tuple[str, Event]], now: float) -> None:

@@ -78,6 +78,17 @@ class WarmupLanes:
 
         return count
 
+    def complaints_in(self, txn: object, events: Iterable, now: float) -> None:
+        """Count feedback complaints against the lane their message went out on (in the
+        report's transaction; the day they arrive, not the day it was sent)."""
+        counts = [
+            (e.source, e.provider, "complained")
+            for e in events
+            if e.type == "complained" and e.provider and e.source in self.plans
+        ]
+        if counts:
+            self._spool.warmup.count_in(txn, counts, self.plans, self.caps.plans, now)
+
     def recorded(self, warm: Counted, now: float) -> None:
         """The batch is durable: the in-memory caps count it (and forget it in flight)."""
         lanes = collections.Counter((source, provider) for source, provider, _ in warm.values())

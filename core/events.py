@@ -48,6 +48,7 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
     attempt: int = 0  # delivery attempts so far, this one included
     host: str = ""  # the destination host that answered
     source: str = ""  # the source address the node connected from
+    provider: str = ""  # the destination's provider (feedback: of the message reported on)
     code: int = 0  # SMTP reply code
     status: str = ""  # enhanced status code, e.g. "5.1.1"
     text: str = ""  # reply text or the reason
@@ -93,7 +94,8 @@ def change_event(change: Change, job: Any, now: float, host: str = "", source: s
         campaign=job.campaign if job else "",
         attempt=record.attempts,
         host=(last.host if last else "") or host,
-        source=source,
+        source=source or (last.source if last else ""),
+        provider=last.provider if last else "",
         code=last.code if last else 0,
         status=last.enhanced if last else "",
         text=last.text if last else "",

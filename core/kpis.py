@@ -205,12 +205,14 @@ def book_changes(
 
 def book_events(events: Iterable, now: float) -> Delta:
     """The bucket increments of feedback events (``salvo.core.events.Event``): complaints,
-    unsubscribes and bounces reported later; their provider is not known."""
+    unsubscribes and bounces reported later, under the provider and source the reported
+    message went out to and from (when the spool's record of it says)."""
     counted: collections.Counter = collections.Counter()
     for e in events:
         names = names_of(e.type, e.code, e.attempt, async_=e.async_, hard=e.hard)
         if names:
-            counted[(Labels(e.tenant, e.campaign, None, 0.0), names, None)] += 1
+            labels = Labels(e.tenant, e.campaign, e.provider or None, 0.0, e.source)
+            counted[(labels, names, None)] += 1
     return expand(counted, now)
 
 

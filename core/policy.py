@@ -324,9 +324,10 @@ def spool_outcome(
     retry_at: float | None = None,
     rng: random.Random | None = None,
     source: str = "",
+    provider: str = "",
 ) -> SpoolOutcome:
     """The spool record of one attempt's outcome; ``attempts``: this one included;
-    ``source``: the address the node connected from (for the change's event only)."""
+    ``source``, ``provider``: where it went out (kept with the attempt)."""
     common = {
         "seq": seq,
         "idx": idx,
@@ -335,6 +336,7 @@ def spool_outcome(
         "host": host_name,
         "text": outcome.text[:500],
         "source": source,
+        "provider": provider,
     }
     if outcome.status is Status.DELIVERED:
         return SpoolOutcome(state="delivered", **common)

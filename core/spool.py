@@ -153,7 +153,8 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     text: str = ""
     host: str = ""
     next_attempt: float | None = None
-    source: str = ""  # the address the node connected from: for the change's event only
+    source: str = ""  # the address the node connected from
+    provider: str = ""  # the destination's provider (salvo.core.providers)
 
 
 class RecoveryReport(msgspec.Struct, frozen=True):
@@ -583,12 +584,14 @@ class Spool:
             tried = o.state in (r.DELIVERED, r.DEFERRED, r.BOUNCED)
             if tried:
                 rec = msgspec.structs.replace(rec, attempts=rec.attempts + 1)
-            att = Attempt(now, o.state, o.code, o.enhanced, o.text, o.host)
+            att = Attempt(now, o.state, o.code, o.enhanced, o.text, o.host, o.source, o.provider)
             was_due = rec.state in WAITING_STATES
             if o.state in (r.DEFERRED, r.QUEUED):
                 nxt = o.next_attempt if o.next_attempt is not None else now
                 if nxt >= rec.expires_at:
-                    att = Attempt(now, r.EXPIRED, o.code, o.enhanced, o.text, o.host)
+                    att = Attempt(
+                        now, r.EXPIRED, o.code, o.enhanced, o.text, o.host, o.source, o.provider
+                    )
                     changes.append(self._finish_in(txn, o.seq, o.idx, rec, att, now, was_due))
                     continue
                 if was_due:

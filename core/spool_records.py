@@ -53,6 +53,10 @@ class Attempt(msgspec.Struct, frozen=True, array_like=True):
     enhanced: str = ""
     text: str = ""
     host: str = ""
+    # Where a delivery attempt went out: the feedback loop counts a later complaint or
+    # bounce against them (warm-up lanes, the source's and provider's KPIs).
+    source: str = ""
+    provider: str = ""
 
 
 class RcptRecord(msgspec.Struct, frozen=True, array_like=True):

@@ -4,6 +4,7 @@ unsubscribes, and reports that tie to nothing changing nothing."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -199,5 +200,48 @@ def test_salvo_feedback_ingest_suppresses_only_with_trust_when_nothing_ties(tmp_
     spool = Spool.open(data)
     try:
         assert _suppressed(spool, "zed@example.org").reason == "hard-bounce"
+    finally:
+        spool.close()
+
+
+def test_a_complaint_counts_against_the_source_and_provider_it_was_sent_from(tmp_path: Path):
+    """The delivered attempt keeps its source and provider: a complaint about the message
+    is counted in their KPI dimensions and against the warm-up lane it went out on."""
+    from salvo.actors.warmup import WarmupLanes
+    from salvo.core import kpis
+    from salvo.core.config import parse_config
+    from salvo.core.spool import Outcome
+
+    config = parse_config(
+        '[node]\ndata_dir = "data"\n[warmup.new]\ndaily = [50, 100]\n'
+        '[pools.default]\nsources = ["127.0.0.2"]\nwarmup = { "127.0.0.2" = "new" }\n',
+        base_dir=str(tmp_path),
+    )
+    spool = Spool.open(tmp_path / "data", map_size=8 << 20)
+    try:
+        mids = _sent(spool, "eve@example.org")
+        [c] = spool.claim_due(NOW, 10, with_bodies=False).claimed
+        delivered = Outcome(
+            seq=c.seq, idx=c.idx, state="delivered", code=250, source="127.0.0.2", provider="gmail"
+        )
+        spool.record_outcomes([delivered], NOW - 50)
+        lanes = WarmupLanes(config, spool, random.Random(1))
+        raw = RawReport(NOW, "test", "", ("fbl@bounces.acme.example",), b"")
+        report = parse_report(arf(mids["eve@example.org"], "redacted@isp.example"))
+
+        def apply(txn):
+            applied = fb_apply.apply_report_in(
+                spool, txn, raw, report, secret=SECRET, policy=POLICY, now=NOW
+            )
+            spool.add_kpis_in(txn, kpis.book_events(applied.events, NOW))
+            lanes.complaints_in(txn, applied.events, NOW)
+            return applied
+
+        [event] = spool.store.write(apply).events
+        assert (event.type, event.source, event.provider) == ("complained", "127.0.0.2", "gmail")
+        minute = range(kpis.minute_of(NOW), kpis.minute_of(NOW) + 1)
+        assert spool.kpi_counts(kpis.source_dim("127.0.0.2"), minute)["complained"] == 1
+        assert spool.kpi_counts(kpis.dim_key(None, "spring", "gmail"), minute)["complained"] == 1
+        assert spool.warmup.get("127.0.0.2", "gmail").complained == 1
     finally:
         spool.close()

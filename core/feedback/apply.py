@@ -190,6 +190,7 @@ def _apply(
         fb.clear_soft_in(txn, scope, t.key)
     if decision.count_complaint:
         fb.add_in(txn, f"complaint:{t.tenant}\0{t.campaign}".encode())
+    sent = _sent_attempt(t.record)
     return Event(
         type=decision.event,
         ts=now,
@@ -206,7 +207,20 @@ def _apply(
         hard=entry.hard if decision.event == "bounced" else False,
         feedback_type=report.feedback_type,
         suppressed=suppressed,
+        source=sent.source if sent is not None else "",
+        provider=sent.provider if sent is not None else "",
     )
+
+
+def _sent_attempt(record):
+    """The attempt that sent the reported message: the last delivered one in its history
+    (None when the record is gone or holds none)."""
+    if record is None:
+        return None
+    for att in reversed(record.history):
+        if att.state == "delivered":
+            return att
+    return None
 
 
 def _suppress_in(
