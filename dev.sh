@@ -30,6 +30,8 @@ system_packages() {
         # The dashboard's test drives Debian's Chromium through its chromedriver (Selenium).
         [ -x /usr/bin/chromium ] || need+=(chromium)
         [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+        # Redis is the shared store of the cluster tests (each test session runs its own).
+        [ -x /usr/bin/redis-server ] || need+=(redis-server)
         # `salvo top` is tested in a real terminal.
         command -v tmux >/dev/null || need+=(tmux)
     fi
@@ -47,6 +49,11 @@ system_packages() {
     if [[ " ${need[*]} " == *" dnsmasq "* ]]; then
         $sudo service dnsmasq stop >/dev/null 2>&1 || true
         $sudo systemctl disable --now dnsmasq >/dev/null 2>&1 || true
+    fi
+    # Nor a Redis daemon on port 6379: the tests start their own on free ports.
+    if [[ " ${need[*]} " == *" redis-server "* ]]; then
+        $sudo service redis-server stop >/dev/null 2>&1 || true
+        $sudo systemctl disable --now redis-server >/dev/null 2>&1 || true
     fi
 }
 

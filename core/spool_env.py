@@ -49,6 +49,7 @@ DB_NAMES = (
     "fb_count",  # counter name -> u64 (reports by kind, complaints per campaign, ...)
     "kpi",  # minute (u32) + dimension -> msgpack {counter: n} (salvo.core.kpis)
     "pause",  # kind NUL scope NUL name -> Pause (operator pauses and cancels, core/pauses)
+    "cluster",  # suppression outbox and replication state (core/cluster_store)
 )
 STORE_SUBDIR = "store"
 NODE_LOCK = "node.lock"  # taken by a running node before it opens the store (actors/supervisor)
