@@ -63,14 +63,16 @@ def submit(node: NodeProcess, job_id: str, rcpts: list[str], **extra) -> dict:
 
 def wait_suppressed_on(node: NodeProcess, address: str, timeout: float) -> float | None:
     """Submit one-recipient jobs to ``node`` until the recipient is rejected as
-    suppressed; the seconds it took, or None after ``timeout``."""
+    suppressed; the seconds it took, or None after ``timeout``. The probes are due in an
+    hour: one accepted before the suppression arrived is not mailed during the test."""
     start = time.monotonic()
     producer = RawProducer(node.setup.endpoint)
     try:
         n = 0
         while time.monotonic() - start < timeout:
             n += 1
-            reply = producer.request(job(f"probe-{uuid.uuid4().hex}", [address]), timeout=10)
+            probe = job(f"probe-{uuid.uuid4().hex}", [address], send_after=time.time() + 3600)
+            reply = producer.request(probe, timeout=10)
             assert reply is not None
             reasons = [r["reason"] for r in reply.get("rejected", [])]
             if "suppressed" in reasons:
