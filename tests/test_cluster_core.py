@@ -124,3 +124,29 @@ def test_cluster_config() -> None:
     ):
         with pytest.raises(ConfigError, match=r"\[cluster\]|cluster"):
             parse_config(bad)
+
+
+def test_cluster_metrics_are_exposed() -> None:
+    from types import SimpleNamespace
+
+    from prometheus_client import generate_latest
+
+    from salvo.actors.cluster import _collector
+    from salvo.actors.metrics import Metrics
+
+    metrics = Metrics()
+    link = SimpleNamespace(up=True, round_trips=7, failures=1)
+    sync = SimpleNamespace(outbox_waiting=2, applied=3, snapshot_applied=4, published=5)
+    claims = SimpleNamespace(counts={"claimed": 6, "replay": 1})
+    metrics.registry.register(_collector(link, sync, claims))
+    text = generate_latest(metrics.registry).decode()
+    for line in (
+        "salvo_cluster_redis_up 1.0",
+        "salvo_cluster_redis_round_trips_total 7.0",
+        "salvo_cluster_redis_failures_total 1.0",
+        "salvo_cluster_suppression_outbox 2.0",
+        'salvo_cluster_suppressions_applied_total{source="snapshot"} 4.0',
+        "salvo_cluster_suppressions_published_total 5.0",
+        'salvo_cluster_claims_total{result="claimed"} 6.0',
+    ):
+        assert line in text, line
