@@ -119,3 +119,39 @@ def test_a_claim_held_elsewhere_gets_retry_then_the_holders_reply(tmp_path, redi
         assert 3000 < client.ttl(keys.job("acme", "own-1")) <= 3600
         client.close()
         assert not sink.by_message_id().get("")
+
+
+def test_a_node_catches_up_after_downtime_and_a_new_node_loads_the_snapshot(tmp_path, redis_server):
+    from clusterutil import cluster_extra
+    from nodeutil import NodeProcess, NodeSetup
+
+    with AioSink("127.0.0.2") as sink, two_nodes(tmp_path, redis_server, sink) as (a, b):
+        prefix = _prefix(a)
+        done = a.setup.cli(
+            "suppress", "--config", str(a.setup.config_path), "add", "one@example.org"
+        )
+        assert done.returncode == 0, done.stderr
+        assert wait_suppressed_on(b, "one@example.org", timeout=10) is not None
+        assert b.terminate() == 0
+        # Made while b is down: b reads it from the stream, from its last applied id.
+        done = a.setup.cli(
+            "suppress", "--config", str(a.setup.config_path), "add", "two@example.org"
+        )
+        assert done.returncode == 0, done.stderr
+        b.start()
+        assert wait_suppressed_on(b, "two@example.org", timeout=10) is not None
+        # A node that never followed this Redis loads the snapshot hash first.
+        setup = NodeSetup(
+            tmp_path / "c",
+            {"example.org": sink.address},
+            extra=cluster_extra(redis_server.url, "c", prefix),
+        )
+        c = NodeProcess(setup)
+        try:
+            c.start()
+            for address in ("one@example.org", "two@example.org"):
+                assert wait_suppressed_on(c, address, timeout=10) is not None, address
+            assert submit(c, "c-clean", ["fine@example.org"])["status"] == "accepted"
+            assert "suppression: 2 entries from the snapshot applied" in c.log()
+        finally:
+            c.close()
