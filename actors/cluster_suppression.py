@@ -132,10 +132,10 @@ class SuppressionSync:
 
     async def _catch_up(self, state: StreamState) -> StreamState:
         """Check the epoch and trimming; load the snapshot when needed."""
-        epoch, max_deleted, last = await self.link.call(self._stream_facts)
-        if not needs_snapshot(state, epoch, max_deleted):
+        epoch, first, last = await self.link.call(self._stream_facts)
+        if not needs_snapshot(state, epoch, first, last):
             return state
-        log.info("suppression: loading the cluster's snapshot (last stream id %s)", last)
+        log.info("suppression: loading the cluster's snapshot (stream at %s)", last.decode())
         # The stream's last id is taken before the hash is read: changes made meanwhile
         # are in both, and applying one twice changes nothing.
         cursor, n = 0, 0
@@ -158,7 +158,7 @@ class SuppressionSync:
         return StreamState(epoch, last)
 
     def _stream_facts(self, client: Any) -> tuple[bytes, bytes | None, bytes]:
-        """(epoch, max-deleted-entry-id or None, last-generated-id) of the stream."""
+        """(epoch, id of the first entry or None, last generated id) of the stream."""
         import redis
 
         keys = self.keys
@@ -172,8 +172,8 @@ class SuppressionSync:
         except redis.ResponseError:  # no stream yet
             return epoch, None, b"0-0"
         last = _as_bytes(info.get("last-generated-id") or b"0-0")
-        deleted = info.get("max-deleted-entry-id")
-        return epoch, None if deleted is None else _as_bytes(deleted), last
+        first = info.get("first-entry")
+        return epoch, _as_bytes(first[0]) if first else None, last
 
     def _scan(self, client: Any, cursor: int) -> tuple[int, dict[bytes, bytes]]:
         return client.hscan(self.keys.supp_all, cursor, count=BATCH)
@@ -191,7 +191,7 @@ class SuppressionSync:
             try:
                 ops += decode_ops(fields.get(b"b", b""))
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                log.warning("suppression stream entry %s skipped: %s", last, exc)
+                log.warning("suppression stream entry %s skipped: %s", last.decode(), exc)
         new = StreamState(state.epoch, last)
         await self._apply(ops, new)
         return new

@@ -10,7 +10,7 @@ Redis keys (all under ``[cluster] prefix``, ``P`` below):
   to about ``[cluster] stream_max`` entries.
 - ``P:supp:all``: the snapshot, a hash of every suppression (field: the LMDB key of the
   entry, value: the msgpack :class:`SuppressionEntry`), written in the same MULTI as the
-  stream entry, for nodes whose last applied stream id was trimmed away.
+  stream entry, for nodes whose last applied stream entry was trimmed away.
 - ``P:job:TENANT NUL ID``: the cluster-wide claim of a job id (see :func:`claim_value`,
   :func:`reply_value`, :func:`decide`).
 
@@ -116,15 +116,20 @@ class StreamState(NamedTuple):
     last_id: bytes
 
 
-def needs_snapshot(mine: StreamState, epoch: bytes, max_deleted: bytes | None) -> bool:
+def needs_snapshot(mine: StreamState, epoch: bytes, first: bytes | None, last: bytes) -> bool:
     """Whether a node must load the snapshot before following the stream: it never
-    followed this Redis (another epoch, or none), or an entry it has not applied was
-    trimmed away (``max_deleted``: the stream's ``max-deleted-entry-id``)."""
+    followed this Redis (another epoch, or none), or entries it has not applied may have
+    been trimmed away: its last applied entry is gone (the stream's ``first`` entry is
+    past it, or the stream is empty though its ``last`` generated id is past it).
+
+    Approximate trimming keeps at least ``stream_max`` entries, so a node that follows
+    the stream never finds its last entry gone; one away for long does."""
     if not mine.last_id or mine.epoch != epoch:
         return True
-    if max_deleted is None:
-        return False
-    return stream_id(max_deleted) > stream_id(mine.last_id)
+    applied = stream_id(mine.last_id)
+    if first is None:
+        return stream_id(last) > applied
+    return stream_id(first) > applied
 
 
 # ---- cluster-wide idempotency ------------------------------------------------------------

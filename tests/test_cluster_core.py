@@ -44,11 +44,13 @@ def test_decide_never_raises(value: bytes) -> None:
 def test_stream_ids_and_snapshot_decision() -> None:
     assert cl.stream_id(b"10-2") < cl.stream_id("11-0") < cl.stream_id("11-1")
     mine = cl.StreamState(b"E", b"5-0")
-    assert cl.needs_snapshot(cl.StreamState(b"", b""), b"E", None)
-    assert cl.needs_snapshot(mine, b"F", None)  # another Redis
-    assert not cl.needs_snapshot(mine, b"E", None)
-    assert not cl.needs_snapshot(mine, b"E", b"4-9")
-    assert cl.needs_snapshot(mine, b"E", b"5-1")  # unseen entries were trimmed
+    assert cl.needs_snapshot(cl.StreamState(b"", b""), b"E", None, b"0-0")
+    assert cl.needs_snapshot(mine, b"F", b"1-0", b"9-0")  # another Redis
+    assert not cl.needs_snapshot(mine, b"E", b"1-0", b"9-0")
+    assert not cl.needs_snapshot(mine, b"E", b"5-0", b"9-0")  # ours is the first kept
+    assert cl.needs_snapshot(mine, b"E", b"5-1", b"9-0")  # ours was trimmed
+    assert not cl.needs_snapshot(mine, b"E", None, b"5-0")  # empty, nothing missed
+    assert cl.needs_snapshot(mine, b"E", None, b"6-0")
 
 
 def test_ops_round_trip_and_bad_ones() -> None:

@@ -121,6 +121,26 @@ def test_a_claim_held_elsewhere_gets_retry_then_the_holders_reply(tmp_path, redi
         assert not sink.by_message_id().get("")
 
 
+def _trim_past(redis_server, prefix: str, address: str) -> None:
+    """Put ``address`` in the snapshot hash only, then push 1,500 empty batches through
+    the stream trimmed to 1,000 (as if other nodes had been busy)."""
+    from salvo.core.cluster import encode_entry, encode_ops
+    from salvo.core.suppression import SuppressionEntry, entry_key
+
+    keys = ClusterKeys(prefix)
+    client = redis_server.client()
+    client.hset(
+        keys.supp_all,
+        entry_key("", b"a", address),
+        encode_entry(SuppressionEntry(address, reason="manual", created=time.time())),
+    )
+    pipe = client.pipeline(transaction=False)
+    for _ in range(1500):
+        pipe.xadd(keys.supp_stream, {b"n": b"z", b"b": encode_ops([])}, maxlen=1000)
+    pipe.execute()
+    client.close()
+
+
 def test_a_node_catches_up_after_downtime_and_a_new_node_loads_the_snapshot(tmp_path, redis_server):
     from clusterutil import cluster_extra
     from nodeutil import NodeProcess, NodeSetup
@@ -140,6 +160,13 @@ def test_a_node_catches_up_after_downtime_and_a_new_node_loads_the_snapshot(tmp_
         assert done.returncode == 0, done.stderr
         b.start()
         assert wait_suppressed_on(b, "two@example.org", timeout=10) is not None
+        # b away while more than the stream keeps was written: its last entry is trimmed,
+        # so it loads the snapshot (which alone holds the entry of trim@).
+        assert b.terminate() == 0
+        _trim_past(redis_server, prefix, "trim@example.org")
+        b.start()
+        assert wait_suppressed_on(b, "trim@example.org", timeout=10) is not None
+        assert "entries from the snapshot applied" in b.log().rpartition("---- start")[2]
         # A node that never followed this Redis loads the snapshot hash first.
         setup = NodeSetup(
             tmp_path / "c",
@@ -152,6 +179,6 @@ def test_a_node_catches_up_after_downtime_and_a_new_node_loads_the_snapshot(tmp_
             for address in ("one@example.org", "two@example.org"):
                 assert wait_suppressed_on(c, address, timeout=10) is not None, address
             assert submit(c, "c-clean", ["fine@example.org"])["status"] == "accepted"
-            assert "suppression: 2 entries from the snapshot applied" in c.log()
+            assert "suppression: 3 entries from the snapshot applied" in c.log()
         finally:
             c.close()
