@@ -121,6 +121,16 @@ def test_a_claim_held_elsewhere_gets_retry_then_the_holders_reply(tmp_path, redi
         assert not sink.by_message_id().get("")
 
 
+def _start_on_new_ports(node) -> None:
+    """Restart a stopped node on fresh ports (its old ones may be taken meanwhile on a
+    busy machine: seen once as 'Address already in use')."""
+    from nodeutil import free_port
+
+    node.setup.ingress_port, node.setup.events_port = free_port(), free_port()
+    node.setup.write()
+    node.start()
+
+
 def _trim_past(redis_server, prefix: str, address: str) -> None:
     """Put ``address`` in the snapshot hash only, then push 1,500 empty batches through
     the stream trimmed to 1,000 (as if other nodes had been busy)."""
@@ -158,13 +168,13 @@ def test_a_node_catches_up_after_downtime_and_a_new_node_loads_the_snapshot(tmp_
             "suppress", "--config", str(a.setup.config_path), "add", "two@example.org"
         )
         assert done.returncode == 0, done.stderr
-        b.start()
+        _start_on_new_ports(b)
         assert wait_suppressed_on(b, "two@example.org", timeout=10) is not None
         # b away while more than the stream keeps was written: its last entry is trimmed,
         # so it loads the snapshot (which alone holds the entry of trim@).
         assert b.terminate() == 0
         _trim_past(redis_server, prefix, "trim@example.org")
-        b.start()
+        _start_on_new_ports(b)
         assert wait_suppressed_on(b, "trim@example.org", timeout=10) is not None
         assert "entries from the snapshot applied" in b.log().rpartition("---- start")[2]
         # A node that never followed this Redis loads the snapshot hash first.
