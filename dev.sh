@@ -30,6 +30,8 @@ system_packages() {
         # The dashboard's test drives Debian's Chromium through its chromedriver (Selenium).
         [ -x /usr/bin/chromium ] || need+=(chromium)
         [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+        # Redis is the shared store of the cluster tests (each test session runs its own).
+        [ -x /usr/bin/redis-server ] || need+=(redis-server)
         # `salvo top` is tested in a real terminal.
         command -v tmux >/dev/null || need+=(tmux)
         # SpamAssassin's spamd scores content in the [content] tests (each runs its own).
@@ -54,6 +56,11 @@ system_packages() {
     if [[ " ${need[*]} " == *" spamd "* ]]; then
         $sudo service spamd stop >/dev/null 2>&1 || true
         $sudo systemctl disable --now spamd >/dev/null 2>&1 || true
+    fi
+    # Nor a Redis daemon on port 6379: the tests start their own on free ports.
+    if [[ " ${need[*]} " == *" redis-server "* ]]; then
+        $sudo service redis-server stop >/dev/null 2>&1 || true
+        $sudo systemctl disable --now redis-server >/dev/null 2>&1 || true
     fi
 }
 

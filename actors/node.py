@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 
 import trio
 
+from salvo.actors.cluster import start_cluster
 from salvo.actors.control import Control
 from salvo.actors.delivery import Delivery, Result
 from salvo.actors.dispatch import Dispatcher
@@ -97,6 +98,7 @@ async def run_core(config: Config, work_endpoint: str) -> None:
             max_size=parse_size(config.events.log_max_size),
             keep=config.events.log_keep,
         )
+    cluster = None
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as outer:
             outer.start_soon(writer.run)
@@ -126,6 +128,8 @@ async def run_core(config: Config, work_endpoint: str) -> None:
                 await start_http(
                     work, config, spool, metrics, shared, control, alerts, scheduler, hooks
                 )
+                # Before the ingress: in a cluster, job ids are claimed before each commit.
+                cluster = await start_cluster(work, config, spool, writer, metrics)
                 await work.start(ingress.run)
                 work.start_soon(scheduler.run_claims)
                 log.info(
@@ -150,10 +154,14 @@ async def run_core(config: Config, work_endpoint: str) -> None:
                 handed_back = await scheduler.drain(DRAIN_TIMEOUT)
                 if handed_back:
                     log.info("%d recipients handed back to the queue", handed_back)
+                if cluster is not None:
+                    await writer.claims.drain(2.0)
                 work.cancel_scope.cancel()
             writer.close()
             await events_send.aclose()
             absorb.cancel()
+    if cluster is not None:
+        cluster.close()
     spool.close()
     log.info("node stopped")
 

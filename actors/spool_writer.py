@@ -98,6 +98,9 @@ class SpoolWriter:
         self._limiter = trio.CapacityLimiter(1)
         self._closed = False
         self._stats = WriterStatistics()
+        # In a cluster: claims each batch's job ids in Redis before the commit
+        # (salvo.actors.cluster_claims.Claims); None: a node alone, nothing asked.
+        self.claims: Any = None
 
     def statistics(self) -> WriterStatistics:
         """Counters since start."""
@@ -193,15 +196,32 @@ class SpoolWriter:
                         await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def _commit_jobs(self, batch: _Batch) -> None:
+        jobs = batch.jobs
         try:
             # Shielded: once begun, the transaction's outcome must reach its submitters.
             with trio.CancelScope(shield=True):
-                batch.results = await trio.to_thread.run_sync(
-                    self._write_jobs, batch.jobs, limiter=self._limiter
-                )
+                if self.claims is None:
+                    batch.results = await trio.to_thread.run_sync(
+                        self._write_jobs, jobs, limiter=self._limiter
+                    )
+                else:
+                    batch.results = await self._claim_and_write(batch)
         except SalvoError as exc:
             batch.error = exc
+            if self.claims is not None:
+                self.claims.release(jobs)
         batch.done.set()
+
+    async def _claim_and_write(self, batch: _Batch) -> list[Submitted]:
+        """Claim the batch's ids cluster-wide, commit the jobs that may be, merge replies."""
+        early = await self.claims.claim(batch.jobs)
+        jobs = [job for job, reply in zip(batch.jobs, early, strict=True) if reply is None]
+        written: list[Submitted] = []
+        if jobs:
+            written = await trio.to_thread.run_sync(self._write_jobs, jobs, limiter=self._limiter)
+            self.claims.committed(jobs, written)
+        results = iter(written)
+        return [reply if reply is not None else next(results) for reply in early]
 
     async def _commit(self, batch: list, write: Callable[[list], list]) -> None:
         slots = [slot for _, slot in batch]

@@ -95,6 +95,17 @@ class SpoolSection(_Section):
     idempotency_window: Duration = "7d"
 
 
+class ClusterSection(_Section):
+    redis: str = ""  # "": this node runs alone (no Redis needed)
+    node_name: str = ""  # "": the machine's host name; unique in the cluster
+    prefix: str = "salvo"  # of every Redis key: several clusters may share one Redis
+    connect_timeout: Duration = "1s"
+    command_timeout: Duration = "2s"
+    claim_ttl: Duration = "1h"  # how long a job id stays claimed cluster-wide
+    when_down: str = "retry"  # jobs while Redis is unreachable: "retry" or "accept"
+    stream_max: int = 100_000  # suppression stream entries kept (each one a batch)
+
+
 class DkimKey(_Section):
     selector: str
     private_key: str
@@ -504,6 +515,7 @@ class Config(_Section):
     webhooks: list[WebhookSection] = []
     warmup: dict[str, WarmupPlan] = {}
     content: ContentSection = ContentSection()
+    cluster: ClusterSection = ClusterSection()
     # Where relative paths start: the config file's folder.
     base_dir: str = ""
 
@@ -520,6 +532,11 @@ class Config(_Section):
     @property
     def hostname(self) -> str:
         return self.node.hostname or host.fqdn()
+
+    @property
+    def node_name(self) -> str:
+        """This node's name in the cluster (``[cluster] node_name``, else the host name)."""
+        return self.cluster.node_name or host.fqdn()
 
     def signer_count(self) -> int:
         return self.node.signers or host.cpu_count()
@@ -752,6 +769,33 @@ def _validate_warmup(config: Config) -> None:
                     "a source follows one plan"
                 )
     _validate_content(config.content)
+    _validate_cluster(config.cluster)
+
+
+_REDIS_URL = re.compile(r"^(redis|rediss)://[^\s]*$|^unix://\S+$")
+
+
+def _validate_cluster(cluster: ClusterSection) -> None:
+    where = "config: [cluster]"
+    if cluster.redis and not _REDIS_URL.match(cluster.redis):
+        raise ConfigError(
+            f"{where} redis: {cluster.redis!r} is not a Redis URL "
+            "(redis://HOST:PORT/DB, rediss://... or unix:///PATH); empty runs alone"
+        )
+    name = cluster.node_name
+    if name and (len(name) > 64 or not name.isprintable() or " " in name):
+        raise ConfigError(f"{where} node_name: 1-64 printable characters without spaces")
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,32}", cluster.prefix):
+        raise ConfigError(f"{where} prefix: 1-32 of A-Z a-z 0-9 _ . : -")
+    for key in ("connect_timeout", "command_timeout", "claim_ttl"):
+        if parse_duration(getattr(cluster, key), key=f"[cluster] {key}") <= 0:
+            raise ConfigError(f"{where} {key}: must be more than 0")
+    if parse_duration(cluster.claim_ttl) < 60:
+        raise ConfigError(f"{where} claim_ttl: at least 1m (longer than producers retry)")
+    if cluster.when_down not in ("retry", "accept"):
+        raise ConfigError(f"{where} when_down: 'retry' or 'accept', not {cluster.when_down!r}")
+    if cluster.stream_max < 1000:
+        raise ConfigError(f"{where} stream_max: 1000 or more")
 
 
 # https://host[:port][/path], no query or fragment; no character that ends a URL in a

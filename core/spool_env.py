@@ -52,6 +52,7 @@ DB_NAMES = (
     "wh_out",  # webhook NUL u64 seq -> u64 event ms + event JSON (core/outbox)
     "wh_stat",  # webhook -> msgpack [pending, delivered, expired] (core/outbox)
     "warmup",  # source NUL provider -> LaneState (warm-up per lane, core/warmup_store)
+    "cluster",  # suppression outbox and replication state (core/cluster_store)
 )
 STORE_SUBDIR = "store"
 NODE_LOCK = "node.lock"  # taken by a running node before it opens the store (actors/supervisor)

@@ -80,6 +80,9 @@ class SuppressionStore:
         self.store = store
         self._db = store.dbs["supp"]
         self._exp = store.dbs["supp_exp"]
+        from salvo.core import cluster_store  # it imports this module
+
+        self._outbox_add_in = cluster_store.outbox_add_in
 
     # ---- writes ------------------------------------------------------------------------
 
@@ -103,8 +106,20 @@ class SuppressionStore:
         entry = SuppressionEntry(parsed.display, tenant, reason, source, created, expires)
         return entry_key(tenant, parsed.kind, parsed.key), entry
 
-    def put_in(self, txn: Any, items: Iterable[tuple[bytes, SuppressionEntry]]) -> int:
-        """Write entries inside ``txn`` (replacing existing ones); return the count."""
+    def put_in(
+        self,
+        txn: Any,
+        items: Iterable[tuple[bytes, SuppressionEntry]],
+        *,
+        publish: bool = True,
+    ) -> int:
+        """Write entries inside ``txn`` (replacing existing ones); return the count.
+
+        In a cluster, ``publish`` also puts them in the outbox for the other nodes (False
+        for entries that came from them)."""
+        items = list(items)
+        if publish and items:
+            self._outbox_add_in(txn, self.store, items)
         n = 0
         for key, entry in items:
             old = txn.get(key, db=self._db)
@@ -140,15 +155,18 @@ class SuppressionStore:
         keys = [entry_key(tenant, t.kind, t.key) for t in map(parse_target, targets)]
 
         def fn(txn: Any) -> int:
-            n = 0
-            for key in keys:
-                old = txn.get(key, db=self._db)
-                if old is not None:
-                    self._drop_expiry(txn, key, _DEC.decode(old))
-                    n += txn.delete(key, db=self._db)
-            return n
+            self._outbox_add_in(txn, self.store, [(key, None) for key in keys])
+            return sum(self.delete_in(txn, key) for key in keys)
 
         return self.store.write(fn)
+
+    def delete_in(self, txn: Any, key: bytes) -> int:
+        """Delete the entry under an LMDB key inside ``txn`` (not published); 1 or 0."""
+        old = txn.get(key, db=self._db)
+        if old is None:
+            return 0
+        self._drop_expiry(txn, key, _DEC.decode(old))
+        return int(txn.delete(key, db=self._db))
 
     def _drop_expiry(self, txn: Any, key: bytes, entry: SuppressionEntry) -> None:
         if entry.expires is not None:

@@ -33,7 +33,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="manage the suppression list",
         description="Addresses and domains that are never mailed. Works while a node runs.",
     )
-    p.add_argument("--data", default="salvo-data", help="data directory (default: salvo-data)")
+    p.add_argument("--data", default=None, help="data directory (default: salvo-data)")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the node's config: its data directory, and in a cluster ([cluster] redis) "
+        "changes are published to every node",
+    )
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     add = sub.add_parser("add", help="suppress addresses or domains (example.org)")
@@ -70,7 +76,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _open(args: argparse.Namespace) -> SuppressionStore:
-    return SuppressionStore(Store(args.data))
+    if args.config is None:
+        return SuppressionStore(Store(args.data or "salvo-data"))
+    from salvo.core import cluster_store
+    from salvo.core.config import load_config
+
+    if args.data is not None:
+        raise SystemExit("salvo suppress: give --config or --data, not both")
+    config = load_config(args.config)
+    args.cluster_config = config if config.cluster.redis else None
+    store = Store(config.data_dir)
+    if args.cluster_config is not None:  # changes go to the outbox even before a node ran
+        store.write(lambda txn: cluster_store.set_on_in(txn, store, True))
+    return SuppressionStore(store)
+
+
+def _publish(args: argparse.Namespace, store: SuppressionStore) -> None:
+    """In a cluster: publish the changes now (else the node does, within a second)."""
+    config = getattr(args, "cluster_config", None)
+    if config is None:
+        return
+    from salvo.actors.cluster import RedisDown
+    from salvo.actors.cluster_suppression import publish_outbox
+
+    try:
+        publish_outbox(store.store, config)
+    except RedisDown as exc:
+        print(
+            f"the cluster's Redis is unreachable ({exc}); the node publishes the change "
+            "when it is back",
+            file=sys.stderr,
+        )
+    else:
+        # (A running node may have published some of them first: a change is sent once.)
+        print("published to the cluster", file=sys.stderr)
 
 
 def _add(args: argparse.Namespace) -> int:
@@ -88,12 +127,15 @@ def _add(args: argparse.Namespace) -> int:
     scope = f"tenant {args.tenant}" if args.tenant else "all tenants"
     until = f", until {format_time(expires)}" if expires else ""
     print(f"suppressed {n} for {scope} (reason {args.reason}{until})")
+    _publish(args, store)
     return 0
 
 
 def _remove(args: argparse.Namespace) -> int:
-    n = _open(args).remove(args.targets, tenant=args.tenant)
+    store = _open(args)
+    n = store.remove(args.targets, tenant=args.tenant)
     print(f"removed {n} of {len(args.targets)}")
+    _publish(args, store)
     return 0 if n else 1
 
 
@@ -144,12 +186,14 @@ def _import(args: argparse.Namespace) -> int:
         else:
             bars[phase].update(n)
 
+    store = _open(args)
     try:
-        n = import_csv(_open(args), args.file, time.time(), progress)
+        n = import_csv(store, args.file, time.time(), progress)
     finally:
         for bar in bars.values():
             bar.close()
     print(f"imported {n} entries from {args.file}")
+    _publish(args, store)
     return 0
 
 

@@ -7,6 +7,7 @@ helpers that start and stop them.
 - :mod:`salvo.testing.smartsink`: that sink as its own process, and the handle that
   starts it and reads its counters.
 - :mod:`salvo.testing.postfix`: Postfix's ``smtp-sink`` as a process.
+- :mod:`salvo.testing.redis`: a throwaway ``redis-server`` for the cluster (no persistence).
 - :mod:`salvo.testing.samples`: personalized newsletter templates, recipients and jobs.
 - :mod:`salvo.testing.procs`: free ports, waiting for a listener, stopping a process
   group, CPU and memory of a process from ``/proc``.
