@@ -31,7 +31,7 @@ T = TypeVar("T")
 FORMAT = b"salvo-store"
 VERSION = 1
 DB_NAMES = (
-    "meta",  # format marker, version, next job sequence number
+    "meta",  # format marker, version, next job sequence number, encryption mode
     "jobs",  # seq -> JobRecord
     "rcpts",  # seq+idx -> RcptRecord
     "vars",  # seq+idx -> msgpack variables (deleted when the recipient is final)
@@ -49,6 +49,7 @@ DB_NAMES = (
     "fb_count",  # counter name -> u64 (reports by kind, complaints per campaign, ...)
     "kpi",  # minute (u32) + dimension -> msgpack {counter: n} (salvo.core.kpis)
     "pause",  # kind NUL scope NUL name -> Pause (operator pauses and cancels, core/pauses)
+    "keys",  # tenant NUL name NUL generation -> wrapped data key (core/spool_keys)
 )
 STORE_SUBDIR = "store"
 NODE_LOCK = "node.lock"  # taken by a running node before it opens the store (actors/supervisor)
