@@ -23,6 +23,8 @@ COMMANDS = (
     "status",
     "top",
     "suppress",
+    "tenant",
+    "keys",
     "feedback",
     "dkim",
     "doctor",
