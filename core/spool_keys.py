@@ -28,6 +28,10 @@ from salvo.core.errors import SpoolError
 __all__ = ["DataKeys", "KeyEntry", "MasterKeyError", "recorded_mode", "resolve_mode", "shred_in"]
 
 KIND_TENANT = b"tenant"
+# A tenant's data key seals new records for this long, then a new generation takes over
+# (the old one still opens what it sealed). Random 96-bit nonces should stay below 2**32
+# records per key; 30 days of 100 million messages a day is 3 * 10**9.
+KEY_LIFETIME = 30 * 86400.0
 _GEN = 4  # bytes of the generation at the end of a key
 
 
@@ -101,7 +105,8 @@ class DataKeys:
         self.master_id = sc.master_id(master_key)
         self._random_bytes = random_bytes
         self._epoch: bytes | None = None
-        self._current: dict[str, tuple[int, Any]] = {}  # tenant -> (generation, cipher)
+        # tenant -> (generation, cipher, sealing until)
+        self._current: dict[str, tuple[int, Any, float]] = {}
         self._ciphers: dict[tuple[str, int], Any] = {}  # (tenant, generation) -> cipher
         self._made: list[tuple[str, int]] = []  # keys made by the transaction under way
 
@@ -141,10 +146,10 @@ class DataKeys:
 
     def current_in(self, txn: Any, tenant: str, now: float) -> tuple[int, Any]:
         """(generation, cipher) to seal the tenant's new records with; a key is made on
-        the tenant's first job and after a shred."""
+        the tenant's first job, after a shred, and when the last one is KEY_LIFETIME old."""
         got = self._current.get(tenant)
-        if got is not None:
-            return got
+        if got is not None and now < got[2]:
+            return got[0], got[1]
         prefix = tenant_prefix(tenant)
         cur = txn.cursor(db=self._keys)
         last = None  # the newest generation (few per tenant: one more per shred)
@@ -153,10 +158,13 @@ class DataKeys:
                 if not key.startswith(prefix):
                     break
                 last = (int.from_bytes(key[-_GEN:], "big"), _DEC.decode(raw))
-        if last is not None and last[1].wrapped:
-            generation = last[0]
-            cipher = self._unwrap(tenant, generation, last[1].wrapped)
+        if last is not None and last[1].wrapped and now < last[1].created + KEY_LIFETIME:
+            generation, created = last[0], last[1].created
+            cipher = self._ciphers.get((tenant, generation))
+            if cipher is None:
+                cipher = self._unwrap(tenant, generation, last[1].wrapped)
         else:
+            created = now
             generation = last[0] + 1 if last is not None else 1
             data_key = self._random_bytes(sc.KEY_BYTES)
             name = key_name(tenant, generation)
@@ -164,7 +172,7 @@ class DataKeys:
             txn.put(name, _ENC.encode(KeyEntry(wrapped, now)), db=self._keys)
             cipher = sc.aead(data_key)
             self._made.append((tenant, generation))
-        self._current[tenant] = (generation, cipher)
+        self._current[tenant] = (generation, cipher, created + KEY_LIFETIME)
         self._ciphers[(tenant, generation)] = cipher
         return generation, cipher
 

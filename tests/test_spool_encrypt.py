@@ -13,7 +13,7 @@ import pytest
 
 from salvo.core import spool_records as r
 from salvo.core.protocol import Job, Recipient
-from salvo.core.spool import Outcome, Spool
+from salvo.core.spool import Outcome, Spool, SpoolConfig
 from salvo.core.spool_env import Store
 from salvo.core.spool_keys import MasterKeyError
 
@@ -209,3 +209,20 @@ def test_a_failed_submit_does_not_leave_an_unstored_key_in_the_cache(tmp_path):
     with Spool.open(data, master_key=key) as spool:
         claim = spool.claim_due(NOW + 1, 10_000)
         assert len(claim.claimed) == 8000 and not claim.finished
+
+
+def test_a_tenant_key_seals_for_30_days_then_a_new_generation_takes_over(tmp_path):
+    from salvo.core import spool_crypto as sc
+
+    data = tmp_path / "data"
+    key = os.urandom(32)
+    later = NOW + 31 * 86400
+    config = SpoolConfig(max_age=60 * 86400)  # the first jobs must not expire meanwhile
+    with Spool.open(data, config, master_key=key) as spool:
+        spool.submit_many([_job("a")], NOW)
+        spool.submit_many([_job("b")], NOW + 86400)
+        spool.submit_many([_job("c")], later)
+        gens = [sc.generation_of(spool.get_job(seq).sealed) for seq in (1, 2, 3)]
+        assert gens == [1, 1, 2]
+        claim = spool.claim_due(later + 1, 100)
+        assert len(claim.claimed) == 9 and not claim.finished
