@@ -15,13 +15,17 @@ import subprocess
 import sys
 import time
 
+import msgspec
 import pytest
 from nodeutil import AioSink, NodeProcess, NodeSetup, job, running_node, wait_for
 
 from salvo.client import Producer
+from salvo.core import spool_crypto as sc
 from salvo.core import spool_records as r
+from salvo.core.protocol import Job
 from salvo.core.spool import Spool
 from salvo.core.spool_env import Store
+from salvo.core.spool_keys import MasterKeyError
 
 BOUND = 60.0
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} salvo\.")
@@ -211,3 +215,39 @@ def test_encrypt_false_for_an_encrypted_dir_is_refused(tmp_path):
     status, line = _salvo_node(setup)
     assert status == 1
     assert "[spool] encrypt = false, but this data dir is encrypted" in line
+
+
+def test_rotate_master_rewraps_the_data_keys_under_the_new_key(tmp_path):
+    setup = NodeSetup(tmp_path, routes={})
+    old = _encrypted_data_dir(setup)
+    key_file = setup.root / "keys" / "spool.master"
+    key_file.write_text(base64.b64encode(old).decode() + "\n")
+    with Spool.open(setup.data_dir, master_key=old) as spool:
+        spool.submit_many([msgspec.convert(_marked_job("k1", "acme", 2, 0), Job)], time.time())
+    new_file = setup.root / "keys" / "spool.master.new"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "salvo",
+            "keys",
+            "rotate-master",
+            "--config",
+            str(setup.config_path),
+            "--new-key",
+            str(new_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=BOUND,
+        cwd=setup.root,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "re-wrapped 1 data key(s)" in done.stdout
+    assert stat.S_IMODE(new_file.stat().st_mode) == 0o600
+    new = sc.parse_master_key(new_file.read_text(), "new")
+    with pytest.raises(MasterKeyError):
+        Spool.open(setup.data_dir, master_key=old)
+    with Spool.open(setup.data_dir, master_key=new) as spool:
+        claim = spool.claim_due(time.time() + 1, 10)
+        assert len(claim.claimed) == 2 and not claim.finished
