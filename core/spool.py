@@ -195,11 +195,28 @@ class Spool:
         if master_key is None and encrypt is None:
             self.encrypted = store.read(lambda txn: sk.recorded_mode(txn, self._db["meta"]))
         else:
-            self.keys = store.write(lambda txn: self._keys_in(txn, master_key, encrypt))
+            self.keys = self._open_keys(master_key, encrypt)
             self.encrypted = self.keys is not None
         # Told the bucket keys of every KPI increment written (the alerts actor: which
         # campaigns, tenants, ... to evaluate again); runs on the writer's thread.
         self.on_kpis: Callable[[list[bytes]], None] | None = None
+
+    def _open_keys(
+        self, master_key: bytes | Callable[[], bytes] | None, encrypt: bool | None
+    ) -> sk.DataKeys | None:
+        # A data dir whose mode and key are recorded needs no write (no fsync) to open.
+        meta = self._db["meta"]
+        recorded, known = self.store.read(
+            lambda txn: (txn.get(b"encrypt", db=meta), txn.get(b"master_id", db=meta))
+        )
+        if recorded == b"0" and not encrypt:
+            return None
+        if recorded == b"1" and known is not None and encrypt is not False and master_key:
+            key = master_key() if callable(master_key) else master_key
+            keys = sk.DataKeys(self._db, key, self._random_bytes or _no_random)
+            self.store.read(keys.check_in)
+            return keys
+        return self.store.write(lambda txn: self._keys_in(txn, master_key, encrypt))
 
     def _keys_in(
         self, txn: Any, master_key: bytes | Callable[[], bytes] | None, encrypt: bool | None
