@@ -1,6 +1,6 @@
 """The admin routes of the node's HTTP server: ``/metrics`` and ``/api/kpis`` (docs/metrics.md),
 ``/api/pause``, ``/api/resume``, ``/api/cancel`` and ``/api/pauses`` (docs/control.md),
-``/api/alerts`` (docs/alerts.md).
+``/api/alerts`` (docs/alerts.md), ``/api/webhooks`` (docs/webhooks.md).
 
 Every ``/api/`` call needs ``Authorization: Bearer TOKEN`` (the token in ``[http]
 token_file``), compared in constant time; a wrong or missing one gets 401 with a JSON
@@ -70,9 +70,11 @@ class Admin:
         clock: Callable[[], float] = time.time,
         control=None,  # salvo.actors.control.Control
         alerts=None,  # salvo.actors.alerts.Alerts
+        webhooks=None,  # salvo.actors.webhooks.Webhooks
     ) -> None:
         self.control = control
         self.alerts = alerts
+        self.webhooks = webhooks
         self._token = token.encode()
         self.metrics = metrics
         self.spool = spool
@@ -91,6 +93,7 @@ class Admin:
             Route.of("GET", r"/api/kpis", self.get_kpis),
             Route.of("GET", r"/api/pauses", self.get_pauses),
             Route.of("GET", r"/api/alerts", self.get_alerts),
+            Route.of("GET", r"/api/webhooks", self.get_webhooks),
             Route.of("POST", r"/api/pause", self.post_pause, MAX_CONTROL_BODY),
             Route.of("POST", r"/api/resume", self.post_resume, MAX_CONTROL_BODY),
             Route.of("POST", r"/api/cancel", self.post_cancel, MAX_CONTROL_BODY),
@@ -142,6 +145,14 @@ class Admin:
         if not self.authorized(request):
             return self._denied()
         return json_response(404, {"error": f"no such API: {request.method} {request.path}"})
+
+    async def get_webhooks(self, request: Request) -> Response:
+        if not self.authorized(request):
+            return self._denied()
+        if self.webhooks is None:
+            return json_response(200, {"webhooks": [], "now": self._clock()})
+        listing = await trio.to_thread.run_sync(self.webhooks.status)
+        return json_response(200, {"webhooks": listing, "now": self._clock()})
 
     # -- pause, resume, cancel (docs/control.md) --------------------------------------------
 

@@ -95,10 +95,15 @@ class Alerts:
             alert = self.alerting.judge(rule, name, value, volume, now)
             if alert is not None:
                 changes.append(alert)
+        if not changes:
+            return changes
+        events = [al.event_of(a, now) for a in changes]
+        # The webhooks' copy first, durably: an alert must reach them even if the node
+        # dies right after its pause.
+        await trio.to_thread.run_sync(self.spool.add_webhook_events, events)
         for alert in changes:
             await self._act(alert, now)
-        if changes:
-            await self._events.send([al.event_of(a, now) for a in changes])
+        await self._events.send(events)
         return changes
 
     # -- reading (on a worker thread: LMDB read transactions) -----------------------------------

@@ -34,6 +34,8 @@ from salvo.core.policy import SourcePicker, throttles
 from salvo.core.providers import ProviderTable, route_key
 from salvo.core.shaping import Limits, Shaper
 from salvo.core.smtp import Outcome, Scope, SMTPTimeouts
+from salvo.core.spool import Outcome as SpoolOutcome
+from salvo.core.warmup import Caps, hold_delay
 
 __all__ = ["BATCH", "Delivery", "Lane", "Message", "Result", "RouteSettings"]
 
@@ -67,9 +69,10 @@ class Result:
     source: str
     # Deferred because the lane is paused: not due before this (Delivery.clock, seconds).
     retry_at: float | None = None
-    # Handed back untried (an operator's or an alert's pause landed while it waited): the
-    # spool outcome to record as it is (salvo.core.spool.Outcome), no attempt counted.
-    held: object | None = None
+    # Handed back untried: an operator's or an alert's pause landed while it waited, or
+    # every source of its pool is at its warm-up cap for the provider today. The spool
+    # outcome to record as it is (queued, no attempt counted, no event).
+    held: SpoolOutcome | None = None
 
 
 @dataclass(frozen=True)
@@ -143,7 +146,8 @@ class Delivery:
         # While any pause is in effect (set by salvo.actors.control): (message, provider)
         # -> the hand-back of a queued message that must not go out, or None. Asked when a
         # connection takes a message, so a pause stops what already waits in a route.
-        self.hold: Callable[[Message, str], object | None] | None = None
+        self.hold: Callable[[Message, str], SpoolOutcome | None] | None = None
+        self.warmup: Caps | None = None  # daily caps of warming sources, set by the scheduler
         self._sources: dict[tuple[tuple[str, ...], tuple[int, ...]], SourcePicker] = {}
         self.starved: set[Route] = set()
         self.nursery: trio.Nursery
@@ -204,8 +208,14 @@ class Delivery:
         now = trio.current_time()
         return min(lane.shaper.pause_left(now) for lane in lanes)
 
-    def pick_source(self, sources: list[str], weights: list[int] | None = None) -> str | None:
-        """The next source address of a pool (weighted round robin); None: the system's."""
+    def pick_source(
+        self,
+        sources: list[str],
+        weights: list[int] | None = None,
+        full: frozenset[str] = frozenset(),
+    ) -> str | None:
+        """The next source address of a pool (weighted round robin); None: the system's.
+        Sources in ``full`` (at their warm-up cap) never take a turn."""
         if not sources:
             return None
         key = (tuple(sources), tuple(weights or ()))
@@ -214,7 +224,22 @@ class Delivery:
             picker = self._sources[key] = SourcePicker(sources, weights)
         # A source the operator paused sits out; should every one be paused (a message
         # signed before the pause), it goes out rather than being lost.
+        if full:
+            return picker.next(self.paused_sources | full) or picker.next(full)
         return picker.next(self.paused_sources) or picker.next()
+
+    def _hold(self, message: Message, sources: list[str], provider: str, now: float) -> None:
+        """Every source of the pool is at its warm-up cap for ``provider``: the message goes
+        back to the queue until the next day (never dropped, no attempt counted)."""
+        assert self.warmup is not None
+        reopens = self.warmup.reopens(sources, provider, now)
+        text = f"{provider}: every source is at its warm-up cap for today"
+        outcome = Outcome.deferred(message.rcpt, Scope.SITE, text)
+        retry_at = now + hold_delay(now, reopens, self.rng)
+        held = SpoolOutcome(
+            seq=message.seq, idx=message.idx, state="queued", text=text, next_attempt=retry_at
+        )
+        self._results.send_nowait(Result(message, outcome, "", "", retry_at, held))
 
     def send(
         self,
@@ -232,8 +257,19 @@ class Delivery:
         hosts its connection may go to, in order."""
         if not message.hosts:
             message.hosts = [(host, host, port)]
-        source = self.pick_source(sources, weights)
         provider = provider or route_key(host, port)
+        caps = self.warmup
+        if caps:
+            now = self.clock()
+            full = caps.full(sources, provider, now)
+            if full and full.issuperset(sources):
+                self._hold(message, sources, provider, now)
+                return
+            source = self.pick_source(sources, weights, full)
+            if source is not None:
+                caps.take(source, provider, now)
+        else:
+            source = self.pick_source(sources, weights)
         if self.providers is not None:  # the provider's TLS policy (docs/smtp.md)
             tls = self.providers.get(provider).tls
             if tls != settings.tls:
@@ -260,7 +296,7 @@ class Delivery:
             }
         return out
 
-    def hand_back(self, message: Message, held: object) -> None:
+    def hand_back(self, message: Message, held: SpoolOutcome) -> None:
         """Report a message that a pause holds back: recorded as ``held`` says, unsent."""
         outcome = Outcome.deferred(message.rcpt, Scope.MESSAGE, "held back by a pause")
         self.in_flight -= 1

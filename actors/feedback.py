@@ -53,7 +53,8 @@ def process_one(
     book: bool = True,
 ) -> list[Event]:
     """Apply and delete pending report ``rid`` in one transaction (on the writer thread);
-    with ``book``, the KPI buckets of its events in the same transaction."""
+    with ``book``, the KPI buckets of its events in the same transaction, and the events
+    the webhooks take in their outbox."""
 
     def fn(txn) -> list[Event]:
         raw = spool.feedback.take_in(txn, rid)
@@ -65,6 +66,7 @@ def process_one(
         fb_apply.count_report_in(spool, txn, report, applied)
         if book and applied.events:
             spool.add_kpis_in(txn, kpis.book_events(applied.events, now))
+        spool.add_webhook_events_in(txn, applied.events)
         return applied.events
 
     return spool.store.write(fn)
@@ -169,6 +171,7 @@ class Feedback:
             )
             if self.bookkeeping and events:
                 self.spool.add_kpis_in(txn, kpis.book_events(events, now))
+            self.spool.add_webhook_events_in(txn, events)
             return events
 
         events = await self.writer.run_sync(self.spool.store.write, write)

@@ -94,6 +94,12 @@ class Metrics:
             ["rule", "action"],
             registry=self.registry,
         )
+        self.webhook_posts = Counter(
+            "salvo_webhook_posts",
+            "Webhook POSTs by webhook and result (2xx, 4xx, 5xx, other, error: no answer).",
+            ["webhook", "result"],
+            registry=self.registry,
+        )
         self._lat_counts = [0] * (len(LATENCY_BUCKETS) + 1)
         self._lat_sum = 0.0
         # Set by the node: () -> (waiting, in flight, oldest age s); the delivery engine.
@@ -103,6 +109,8 @@ class Metrics:
         self.operator_pauses: Callable[[], list[tuple[str, str]]] | None = None
         # () -> active alerts per (rule, scope), every rule listed (salvo.actors.alerts).
         self.alerts_firing: Callable[[], dict[tuple[str, str], int]] | None = None
+        # () -> (webhook, events in its outbox) (salvo.actors.webhooks).
+        self.webhook_pending: Callable[[], list[tuple[str, int]]] | None = None
         self.registry.register(_Gauges(self))
 
     # -- counting, once per batch ---------------------------------------------------------------
@@ -209,6 +217,24 @@ class _Gauges(Collector):
         if m.operator_pauses is not None:
             for scope, name in m.operator_pauses():
                 paused.add_metric([f"operator:{scope}", name], 1)
+        cap = GaugeMetricFamily(
+            "salvo_warmup_cap",
+            "Today's warm-up cap of a warming source towards a provider.",
+            labels=["provider", "source"],
+        )
+        used = GaugeMetricFamily(
+            "salvo_warmup_used",
+            "Messages a warming source sent (or has in flight) to a provider today.",
+            labels=["provider", "source"],
+        )
+        caps = delivery.warmup if delivery is not None else None
+        if caps:
+            for source, provider, n, sent in sorted(caps.lanes()):
+                if n is not None:  # warmed: no cap any more
+                    cap.add_metric([m.provider(provider), source], n)
+                    used.add_metric([m.provider(provider), source], sent)
+        yield cap
+        yield used
         yield connections
         yield paused
         firing = GaugeMetricFamily(
@@ -218,6 +244,16 @@ class _Gauges(Collector):
             for (rule, scope), n in sorted(m.alerts_firing().items()):
                 firing.add_metric([rule, scope], n)
         yield firing
+        pending = GaugeMetricFamily(
+            "salvo_webhook_pending", "Events in a webhook's outbox.", labels=["webhook"]
+        )
+        if m.webhook_pending is not None:
+            try:
+                for name, n in m.webhook_pending():
+                    pending.add_metric([name], n)
+            except Exception as exc:  # a scrape must not fail on a busy spool
+                log.warning("webhook gauges not read: %s", exc)
+        yield pending
 
 
 def book_batch(

@@ -34,9 +34,11 @@ from salvo.actors.signer import profiled
 from salvo.actors.spool_writer import SpoolWriter
 from salvo.actors.supervisor import report_started
 from salvo.actors.zmqtrio import context
+from salvo.core.bulk import BulkRules
 from salvo.core.config import Config, load_config, parse_duration, parse_size
 from salvo.core.events import Event
 from salvo.core.spool import Spool, SpoolConfig
+from salvo.core.webhooks import Subscriptions
 
 log = logging.getLogger("salvo.node")
 
@@ -54,11 +56,14 @@ def open_spool(config: Config, *, create_key: bool = False) -> Spool:
             name: parse_duration(traffic.expire_after) for name, traffic in config.traffic.items()
         },
         max_recipients=config.ingress.max_recipients,
+        bulk=BulkRules.from_config(config),
     )
+    webhooks = Subscriptions.from_config(config.webhooks) if config.webhooks else None
     return Spool.open(
         config.data_dir,
         spool_config,
         max_map_size=parse_size(config.spool.max_size),
+        webhooks=webhooks,
         master_key=master_key_loader(config, create=create_key),
         encrypt=config.spool.encrypt,
     )
@@ -115,10 +120,13 @@ async def run_core(config: Config, work_endpoint: str) -> None:
                 work.start_soon(control.run)
                 if alerts is not None:
                     await work.start(alerts.run)
+                hooks = await start_webhooks(work, config, spool, writer, metrics)
                 # Before the ingress: a node that answers producers also listens for
                 # the reports and unsubscribes it is configured for.
                 shared = await start_feedback(work, config, spool, writer, events_send, metrics)
-                await start_http(work, config, spool, metrics, shared, control, alerts, scheduler)
+                await start_http(
+                    work, config, spool, metrics, shared, control, alerts, scheduler, hooks
+                )
                 await work.start(ingress.run)
                 work.start_soon(scheduler.run_claims)
                 log.info(
@@ -192,6 +200,22 @@ def start_alerts(config: Config, spool: Spool, events_send, control: Control, me
     return alerts
 
 
+async def start_webhooks(
+    nursery: trio.Nursery, config: Config, spool: Spool, writer: SpoolWriter, metrics
+):
+    """The webhooks' poster (docs/webhooks.md), when ``[[webhooks]]`` are configured."""
+    if not config.webhooks:
+        return None
+    from salvo.actors.webhooks import Webhooks
+
+    hooks = Webhooks(config, spool, writer)
+    if metrics is not None:
+        hooks.metrics = metrics
+        metrics.webhook_pending = hooks.pending
+    await nursery.start(hooks.run)
+    return hooks
+
+
 async def start_http(
     nursery: trio.Nursery,
     config: Config,
@@ -201,6 +225,7 @@ async def start_http(
     control=None,
     alerts=None,
     scheduler=None,
+    webhooks=None,
 ) -> None:
     """The admin server at ``[http] listen`` (off when unset): ``/metrics``, ``/api/``, the
     dashboard at ``/``, and the unsubscribe routes when ``[unsubscribe] listen`` is the
@@ -222,6 +247,7 @@ async def start_http(
         metrics_open=config.http.metrics_open and is_loopback(host),
         control=control,
         alerts=alerts,
+        webhooks=webhooks,
     )
     status = Status(admin, config, scheduler)
     if alerts is not None:

@@ -26,9 +26,10 @@ from salvo.actors.metrics import book_batch
 from salvo.actors.resolver import Resolver
 from salvo.actors.routing import Router
 from salvo.actors.spool_writer import SpoolWriter
+from salvo.actors.warmup import WarmupLanes
 from salvo.core import policy, protocol
 from salvo.core.config import Config, parse_duration
-from salvo.core.events import Event, change_event
+from salvo.core.events import Event, change_event, submit_events
 from salvo.core.feedback.outbound import ReturnPaths
 from salvo.core.messages import Content, SignItem
 from salvo.core.smtp import Outcome
@@ -117,6 +118,10 @@ class Scheduler:
             )
             for name, pool in config.pools.items()
         }
+        # Warm-up: the daily caps of warming sources (docs/warmup.md); delivery asks them
+        # when it picks a source, the claim loop before it signs.
+        self.warmup = WarmupLanes(config, self.spool, self._rng)
+        delivery.warmup = self.warmup.caps if self.warmup else None
         self.router = Router(
             config,
             delivery,
@@ -131,18 +136,7 @@ class Scheduler:
 
     def job_committed(self, job: protocol.Job, result: protocol.Reply) -> None:
         """Ingress's news of a new job: events for it, and a wake-up to claim it."""
-        now = self._clock()
-        common = {"ts": now, "job": job.id, "tenant": job.tenant, "campaign": job.campaign or ""}
-        events = [
-            Event(type="accepted", recipient=a.to, message_id=a.message_id, queued_at=now, **common)
-            for a in result.accepted
-        ]
-        events += [
-            Event(type="suppressed", recipient=r.to, text="suppressed at intake", **common)
-            for r in result.rejected
-            if r.reason == "suppressed"
-        ]
-        self._emit(events)
+        self._emit(submit_events(job, result, self._clock()))
         self._wake.set()
 
     # -- claiming -------------------------------------------------------------------------
@@ -197,6 +191,11 @@ class Scheduler:
             if provider is not None:
                 if provider not in paused:
                     paused[provider] = self.delivery.paused_for(provider)
+                if self.warmup and (
+                    out := self.warmup.hold(c.seq, c.idx, self._jobs[c.seq].traffic, provider, now)
+                ):
+                    handed.append(out)  # every source of its pool at its cap today
+                    continue
                 share = policy.share(self.providers.get(provider), max_ready, BATCH)
                 held = policy.hold_back(
                     paused[provider], self.provider_inflight[provider], share, self._rng
@@ -280,7 +279,12 @@ class Scheduler:
     async def _record(self, batch: list[Result]) -> None:
         now = self._clock()
         outcomes = [self._spool_outcome(r, now) for r in batch]
-        changes = await self.writer.record_outcomes(outcomes, self._book(batch, now))
+        warm = self.warmup.counted(batch, self._provider_of)
+        book = self._book(batch, now)
+        also = self.warmup.book(warm, now) if warm else None
+        changes = await self.writer.record_outcomes(outcomes, book, also=also)
+        if warm:
+            self.warmup.recorded(warm, now)
         results = {(r.message.seq, r.message.idx): r for r in batch}
         events, hard = [], []
         for change in changes:
@@ -363,7 +367,7 @@ class Scheduler:
 
     def _spool_outcome(self, result: Result, now: float) -> SpoolOutcome:
         if result.held is not None:
-            return result.held  # type: ignore[return-value]
+            return result.held
         m = result.message
         claimed = self.inflight.get((m.seq, m.idx))
         job = self._jobs.get(m.seq)
@@ -379,6 +383,7 @@ class Scheduler:
             max_retry=parse_duration(traffic.max_retry),
             retry_at=result.retry_at,
             rng=self._rng,
+            source=result.source,
         )
 
     async def _suppress(self, hard: list[tuple[str, Event]], now: float) -> None:

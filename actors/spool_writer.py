@@ -133,13 +133,18 @@ class SpoolWriter:
         return batch.results[position]
 
     async def record_outcomes(
-        self, outcomes: Sequence[Outcome], book: Callable[[list[Change]], Delta] | None = None
+        self,
+        outcomes: Sequence[Outcome],
+        book: Callable[[list[Change]], Delta] | None = None,
+        also: Callable[[Any, list[Change]], None] | None = None,
     ) -> list[Change]:
         """Record delivery outcomes in the next transaction; return the changes made.
 
         ``book(changes)`` (pure: it may run more than once) gives the KPI bucket
-        increments of the changes; they are written in the same transaction."""
-        slot = self._enqueue(self._outcomes, (list(outcomes), book))
+        increments of the changes; they are written in the same transaction. So is
+        whatever ``also(txn, changes)`` writes (the warm-up counts; it may run more than
+        once too)."""
+        slot = self._enqueue(self._outcomes, ((list(outcomes), book), also))
         return await slot.wait()
 
     async def run_sync(self, fn: Callable[..., R], *args: Any) -> R:
@@ -219,16 +224,20 @@ class SpoolWriter:
         return results
 
     def _write_outcomes(self, batch: list) -> list:
-        flat = [o for (outcomes, _), _ in batch for o in outcomes]
-        books = [book for (_, book), _ in batch]
+        flat = [o for ((outcomes, _), _), _ in batch for o in outcomes]
+        books = [book for ((_, book), _), _ in batch]
+        alsos = [also for (_, also), _ in batch]
         result: list = []
 
         def then(txn: Any, changes: list[Change]) -> None:
             by_key: dict[tuple[int, int], Change] = {(c.seq, c.idx): c for c in changes}
             result[:] = [
                 [by_key[o.seq, o.idx] for o in outs if (o.seq, o.idx) in by_key]
-                for (outs, _), _ in batch
+                for ((outs, _), _), _ in batch
             ]
+            for also, mine in zip(alsos, result, strict=True):
+                if also is not None:
+                    also(txn, mine)
             if any(books):
                 delta: Delta = {}
                 for book, mine in zip(books, result, strict=True):

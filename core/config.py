@@ -111,11 +111,24 @@ class PoolSection(_Section):
     sources: list[str] = []  # [] = the system's choice of source address
     weights: list[int] = []  # parallel to sources; [] = equal weights
     ehlo: str = ""  # "": the node's hostname
+    warmup: dict[str, str] = {}  # source address -> [warmup.NAME] plan it follows
 
     def weighted_sources(self) -> list[tuple[str, int]]:
         """(address, weight) for each source; equal weights when none are given."""
         weights = self.weights or [1] * len(self.sources)
         return list(zip(self.sources, weights, strict=True))
+
+
+class WarmupPlan(_Section):
+    """``[warmup.NAME]``: a warm-up plan (docs/warmup.md)."""
+
+    daily: list[int]  # messages per day per provider, one entry per step
+    max_deferral_rate: float = 0.05
+    max_bounce_rate: float = 0.02
+    max_complaint_rate: float = 0.001
+    severe_factor: float = 2.0  # a rate above limit x this steps back one step
+    min_volume: int = 100  # a day decides with at least min(this, the step's cap) messages
+    timezone: str = "UTC"  # where a day begins and ends
 
 
 class RouteAuth(_Section):
@@ -171,6 +184,10 @@ class TrafficSection(_Section):
     verp: bool = False  # per-recipient return paths b-TOKEN@ a [feedback] domain
     list_unsubscribe: bool = False  # List-Unsubscribe (URL and mailto) + one-click Post
     verp_domain: str = ""  # "": the first of [feedback] domains
+    # The bulk-sender rules (docs/doctor.md): jobs need a DKIM key for their From domain
+    # and one-click unsubscribe; salvo doctor runs at start (strict: must pass).
+    bulk: bool = False
+    strict: bool = False
 
 
 class DeliverySection(_Section):
@@ -342,6 +359,79 @@ def listen_address(value: str, *, key: str) -> tuple[str, int]:
     return host_part.strip("[]"), int(port)
 
 
+class WebhookSection(_Section):
+    """``[[webhooks]]``: one receiver of batched, signed JSON POSTs of events
+    (docs/webhooks.md)."""
+
+    url: str  # http:// or https://
+    events: list[str]  # event types (salvo.core.events.EVENT_TYPES) and "alert"
+    name: str = ""  # the outbox's key and the metrics' label; "": from the URL's host
+    secret_file: str = ""  # the HMAC key; "": keys/webhook-NAME.secret; made on first start
+    tenants: list[str] = []  # only these tenants' events (events without one pass); []: all
+    batch_max: int = 100  # events per POST
+    batch_wait: Duration = "1s"  # how long a batch may wait to fill before it is posted
+    timeout: Duration = "10s"  # one POST, connection included
+    expire_after: Duration = "3d"  # an event still not accepted this long after it happened
+    retry_first: Duration = "5s"  # the first retry after a failure; doubled per failure ...
+    retry_max: Duration = "5m"  # ... up to this (with jitter)
+
+
+_WEBHOOK_URL = re.compile(r"^https?://[^/\s?#@]+(?:[/?]\S*)?$")
+_WEBHOOK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _webhooks(hooks: list[WebhookSection]) -> list[WebhookSection]:
+    """Default names (the URL's host and port) and secret files filled in."""
+    out = []
+    for hook in hooks:
+        name = hook.name
+        if not name:
+            netloc = hook.url.partition("//")[2].split("/")[0].split("?")[0]
+            name = re.sub(r"[^A-Za-z0-9._-]", "_", netloc)[:64] or "webhook"
+        secret = hook.secret_file or f"keys/webhook-{name}.secret"
+        out.append(msgspec.structs.replace(hook, name=name, secret_file=secret))
+    return out
+
+
+def _validate_webhooks(config: Config) -> None:
+    from salvo.core.events import EVENT_TYPES
+
+    allowed = (*EVENT_TYPES, "alert")
+    seen: set[str] = set()
+    for i, hook in enumerate(config.webhooks):
+        where = f"config: [[webhooks]] #{i + 1}"
+        if not _WEBHOOK_NAME.match(hook.name):
+            raise ConfigError(
+                f"{where} name: {hook.name!r}: 1 to 64 letters, digits, '.', '_' or '-'"
+            )
+        where = f"config: [[webhooks]] {hook.name!r}"
+        if hook.name in seen:
+            raise ConfigError(f"{where}: two webhooks have this name; give each its own name")
+        seen.add(hook.name)
+        if not _WEBHOOK_URL.match(hook.url):
+            raise ConfigError(f"{where} url: {hook.url!r} is not an http:// or https:// URL")
+        if not hook.events:
+            raise ConfigError(f"{where} events: name at least one event type")
+        for event in hook.events:
+            if event not in allowed:
+                raise ConfigError(
+                    f"{where} events: {event!r} is not an event type (one of {', '.join(allowed)})"
+                )
+        if any(not t or not t.isprintable() for t in hook.tenants):
+            raise ConfigError(f"{where} tenants: empty or unprintable tenant name")
+        if not 1 <= hook.batch_max <= 10_000:
+            raise ConfigError(f"{where} batch_max: from 1 to 10000")
+        seconds = {}
+        for key in ("batch_wait", "timeout", "expire_after", "retry_first", "retry_max"):
+            seconds[key] = parse_duration(getattr(hook, key), key=f"[[webhooks]] {key}")
+            if key != "batch_wait" and seconds[key] <= 0:
+                raise ConfigError(f"{where} {key}: must be more than 0")
+        if seconds["batch_wait"] > 3600:
+            raise ConfigError(f"{where} batch_wait: at most 1h")
+        if seconds["retry_max"] < seconds["retry_first"]:
+            raise ConfigError(f"{where} retry_max: must not be less than retry_first")
+
+
 def _validate_feedback_limits(config: Config) -> None:
     fb, un = config.feedback, config.unsubscribe
     for key in ("command_timeout", "data_timeout", "soft_bounce_window"):
@@ -388,6 +478,8 @@ class Config(_Section):
     http: HttpSection = HttpSection()
     alerts: list[AlertSection] | None = None  # None: not in the file (the defaults apply)
     alerting: AlertingSection = AlertingSection()
+    webhooks: list[WebhookSection] = []
+    warmup: dict[str, WarmupPlan] = {}
     # Where relative paths start: the config file's folder.
     base_dir: str = ""
 
@@ -466,6 +558,9 @@ class Config(_Section):
     def http_token_path(self) -> Path:
         return self.path(self.http.token_file)
 
+    def webhook_secret_path(self, hook: WebhookSection) -> Path:
+        return self.path(hook.secret_file)
+
     @property
     def master_key_path(self) -> Path:
         return self.path(self.spool.master_key_file)
@@ -508,6 +603,10 @@ class Config(_Section):
             raise alerts_mod.RuleError(f"[[alerts]] {exc}") from None
         return tuple(rules)
 
+    def warming_sources(self) -> dict[str, str]:
+        """Source address -> the name of the warm-up plan it follows (every pool)."""
+        return {s: plan for pool in self.pools.values() for s, plan in pool.warmup.items()}
+
     def provider_table(self) -> ProviderTable:
         """The built-in provider table with ``[providers]`` applied (docs/delivery.md);
         providers without their own limits take ``[delivery]``'s."""
@@ -534,6 +633,7 @@ def _host_port(value: str) -> tuple[str, int]:
 
 def _validate(config: Config) -> None:
     _validate_http(config)
+    _validate_webhooks(config)
     _validate_spool_keys(config)
     for domain, target in config.routes.items():
         _host, sep, port = target.rpartition(":")
@@ -600,6 +700,38 @@ def _validate(config: Config) -> None:
     _validate_dns(config.dns)
     _validate_feedback(config)
     _validate_alerts(config)
+    _validate_warmup(config)
+
+
+def _validate_warmup(config: Config) -> None:
+    for name, plan in config.warmup.items():
+        where = f"config: [warmup.{name}]"
+        if not plan.daily or any(n < 1 for n in plan.daily):
+            raise ConfigError(f"{where} daily: one cap (1 or more) per step, at least one step")
+        for key in ("max_deferral_rate", "max_bounce_rate", "max_complaint_rate"):
+            if not 0.0 <= getattr(plan, key) <= 1.0:
+                raise ConfigError(f"{where} {key}: a fraction between 0 and 1")
+        if plan.severe_factor < 1.0:
+            raise ConfigError(f"{where} severe_factor: 1 or more")
+        if plan.min_volume < 0:
+            raise ConfigError(f"{where} min_volume: 0 or more")
+        try:
+            host.time_zone(plan.timezone)
+        except ValueError as exc:
+            raise ConfigError(f"{where} timezone: {exc}") from None
+    plans: dict[str, str] = {}
+    for name, pool in config.pools.items():
+        for source, plan in pool.warmup.items():
+            where = f"config: [pools.{name}] warmup: {source!r}"
+            if source not in pool.sources:
+                raise ConfigError(f"{where} is not one of the pool's sources")
+            if plan not in config.warmup:
+                raise ConfigError(f"{where}: no [warmup.{plan}] plan is configured")
+            if plans.setdefault(source, plan) != plan:
+                raise ConfigError(
+                    f"{where}: follows [warmup.{plans[source]}] in another pool; "
+                    "a source follows one plan"
+                )
 
 
 # https://host[:port][/path], no query or fragment; no character that ends a URL in a
@@ -636,6 +768,8 @@ def _validate_feedback(config: Config) -> None:
             )
         if traffic.verp and not domains:
             raise ConfigError(f"{where} verp: needs a bounce domain in [feedback] domains")
+        if traffic.strict and not traffic.bulk:
+            raise ConfigError(f"{where} strict: applies to bulk classes only (bulk = true)")
         if traffic.list_unsubscribe and not base_url:
             raise ConfigError(
                 f"{where} list_unsubscribe: needs [unsubscribe] base_url "
@@ -719,6 +853,7 @@ def parse_config(text: str | bytes, *, base_dir: str = "", source: str = "config
         unsubscribe=msgspec.structs.replace(
             config.unsubscribe, base_url=config.unsubscribe.base_url.rstrip("/")
         ),
+        webhooks=_webhooks(config.webhooks),
     )
     try:
         _validate(config)

@@ -100,6 +100,23 @@ def change_event(change: Change, job: Any, now: float, host: str = "", source: s
     )
 
 
+def submit_events(job: Any, reply: Any, now: float) -> list[Event]:
+    """The events of a committed submission (salvo.core.protocol Job and Reply): one
+    ``accepted`` per queued recipient, one ``suppressed`` per recipient refused because it
+    is on the suppression list."""
+    common = {"ts": now, "job": job.id, "tenant": job.tenant, "campaign": job.campaign or ""}
+    events = [
+        Event(type="accepted", recipient=a.to, message_id=a.message_id, queued_at=now, **common)
+        for a in reply.accepted
+    ]
+    events += [
+        Event(type="suppressed", recipient=r.to, text="suppressed at intake", **common)
+        for r in reply.rejected
+        if r.reason == "suppressed"
+    ]
+    return events
+
+
 _encoder = msgspec.json.Encoder()
 
 

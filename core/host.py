@@ -9,11 +9,13 @@ knows of the machine it runs on.
 
 from __future__ import annotations
 
+import datetime
 import os
 import random
 import secrets
 import socket
 import time
+import zoneinfo
 from pathlib import Path
 from typing import IO
 
@@ -84,6 +86,17 @@ def absolute_path(value: str | os.PathLike[str], base: str | os.PathLike[str] = 
 def resolved(path: str | os.PathLike[str]) -> Path:
     """``path`` made absolute, symbolic links resolved."""
     return Path(path).resolve()
+
+
+def time_zone(name: str) -> datetime.tzinfo:
+    """The IANA time zone ``name`` (read from the system's tz database); ValueError when
+    there is none of that name."""
+    if name.upper() == "UTC":
+        return datetime.UTC
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r}") from None
 
 
 def fqdn() -> str:

@@ -323,8 +323,10 @@ def spool_outcome(
     max_retry: float,
     retry_at: float | None = None,
     rng: random.Random | None = None,
+    source: str = "",
 ) -> SpoolOutcome:
-    """The spool record of one attempt's outcome; ``attempts``: this one included."""
+    """The spool record of one attempt's outcome; ``attempts``: this one included;
+    ``source``: the address the node connected from (for the change's event only)."""
     common = {
         "seq": seq,
         "idx": idx,
@@ -332,6 +334,7 @@ def spool_outcome(
         "enhanced": outcome.esc_text or "",
         "host": host_name,
         "text": outcome.text[:500],
+        "source": source,
     }
     if outcome.status is Status.DELIVERED:
         return SpoolOutcome(state="delivered", **common)

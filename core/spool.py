@@ -23,8 +23,11 @@ from salvo.core import spool_crypto as sc
 from salvo.core import spool_keys as sk
 from salvo.core import spool_records as r
 from salvo.core.address import bare_address, domain_of_mailbox, mailbox_key, parse_address
+from salvo.core.bulk import BulkRules, job_problem
 from salvo.core.errors import InvalidAddressError
+from salvo.core.events import change_event, submit_events
 from salvo.core.feedback.store import FeedbackStore
+from salvo.core.outbox import Outbox
 from salvo.core.protocol import MAX_ID_CHARS, Accepted, Job, Rejected, Reply
 from salvo.core.spool_env import Store
 from salvo.core.spool_records import (
@@ -43,6 +46,8 @@ from salvo.core.spool_records import (
 from salvo.core.spool_summary import Summary, summarize
 from salvo.core.suppression import SuppressionStore
 from salvo.core.templates import job_template
+from salvo.core.warmup_store import WarmupStore
+from salvo.core.webhooks import Subscriptions
 from salvo.ext.errors import TemplateError
 
 __all__ = [
@@ -85,6 +90,7 @@ class SpoolConfig(msgspec.Struct, frozen=True, kw_only=True):
     max_recipients: int = 10_000
     history: int = 8
     check_suppression: bool = True
+    bulk: BulkRules | None = None  # the bulk-sender rules of the traffic classes
 
 
 class Submitted(msgspec.Struct, frozen=True, gc=False):
@@ -150,6 +156,7 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     text: str = ""
     host: str = ""
     next_attempt: float | None = None
+    source: str = ""  # the address the node connected from: for the change's event only
 
 
 class RecoveryReport(msgspec.Struct, frozen=True):
@@ -168,6 +175,10 @@ class Spool:
     recipients, data keys and nonces; a spool without it (opened only to read) refuses
     submissions.
 
+    ``webhooks``: the configured webhooks' subscriptions. Every write that changes a
+    recipient also queues, in the same transaction, the events the webhooks take
+    (:mod:`salvo.core.outbox`); with none configured nothing is built or written.
+
     Encryption at rest (docs/spool.md): ``encrypt`` True or False asks for it, None keeps
     the data dir's recorded mode (a new data dir encrypts). ``master_key`` is the key, or a
     function that gives it, called only when the data dir encrypts. With neither, the
@@ -181,6 +192,7 @@ class Spool:
         config: SpoolConfig | None = None,
         *,
         random_bytes: Callable[[int], bytes] | None = None,
+        webhooks: Subscriptions | None = None,
         master_key: bytes | Callable[[], bytes] | None = None,
         encrypt: bool | None = None,
     ) -> None:
@@ -189,6 +201,8 @@ class Spool:
         self._random_bytes = random_bytes
         self.suppression = SuppressionStore(store)
         self.feedback = FeedbackStore(store)
+        self.outbox = Outbox(store, webhooks, random_bytes)
+        self.warmup = WarmupStore(store)
         self._db = store.dbs
         self.keys: sk.DataKeys | None = None
         self._sweep = True  # shreds made while no node ran are swept at the first claim
@@ -239,17 +253,23 @@ class Spool:
         config: SpoolConfig | None = None,
         *,
         random_bytes: Callable[[int], bytes] = host.random_bytes,
+        webhooks: Subscriptions | None = None,
         master_key: bytes | Callable[[], bytes] | None = None,
         encrypt: bool | None = None,
         **store_kw: Any,
     ) -> Spool:
         """Open (or create) the store in ``data_dir`` and run :meth:`recover`; Message-IDs,
         data keys and nonces come from ``random_bytes`` (by default the operating
-        system's). ``master_key`` and ``encrypt``: see the class."""
+        system's). ``webhooks``, ``master_key`` and ``encrypt``: see the class."""
         store = Store(data_dir, **store_kw)
         try:
             spool = cls(
-                store, config, random_bytes=random_bytes, master_key=master_key, encrypt=encrypt
+                store,
+                config,
+                random_bytes=random_bytes,
+                webhooks=webhooks,
+                master_key=master_key,
+                encrypt=encrypt,
             )
         except BaseException:
             store.close()
@@ -318,15 +338,26 @@ class Spool:
         if self._random_bytes is None:
             raise ValueError("this spool was opened to read: it has no Message-ID source")
         keys = self.keys
-        if keys is None:
+        if keys is None and not self.outbox.active:
             return self.store.write(lambda txn: self._submit_in(txn, jobs, now), submit=True)
 
         def fn(txn: Any) -> list[Submitted]:
-            keys.begin()  # forget keys made by an attempt that did not commit
-            return self._submit_in(txn, jobs, now)
+            if keys is not None:
+                keys.begin()  # forget keys made by an attempt that did not commit
+            results = self._submit_in(txn, jobs, now)
+            if self.outbox.active and (
+                self.outbox.wants("accepted") or self.outbox.wants(r.SUPPRESSED)
+            ):
+                events = []
+                for job, result in zip(jobs, results, strict=True):
+                    if not result.duplicate:
+                        events += submit_events(job, result.reply, now)
+                self.outbox.add_in(txn, events)
+            return results
 
         results = self.store.write(fn, submit=True)
-        keys.commit()
+        if keys is not None:
+            keys.commit()
         return results
 
     def _submit_in(self, txn: Any, jobs: Sequence[Job], now: float) -> list[Submitted]:
@@ -649,6 +680,8 @@ class Spool:
                     variables,
                 )
             )
+        if finished and self.outbox.active:
+            self.outbox_changes_in(txn, finished, now)
         return Claim(claimed, jobs, finished)
 
     def _open_job(
@@ -745,12 +778,16 @@ class Spool:
                 raise ValueError(f"unknown outcome state {o.state!r}")
             if o.state == r.DEFERRED and o.next_attempt is None:
                 raise ValueError("a deferred outcome needs next_attempt")
-        if then is None:
+        if then is None and not self.outbox.active:
             return self.store.write(lambda txn: self._record_in(txn, outcomes, now))
 
         def fn(txn: Any) -> list[Change]:
             changes = self._record_in(txn, outcomes, now)
-            then(txn, changes)
+            if then is not None:
+                then(txn, changes)
+            if self.outbox.active:
+                sources = {(o.seq, o.idx): o.source for o in outcomes if o.source}
+                self.outbox_changes_in(txn, changes, now, sources)
             return changes
 
         return self.store.write(fn)
@@ -851,6 +888,8 @@ class Spool:
                 flying |= rec.state == r.IN_FLIGHT
             if not flying:  # else keep the entry: a crash may return them to queued
                 txn.delete(key, db=db["exp"])
+        if changes and self.outbox.active:
+            self.outbox_changes_in(txn, changes, now)
         return changes
 
     # ---- operator pauses and cancels (salvo.core.pauses) ---------------------------------
@@ -913,6 +952,8 @@ class Spool:
                             now, r.CANCELLED, text=f"cancelled: {entry.scope} {entry.name}"
                         )
                         changes.append(self._finish_in(txn, seq, idx, rec, att, now, True))
+            if changes and self.outbox.active:
+                self.outbox_changes_in(txn, changes, now)
             return changes
 
         return self.store.write(fn)
@@ -992,6 +1033,45 @@ class Spool:
         self.suppression.purge_expired_in(txn, now)
         self.purge_kpis_in(txn, now - kpis.RETENTION, limit)
         return len(keys)
+
+    # ---- webhook events (salvo.core.outbox) ------------------------------------------------
+
+    def add_webhook_events_in(self, txn: Any, events: Iterable[Any]) -> int:
+        """Queue events (salvo.core.events.Event, or any event with ``type``, ``ts`` and
+        ``tenant``) for the webhooks that take them, inside the writer's transaction that
+        made them true; nothing when no webhook is configured. Returns the puts made."""
+        if not self.outbox.active:
+            return 0
+        return self.outbox.add_in(txn, events)
+
+    def add_webhook_events(self, events: Iterable[Any]) -> int:
+        """:meth:`add_webhook_events_in` in a durable transaction of its own (an event
+        that reports no spool change, such as an alert)."""
+        if not self.outbox.active:
+            return 0
+        events = list(events)
+        return self.store.write(lambda txn: self.outbox.add_in(txn, events))
+
+    def outbox_changes_in(
+        self, txn: Any, changes: Sequence[Change], now: float, sources: dict | None = None
+    ) -> None:
+        """Queue the events of recorded changes that some webhook takes: the same events
+        the scheduler publishes (salvo.core.events.change_event), built from the job's
+        head in this transaction; ``sources``: (seq, idx) -> the attempt's source."""
+        wanted = self.outbox.subscriptions.types
+        picked = [c for c in changes if c.record.state in wanted]
+        if not picked:
+            return
+        heads: dict[int, JobHead | None] = {}
+        jobs = self._db["jobs"]
+        events = []
+        for c in picked:
+            if c.seq not in heads:
+                raw = txn.get(r.seq_key(c.seq), db=jobs)
+                heads[c.seq] = DEC_HEAD.decode(raw) if raw is not None else None
+            source = sources.get((c.seq, c.idx), "") if sources else ""
+            events.append(change_event(c, heads[c.seq], now, "", source))
+        self.outbox.add_in(txn, events)
 
     # ---- KPI buckets (salvo.core.kpis) ---------------------------------------------------
 
@@ -1272,9 +1352,12 @@ def _job_problem(job: Job, config: SpoolConfig) -> tuple[str | None, str]:
     try:
         if job.return_path:
             _sender(job.return_path)
-        return None, _from_domain(job.from_)
+        domain = _from_domain(job.from_)
     except InvalidAddressError as exc:
         return f"bad sender: {exc}", ""
+    if config.bulk is not None:
+        return job_problem(config.bulk, job, domain), domain
+    return None, domain
 
 
 def _screen(job: Job) -> tuple[list, list[Rejected]]:

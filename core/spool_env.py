@@ -49,6 +49,9 @@ DB_NAMES = (
     "fb_count",  # counter name -> u64 (reports by kind, complaints per campaign, ...)
     "kpi",  # minute (u32) + dimension -> msgpack {counter: n} (salvo.core.kpis)
     "pause",  # kind NUL scope NUL name -> Pause (operator pauses and cancels, core/pauses)
+    "wh_out",  # webhook NUL u64 seq -> u64 event ms + event JSON (core/outbox)
+    "wh_stat",  # webhook -> msgpack [pending, delivered, expired] (core/outbox)
+    "warmup",  # source NUL provider -> LaneState (warm-up per lane, core/warmup_store)
     "keys",  # tenant NUL name NUL generation -> wrapped data key (core/spool_keys)
 )
 STORE_SUBDIR = "store"

@@ -17,6 +17,7 @@ from nodeutil import AioSink, EventSubscriber, NodeSetup, free_port, job, runnin
 from prometheus_client.parser import text_string_to_metric_families
 
 from salvo.client import Producer
+from salvo.testing.webhook_receiver import WebhookReceiver
 
 BOUND = 120.0
 DOMAIN = "bounces.acme.example"
@@ -103,8 +104,11 @@ kpi = "spool_used_fraction"
 scope = "node"
 above = 0.99
 """
-    with AioSink("127.0.0.2") as sink:
+    with AioSink("127.0.0.2") as sink, WebhookReceiver() as receiver:
         sink.data_delay = 0.01  # a slow destination: the campaign is still queued in delivery
+        extra += (
+            f'\n[[webhooks]]\nurl = "{receiver.url}"\nevents = ["alert"]\nbatch_wait = "0.1s"\n'
+        )
         setup = NodeSetup(tmp_path / "node", {"example.org": sink.address}, extra=extra)
         with running_node(setup):
             token = (setup.root / "keys" / "http.token").read_text().strip()
@@ -188,6 +192,10 @@ above = 0.99
             assert event["kpi"] == "complaint_rate" and event["window"] == "1h"
             assert event["value"] > 0.003 and event["campaign"] == "bad"
             assert alert_events(setup.events()) == [event]  # the JSONL log has it too
+            # ... and the webhook, from its durable outbox
+            assert wait_for(receiver.events, 10, 0.1)
+            (hooked,) = receiver.events()
+            assert {k: v for k, v in hooked.items() if k != "id"} == event
             subscriber.close()
 
             # Resume: the rest is delivered, and the still-active alert does not pause again.

@@ -266,6 +266,7 @@ sources = ["{case.source}"]
 {sections.get("feedback", f'domains = ["{case.bounce}"]')}
 [traffic.default]
 verp = true
+{sections.get("traffic", "")}
 """
         (self.folder / f"{case.name}.pem").write_bytes(case.key)
         path = self.folder / f"{case.name}.toml"
@@ -408,3 +409,34 @@ def test_usage_errors_exit_2(world: World, tmp_path: Path, capsys) -> None:
     assert main(["doctor", "--config", str(empty)]) == 2
     assert "--domain" in capsys.readouterr().err
     assert main(["doctor", "--config", str(empty), "--domain", "not a domain"]) == 2
+
+
+def test_a_bulk_class_runs_the_doctor_at_start(world: World, capsys) -> None:
+    """Without a bulk class nothing is asked of DNS; with one, failures are a warning
+    naming each failed check, and a correct setup passes silently."""
+    from salvo.cli.node import _bulk_rules
+    from salvo.core.config import load_config
+
+    broken = world.config(world.cases["nodkim"])
+    _bulk_rules(load_config(broken), str(broken))  # not bulk: no DNS, no output
+    assert capsys.readouterr().err == ""
+    bulk = world.config(world.cases["nodkim"], traffic="bulk = true")
+    _bulk_rules(load_config(bulk), str(bulk))
+    err = capsys.readouterr().err
+    assert "warning: 1 sender-authentication check(s) that bulk traffic (default) needs" in err
+    assert "dkim.record s1._domainkey.nodkim.test" in err and "salvo doctor --config" in err
+    good = world.config(world.cases["good"], traffic="bulk = true\nstrict = true")
+    _bulk_rules(load_config(good), str(good))
+    assert capsys.readouterr().err == ""
+
+
+def test_a_strict_bulk_class_refuses_to_start_a_node(world: World) -> None:
+    path = world.config(world.cases["nodmarc"], traffic="bulk = true\nstrict = true")
+    proc = subprocess.run(
+        [sys.executable, "-m", "salvo", "node", "--config", str(path)],
+        capture_output=True, text=True, timeout=60, cwd=world.folder,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    [line] = [ln for ln in proc.stderr.splitlines() if ln.startswith("salvo node:")]
+    assert "traffic class 'default' is bulk and strict" in line
+    assert "dmarc.record nodmarc.test: no DMARC record" in line and "prints the fixes" in line

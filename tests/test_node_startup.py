@@ -27,7 +27,7 @@ from nodeutil import (
 
 from salvo.client import Producer
 
-BOUND = 5.0  # seconds for a node that cannot start to say so and exit
+BOUND = 30.0  # seconds for a node that cannot start to say so and exit (a hang guard)
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} salvo\.")
 
 

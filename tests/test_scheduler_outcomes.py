@@ -26,7 +26,7 @@ class Writer:
         self.spool = None
         self.commits: list[tuple[float, list[int]]] = []
 
-    async def record_outcomes(self, outcomes, book=None):
+    async def record_outcomes(self, outcomes, book=None, also=None):
         self.commits.append((trio.current_time(), [o.idx for o in outcomes]))
         await trio.sleep(COMMIT)
         return []

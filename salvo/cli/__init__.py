@@ -22,6 +22,7 @@ COMMANDS = (
     "cancel",
     "status",
     "top",
+    "webhooks",
     "suppress",
     "tenant",
     "keys",
@@ -31,6 +32,7 @@ COMMANDS = (
     "render",
     "demo",
     "bench",
+    "warmup",
 )
 
 CONTROL = "control"  # one module for pause, resume and cancel

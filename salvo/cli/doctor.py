@@ -79,6 +79,19 @@ def _read_key(path: str) -> bytes:
     return Path(path).read_bytes()
 
 
+def bulk_check(config: Config) -> tuple[list[str], list[doctor.Result]]:
+    """At a node's start: the bulk traffic classes, and what ``salvo doctor`` fails for
+    the node's From domains (nothing is asked of DNS without a bulk class)."""
+    bulk = sorted(name for name, t in config.traffic.items() if t.bulk)
+    if not bulk:
+        return [], []
+    setup = doctor.setup_from_config(
+        config, hostname=config.hostname, domains=[], read_key=_read_key
+    )
+    results = doctor.run(setup, dns_lookup(config))
+    return bulk, [r for r in results if r.status is doctor.Status.FAIL]
+
+
 def dns_lookup(config: Config) -> doctor.Lookup:
     """A Lookup on the config's nameservers; each (name, type) is asked once."""
     addresses = config.dns.nameserver_addresses()

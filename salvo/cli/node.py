@@ -79,6 +79,57 @@ def _http_token(config: Config) -> None:
     logging.getLogger("salvo.node").info("made the admin token %s", path)
 
 
+def _bulk_rules(config: Config, config_path: str | None) -> None:
+    """With a bulk traffic class, ``salvo doctor`` runs first: its failures are a warning,
+    or refuse the start when a bulk class is ``strict`` (docs/doctor.md)."""
+    from salvo.cli.doctor import bulk_check
+    from salvo.core.errors import StartupError
+
+    bulk, failed = bulk_check(config)
+    if not failed:
+        if bulk:
+            logging.getLogger("salvo.node").info("salvo doctor: the bulk-sender checks pass")
+        return
+    command = "salvo doctor" + (f" --config {config_path}" if config_path else "")
+    first = failed[0]
+    what = f"{first.check} {first.subject}: {first.detail}"
+    strict = [name for name in bulk if config.traffic[name].strict]
+    if strict:
+        raise StartupError(
+            f"traffic class {strict[0]!r} is bulk and strict, and {len(failed)} sender-"
+            f"authentication check(s) fail, first {what}; `{command}` prints the fixes"
+        )
+    print(
+        f"salvo node: warning: {len(failed)} sender-authentication check(s) that bulk "
+        f"traffic ({', '.join(bulk)}) needs fail; `{command}` prints the fixes:",
+        file=sys.stderr,
+    )
+    for r in failed:
+        print(f"salvo node: warning:   {r.check} {r.subject}: {r.detail}", file=sys.stderr)
+
+
+def _webhook_secrets(config: Config) -> None:
+    """Make each ``[[webhooks]] secret_file`` on the first start (a random URL-safe
+    token, mode 0600, as the admin token), and check that it can be read."""
+    from salvo.actors.webhooks import load_secret
+    from salvo.core import host
+    from salvo.core.errors import StartupError
+
+    for hook in config.webhooks:
+        path = config.webhook_secret_path(hook)
+        try:
+            if host.create_secret_file(path, text=True):
+                logging.getLogger("salvo.node").info(
+                    "made the secret of webhook %r: %s", hook.name, path
+                )
+        except OSError as exc:
+            raise StartupError(
+                f"[[webhooks]] {hook.name!r} secret_file {path}: cannot create it: "
+                f"{exc.strerror or exc}"
+            ) from exc
+        load_secret(path)
+
+
 def _run_node(args: argparse.Namespace) -> int:
     from salvo.actors.datadir_lock import DataDirLock
     from salvo.actors.node import core_main, open_spool
@@ -99,6 +150,7 @@ def _run_node(args: argparse.Namespace) -> int:
             _feedback_secret(config)
         if config.http.listen:
             _http_token(config)
+        _webhook_secrets(config)
         # Fail here, with a clear message, rather than in every signer process.
         composer = Composer(keys_from_config(config), clock=time.time)
         for domain in config.dkim:
@@ -111,6 +163,7 @@ def _run_node(args: argparse.Namespace) -> int:
                         f"DKIM key for {domain}: cannot read {cause.filename}: {cause.strerror}"
                     ) from exc
                 raise
+        _bulk_rules(config, config_path)
         try:
             # A data dir that is not a salvo store, or another master key, is refused here;
             # the master key file is made here when the data dir encrypts.
