@@ -29,6 +29,7 @@ from salvo.actors.delivery import Delivery, Result
 from salvo.actors.dispatch import Dispatcher
 from salvo.actors.events import EventLog, run_events
 from salvo.actors.ingress import Ingress
+from salvo.actors.master_key import master_key_loader
 from salvo.actors.scheduler import Scheduler
 from salvo.actors.signer import profiled
 from salvo.actors.spool_writer import SpoolWriter
@@ -45,8 +46,9 @@ log = logging.getLogger("salvo.node")
 DRAIN_TIMEOUT = 20.0
 
 
-def open_spool(config: Config) -> Spool:
-    """The node's spool, opened and recovered as the config says."""
+def open_spool(config: Config, *, create_key: bool = False) -> Spool:
+    """The node's spool, opened and recovered as the config says; ``create_key`` makes
+    the spool master key file when the data dir encrypts and it is missing."""
     spool_config = SpoolConfig(
         retention=parse_duration(config.spool.retention),
         idempotency_window=parse_duration(config.spool.idempotency_window),
@@ -63,6 +65,8 @@ def open_spool(config: Config) -> Spool:
         spool_config,
         max_map_size=parse_size(config.spool.max_size),
         webhooks=webhooks,
+        master_key=master_key_loader(config, create=create_key),
+        encrypt=config.spool.encrypt,
     )
 
 

@@ -195,9 +195,11 @@ def salvo_run(
     rate: float | None = None,
     wait_for: str = "all",
     profile: Path | None = None,
+    config: str = "",
 ) -> dict:
     """A fresh node delivering ``messages`` to ``providers`` sinks (``smtp-sink``, or smart
-    sinks answering by ``policies``); every figure of one salvo row.
+    sinks answering by ``policies``); every figure of one salvo row. ``config``: TOML
+    appended to the node's config (e.g. ``[spool] encrypt = false``).
 
     ``wait_for``: "all" = until the sinks have every message (clean), "finished" = until
     every recipient is delivered or bounced (realistic).
@@ -215,7 +217,7 @@ def salvo_run(
             else:
                 sinks.append(SmartSink(folder, host, policies[i], key))
             stack.callback(sinks[-1].stop)
-        extra = REALISTIC_TRAFFIC if policies is not None else ""
+        extra = (REALISTIC_TRAFFIC if policies is not None else "") + config
         ingress = f"tcp://127.0.0.1:{free_port()}"
         events = f"tcp://127.0.0.1:{free_port()}"
         node = Node(

@@ -93,6 +93,11 @@ class SpoolSection(_Section):
     max_size: Size = "64GiB"  # the map may grow up to this; then jobs get "retry"
     retention: Duration = "7d"  # how long finished jobs keep their small record
     idempotency_window: Duration = "7d"
+    # Encryption at rest (docs/spool.md). None: as the data dir records it (a new one
+    # encrypts); true turns it on for a data dir in clear; false is refused once on.
+    encrypt: bool | None = None
+    master_key_file: str = "keys/spool.master"  # made on first start if missing
+    master_key_env: str = ""  # a variable holding the key (base64) instead of the file
 
 
 class ClusterSection(_Section):
@@ -373,6 +378,16 @@ def _validate_content(content: ContentSection) -> None:
         raise ConfigError("config: [content] cache_size: 0 (no cache) or more")
 
 
+def _validate_spool_keys(config: Config) -> None:
+    spool = config.spool
+    if not spool.master_key_file and not spool.master_key_env:
+        raise ConfigError("config: [spool] master_key_file: a file name is needed")
+    if spool.master_key_env and not spool.master_key_env.replace("_", "a").isalnum():
+        raise ConfigError(
+            f"config: [spool] master_key_env: {spool.master_key_env!r} is not a variable name"
+        )
+
+
 def _validate_http(config: Config) -> None:
     http = config.http
     if http.listen:
@@ -603,6 +618,10 @@ class Config(_Section):
         return self.path(hook.secret_file)
 
     @property
+    def master_key_path(self) -> Path:
+        return self.path(self.spool.master_key_file)
+
+    @property
     def uses_feedback(self) -> bool:
         """Whether the feedback loop is configured (a bounce domain, or the unsubscribe
         endpoint): the node then makes the secret file on start if it is missing."""
@@ -671,6 +690,7 @@ def _host_port(value: str) -> tuple[str, int]:
 def _validate(config: Config) -> None:
     _validate_http(config)
     _validate_webhooks(config)
+    _validate_spool_keys(config)
     for domain, target in config.routes.items():
         _host, sep, port = target.rpartition(":")
         if not target or (sep and not port.isdigit()) or (sep and not 0 < int(port) < 65536):

@@ -19,6 +19,8 @@ import msgspec
 
 from salvo.core import host, kpis
 from salvo.core import pauses as pz
+from salvo.core import spool_crypto as sc
+from salvo.core import spool_keys as sk
 from salvo.core import spool_records as r
 from salvo.core.address import bare_address, domain_of_mailbox, mailbox_key, parse_address
 from salvo.core.bulk import BulkRules, job_problem
@@ -29,6 +31,7 @@ from salvo.core.outbox import Outbox
 from salvo.core.protocol import MAX_ID_CHARS, Accepted, Job, Rejected, Reply
 from salvo.core.spool_env import Store
 from salvo.core.spool_records import (
+    DEC_BODY,
     DEC_HEAD,
     DEC_JOB,
     DEC_RCPT,
@@ -170,11 +173,18 @@ class Spool:
     """Jobs and recipients in a :class:`Store`; see the module docstring.
 
     ``random_bytes(n)`` gives ``n`` random bytes, drawn for the Message-IDs of submitted
-    recipients; a spool without it (opened only to read) refuses submissions.
+    recipients, data keys and nonces; a spool without it (opened only to read) refuses
+    submissions.
 
     ``webhooks``: the configured webhooks' subscriptions. Every write that changes a
     recipient also queues, in the same transaction, the events the webhooks take
     (:mod:`salvo.core.outbox`); with none configured nothing is built or written.
+
+    Encryption at rest (docs/spool.md): ``encrypt`` True or False asks for it, None keeps
+    the data dir's recorded mode (a new data dir encrypts). ``master_key`` is the key, or a
+    function that gives it, called only when the data dir encrypts. With neither, the
+    spool only reads: an encrypted one then refuses to submit or claim
+    (:class:`~salvo.core.spool_keys.MasterKeyError`).
     """
 
     def __init__(
@@ -184,6 +194,8 @@ class Spool:
         *,
         random_bytes: Callable[[int], bytes] | None = None,
         webhooks: Subscriptions | None = None,
+        master_key: bytes | Callable[[], bytes] | None = None,
+        encrypt: bool | None = None,
     ) -> None:
         self.store = store
         self.config = config or SpoolConfig()
@@ -193,9 +205,47 @@ class Spool:
         self.outbox = Outbox(store, webhooks, random_bytes)
         self.warmup = WarmupStore(store)
         self._db = store.dbs
+        self.keys: sk.DataKeys | None = None
+        self._sweep = True  # shreds made while no node ran are swept at the first claim
+        if master_key is None and encrypt is None:
+            self.encrypted = store.read(lambda txn: sk.recorded_mode(txn, self._db["meta"]))
+        else:
+            self.keys = self._open_keys(master_key, encrypt)
+            self.encrypted = self.keys is not None
         # Told the bucket keys of every KPI increment written (the alerts actor: which
         # campaigns, tenants, ... to evaluate again); runs on the writer's thread.
         self.on_kpis: Callable[[list[bytes]], None] | None = None
+
+    def _open_keys(
+        self, master_key: bytes | Callable[[], bytes] | None, encrypt: bool | None
+    ) -> sk.DataKeys | None:
+        # A data dir whose mode and key are recorded needs no write (no fsync) to open.
+        meta = self._db["meta"]
+        recorded, known = self.store.read(
+            lambda txn: (txn.get(b"encrypt", db=meta), txn.get(b"master_id", db=meta))
+        )
+        if recorded == b"0" and not encrypt:
+            return None
+        if recorded == b"1" and known is not None and encrypt is not False and master_key:
+            key = master_key() if callable(master_key) else master_key
+            keys = sk.DataKeys(self._db, key, self._random_bytes or _no_random)
+            self.store.read(keys.check_in)
+            return keys
+        return self.store.write(lambda txn: self._keys_in(txn, master_key, encrypt))
+
+    def _keys_in(
+        self, txn: Any, master_key: bytes | Callable[[], bytes] | None, encrypt: bool | None
+    ) -> sk.DataKeys | None:
+        meta = self._db["meta"]
+        new = txn.get(b"next_seq", db=meta) is None  # no job was ever written
+        if not sk.resolve_mode(txn, meta, new, encrypt):
+            return None
+        if master_key is None:
+            raise sk.MasterKeyError("this data dir is encrypted: give its spool master key")
+        key = master_key() if callable(master_key) else master_key
+        keys = sk.DataKeys(self._db, key, self._random_bytes or _no_random)
+        keys.check_in(txn)
+        return keys
 
     @classmethod
     def open(
@@ -205,12 +255,26 @@ class Spool:
         *,
         random_bytes: Callable[[int], bytes] = host.random_bytes,
         webhooks: Subscriptions | None = None,
+        master_key: bytes | Callable[[], bytes] | None = None,
+        encrypt: bool | None = None,
         **store_kw: Any,
     ) -> Spool:
-        """Open (or create) the store in ``data_dir`` and run :meth:`recover`; Message-IDs
-        come from ``random_bytes`` (by default the operating system's)."""
+        """Open (or create) the store in ``data_dir`` and run :meth:`recover`; Message-IDs,
+        data keys and nonces come from ``random_bytes`` (by default the operating
+        system's). ``webhooks``, ``master_key`` and ``encrypt``: see the class."""
         store = Store(data_dir, **store_kw)
-        spool = cls(store, config, random_bytes=random_bytes, webhooks=webhooks)
+        try:
+            spool = cls(
+                store,
+                config,
+                random_bytes=random_bytes,
+                webhooks=webhooks,
+                master_key=master_key,
+                encrypt=encrypt,
+            )
+        except BaseException:
+            store.close()
+            raise
         try:
             spool.recover()
         except BaseException:
@@ -218,9 +282,50 @@ class Spool:
             raise
         return spool
 
+    def _unlocked(self) -> sk.DataKeys | None:
+        """The data keys (None for a spool in clear); refuses a locked encrypted one."""
+        if self.encrypted and self.keys is None:
+            raise sk.MasterKeyError(
+                "this data dir is encrypted and was opened without its master key"
+            )
+        return self.keys
+
+    def rotate_master(self, new_master_key: bytes) -> int:
+        """Wrap every live data key under ``new_master_key`` in one durable transaction;
+        returns how many. This spool keeps using the old key: reopen it with the new one."""
+        keys = self._unlocked()
+        if keys is None:
+            raise sk.MasterKeyError("this data dir is not encrypted: it has no data keys")
+        return self.store.write(lambda txn: keys.rewrap_in(txn, new_master_key))
+
+    def shred(self, tenant: str, now: float) -> tuple[int, int]:
+        """Destroy ``tenant``'s data keys (no master key needed): what they sealed can no
+        longer be read. Returns (keys destroyed, recipients waiting under them). The node
+        ends those recipients ``cancelled`` at its next claim (with events)."""
+        if not self.encrypted:
+            raise sk.MasterKeyError(
+                "this data dir is not encrypted: there is no data key to shred "
+                "(salvo cancel --tenant ends the tenant's queue)"
+            )
+
+        def fn(txn: Any) -> tuple[int, int]:
+            destroyed = sk.shred_in(txn, self._db, tenant, now)
+            waiting = 0
+            for seq, _ in self._jobs_of_in(txn, "tenant", tenant):
+                waiting += sum(rec.state in WAITING_STATES for _, rec in self._rcpts_in(txn, seq))
+            return destroyed, waiting
+
+        return self.store.write(fn)
+
     def close(self) -> None:
         """Close the store."""
         self.store.close()
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ---- submit ------------------------------------------------------------------------
 
@@ -233,12 +338,17 @@ class Spool:
         """
         if self._random_bytes is None:
             raise ValueError("this spool was opened to read: it has no Message-ID source")
-        if not self.outbox.active:
+        keys = self.keys
+        if keys is None and not self.outbox.active:
             return self.store.write(lambda txn: self._submit_in(txn, jobs, now), submit=True)
 
         def fn(txn: Any) -> list[Submitted]:
+            if keys is not None:
+                keys.begin()  # forget keys made by an attempt that did not commit
             results = self._submit_in(txn, jobs, now)
-            if self.outbox.wants("accepted") or self.outbox.wants(r.SUPPRESSED):
+            if self.outbox.active and (
+                self.outbox.wants("accepted") or self.outbox.wants(r.SUPPRESSED)
+            ):
                 events = []
                 for job, result in zip(jobs, results, strict=True):
                     if not result.duplicate:
@@ -246,7 +356,10 @@ class Spool:
                 self.outbox.add_in(txn, events)
             return results
 
-        return self.store.write(fn, submit=True)
+        results = self.store.write(fn, submit=True)
+        if keys is not None:
+            keys.commit()
+        return results
 
     def _submit_in(self, txn: Any, jobs: Sequence[Job], now: float) -> list[Submitted]:
         """Three passes over the batch: check and screen every job (parsing only), check
@@ -324,6 +437,11 @@ class Spool:
         db = self._db
         meta = db["meta"]
         next_seq = int(txn.get(b"next_seq", b"1", db=meta))
+        keys = self._unlocked()
+        if keys is not None and keys.sync_in(txn):
+            self._sweep = True
+        seal = sc.seal
+        vars_ad, job_ad = sc.vars_ad, sc.job_ad
         max_age = self.config.max_age
         max_age_of = self.config.max_age_by_traffic.get
         encode = ENC.encode
@@ -339,6 +457,9 @@ class Spool:
         random_bytes = self._random_bytes
         hexes = random_bytes(MID_HEX // 2 * min(n_ids, MID_POOL)).hex()
         used = 0
+        if keys is not None:  # a nonce per recipient and per job, drawn at once
+            nonces = random_bytes(sc.NONCE_BYTES * (n_ids + len(pending)))
+            nonce_at = 0
         for pos, job, ikey, keep, rejected, from_domain in pending:
             seq = next_seq
             next_seq += 1
@@ -351,6 +472,8 @@ class Spool:
             expires_at = start + lifetime
             start_ms = r.ms(start)
             accepted = []
+            if keys is not None and keep:
+                generation, cipher = keys.current_in(txn, job.tenant, now)
             for idx, (rcpt, key, domain) in enumerate(keep):
                 mid = rcpt.message_id
                 if mid is None:
@@ -364,7 +487,13 @@ class Spool:
                 # RcptRecord(to, key, message_id, QUEUED, 0, start, expires_at) as a tuple:
                 # an array_like Struct and a tuple encode to the same msgpack array.
                 rvals.append(encode((rcpt.to, key, mid, queued, 0, start, expires_at, None, ())))
-                vvals.append(encode(rcpt.vars))
+                if keys is None:
+                    vvals.append(encode(rcpt.vars))
+                else:
+                    nonce = nonces[nonce_at : nonce_at + sc.NONCE_BYTES]
+                    nonce_at += sc.NONCE_BYTES
+                    plain = encode(rcpt.vars)
+                    vvals.append(seal(cipher, generation, nonce, plain, vars_ad(seq, idx)))
                 dkeys.append(pack_due(start_ms, seq, idx))
                 okeys.append(f"{domain}\0".encode() + rkey)
                 accepted.append(Accepted(rcpt.to, mid))
@@ -372,6 +501,12 @@ class Spool:
             status = ("partial" if rejected else "accepted") if keep else "rejected"
             campaign = job.campaign or ""
             body = (job.subject, job.text, job.html, job.headers, job.raw) if keep else NO_BODY
+            sealed = None
+            if keys is not None and keep:
+                nonce = nonces[nonce_at : nonce_at + sc.NONCE_BYTES]
+                nonce_at += sc.NONCE_BYTES
+                sealed = seal(cipher, generation, nonce, encode(body), job_ad(seq))
+                body = NO_BODY
             jkeys.append(skey)
             jvals.append(
                 encode(
@@ -391,6 +526,7 @@ class Spool:
                         None,
                         None if keep else now,
                         *body,
+                        sealed,
                     )
                 )
             )
@@ -463,11 +599,20 @@ class Spool:
         Recipients found suppressed or past expiry are finished instead (``finished``).
         Job bodies are read once per job, and only with ``with_bodies``.
         """
-        return self.store.write(lambda txn: self._claim_in(txn, now, limit, with_bodies))
+        claim = self.store.write(lambda txn: self._claim_in(txn, now, limit, with_bodies))
+        self._sweep = False
+        return claim
 
     def _claim_in(self, txn: Any, now: float, limit: int, with_bodies: bool) -> Claim:
         db = self._db
         now_ms = r.ms(now)
+        keys = self._unlocked()
+        swept: list[Change] = []
+        if keys is not None:
+            if keys.sync_in(txn):
+                self._sweep = True
+            if self._sweep:  # before the due index is read: these are final now
+                swept = self._sweep_in(txn, now)  # claim_due clears _sweep after the commit
         due = []
         for key in txn.cursor(db=db["due"]).iternext(values=False):
             t, seq, idx = r.due_of(key)
@@ -485,9 +630,9 @@ class Spool:
             if seq not in heads:
                 heads[seq] = DEC_HEAD.decode(txn.get(r.seq_key(seq), db=db["jobs"]))
             candidates.append((seq, idx, rec))
-        finished: list[Change] = []
+        finished: list[Change] = swept
         suppressed = self._suppressed_in(txn, candidates, heads, now)
-        claimed = []
+        ready = []
         for (seq, idx, rec), entry in zip(candidates, suppressed, strict=True):
             if now >= rec.expires_at:
                 att = Attempt(now, r.EXPIRED, text="expired before delivery")
@@ -496,32 +641,110 @@ class Spool:
                 att = Attempt(now, r.SUPPRESSED, text=f"suppressed: {entry.reason}")
                 finished.append(self._finish_in(txn, seq, idx, rec, att, now, was_due=False))
             else:
-                rkey = r.rcpt_key(seq, idx)
-                rec = msgspec.structs.replace(rec, state=r.IN_FLIGHT)
-                txn.put(rkey, ENC.encode(rec), db=db["rcpts"])
-                head = heads[seq]
-                domain = rec.key[rec.key.rindex("@") + 1 :]
-                claimed.append(
-                    Claimed(
-                        seq,
-                        idx,
-                        head.id,
-                        head.tenant,
-                        rec.to,
-                        f"{bare_address(rec.to).rpartition('@')[0]}@{domain}",
-                        domain,
-                        rec.message_id,
-                        rec.attempts,
-                        txn.get(rkey, b"\x80", db=db["vars"]),  # \x80: {}
-                    )
-                )
-        jobs = {}
+                ready.append((seq, idx, rec))
+        jobs: dict[int, JobRecord] = {}
+        unreadable: dict[int, Attempt] = {}  # seq -> why its content cannot be opened
         if with_bodies:
-            for seq in {c.seq for c in claimed}:
-                jobs[seq] = DEC_JOB.decode(txn.get(r.seq_key(seq), db=db["jobs"]))
+            for seq in {seq for seq, _, _ in ready}:
+                job = DEC_JOB.decode(txn.get(r.seq_key(seq), db=db["jobs"]))
+                if job.sealed is not None:
+                    job, why = self._open_job(txn, keys, seq, job, now)
+                    if why is not None:
+                        unreadable[seq] = why
+                        continue
+                jobs[seq] = job
+        claimed = []
+        for seq, idx, rec in ready:
+            rkey = r.rcpt_key(seq, idx)
+            head = heads[seq]
+            variables = txn.get(rkey, b"\x80", db=db["vars"])  # \x80: {}
+            why = unreadable.get(seq)
+            if why is None and sc.is_sealed(variables):
+                variables, why = self._open_vars(txn, keys, head.tenant, seq, idx, variables, now)
+            if why is not None:
+                finished.append(self._finish_in(txn, seq, idx, rec, why, now, was_due=False))
+                continue
+            rec = msgspec.structs.replace(rec, state=r.IN_FLIGHT)
+            txn.put(rkey, ENC.encode(rec), db=db["rcpts"])
+            domain = rec.key[rec.key.rindex("@") + 1 :]
+            claimed.append(
+                Claimed(
+                    seq,
+                    idx,
+                    head.id,
+                    head.tenant,
+                    rec.to,
+                    f"{bare_address(rec.to).rpartition('@')[0]}@{domain}",
+                    domain,
+                    rec.message_id,
+                    rec.attempts,
+                    variables,
+                )
+            )
         if finished and self.outbox.active:
             self.outbox_changes_in(txn, finished, now)
         return Claim(claimed, jobs, finished)
+
+    def _open_job(
+        self, txn: Any, keys: sk.DataKeys | None, seq: int, job: JobRecord, now: float
+    ) -> tuple[JobRecord, Attempt | None]:
+        """A job with its sealed content opened, or why it cannot be (the final attempt
+        of its recipients: cancelled when its key was shredded, else failed)."""
+        sealed = job.sealed
+        assert keys is not None and sealed is not None
+        try:
+            cipher = keys.cipher_in(txn, job.tenant, sc.generation_of(sealed))
+            if cipher is None:
+                return job, _shredded(now)
+            body = DEC_BODY.decode(sc.open_sealed(cipher, sealed, sc.job_ad(seq)))
+        except (sc.SealError, msgspec.DecodeError) as exc:
+            return job, Attempt(now, r.FAILED, text=f"cannot read the job's content: {exc}")
+        subject, text, html, headers, raw = body
+        opened = msgspec.structs.replace(
+            job, subject=subject, text=text, html=html, headers=headers, raw=raw, sealed=None
+        )
+        return opened, None
+
+    def _open_vars(
+        self,
+        txn: Any,
+        keys: sk.DataKeys | None,
+        tenant: str,
+        seq: int,
+        idx: int,
+        sealed: bytes,
+        now: float,
+    ) -> tuple[bytes, Attempt | None]:
+        """A recipient's variables opened (msgpack), or why they cannot be."""
+        if keys is None:
+            why = "sealed variables in a data dir in clear"
+            return b"", Attempt(now, r.FAILED, text=f"cannot read the variables: {why}")
+        try:
+            cipher = keys.cipher_in(txn, tenant, sc.generation_of(sealed))
+            if cipher is None:
+                return b"", _shredded(now)
+            return sc.open_sealed(cipher, sealed, sc.vars_ad(seq, idx)), None
+        except sc.SealError as exc:
+            return b"", Attempt(now, r.FAILED, text=f"cannot read the variables: {exc}")
+
+    def _sweep_in(self, txn: Any, now: float) -> list[Change]:
+        """End ``cancelled`` every waiting recipient of a shredded tenant's key (or, for a
+        job written in clear, submitted before the shred); mark the shreds swept."""
+        changes: list[Change] = []
+        for tenant, (when, generations) in sk.unswept_in(txn, self._db).items():
+            for seq, head in self._jobs_of_in(txn, "tenant", tenant):
+                sealed = DEC_JOB.decode(txn.get(r.seq_key(seq), db=self._db["jobs"])).sealed
+                if sealed is None and head.submitted > when:
+                    continue
+                if sealed is not None and sc.generation_of(sealed) not in generations:
+                    continue
+                for idx, rec in self._rcpts_in(txn, seq):
+                    if rec.state in WAITING_STATES:
+                        changes.append(
+                            self._finish_in(txn, seq, idx, rec, _shredded(now), now, True)
+                        )
+            sk.mark_swept_in(txn, self._db, tenant)
+        return changes
 
     def _suppressed_in(self, txn: Any, candidates: list, heads: dict, now: float) -> list:
         if not self.config.check_suppression:
@@ -1094,6 +1317,16 @@ class Spool:
 
 
 _DOM_TAIL = len(r.dom_key("", 0, 0))  # the NUL and the packed (seq, idx) after a domain
+SHREDDED = "cancelled: the tenant's data key was shredded"
+
+
+def _shredded(now: float) -> Attempt:
+    return Attempt(now, r.CANCELLED, text=SHREDDED)
+
+
+def _no_random(n: int) -> bytes:
+    raise ValueError("this spool was opened to read: it has no random source")
+
 
 # Senders repeat from job to job: parse each once (errors are not cached).
 _sender = functools.lru_cache(maxsize=4096)(parse_address)

@@ -31,7 +31,7 @@ T = TypeVar("T")
 FORMAT = b"salvo-store"
 VERSION = 1
 DB_NAMES = (
-    "meta",  # format marker, version, next job sequence number
+    "meta",  # format marker, version, next job sequence number, encryption mode
     "jobs",  # seq -> JobRecord
     "rcpts",  # seq+idx -> RcptRecord
     "vars",  # seq+idx -> msgpack variables (deleted when the recipient is final)
@@ -53,6 +53,7 @@ DB_NAMES = (
     "wh_stat",  # webhook -> msgpack [pending, delivered, expired] (core/outbox)
     "warmup",  # source NUL provider -> LaneState (warm-up per lane, core/warmup_store)
     "cluster",  # suppression outbox and replication state (core/cluster_store)
+    "keys",  # tenant NUL name NUL generation -> wrapped data key (core/spool_keys)
 )
 STORE_SUBDIR = "store"
 NODE_LOCK = "node.lock"  # taken by a running node before it opens the store (actors/supervisor)

@@ -96,6 +96,9 @@ class JobRecord(JobHead, frozen=True, array_like=True):
     """A job stored once: its fields, the reply parts not kept per recipient, the bodies.
 
     The bodies come last; a finished job is rewritten without them (the small record).
+    In an encrypted spool the five body fields are empty and ``sealed`` holds them, as the
+    msgpack array ``[subject, text, html, headers, raw]`` sealed by
+    :mod:`salvo.core.spool_crypto`; the spool opens it when it hands the job out.
     """
 
     subject: str | None = None
@@ -103,6 +106,7 @@ class JobRecord(JobHead, frozen=True, array_like=True):
     html: str | None = None
     headers: dict[str, str] = {}
     raw: str | None = None
+    sealed: bytes | None = None
 
 
 # ---- keys --------------------------------------------------------------------------------
@@ -168,3 +172,5 @@ ENC = msgspec.msgpack.Encoder()
 DEC_RCPT = msgspec.msgpack.Decoder(RcptRecord)
 DEC_JOB = msgspec.msgpack.Decoder(JobRecord)
 DEC_HEAD = msgspec.msgpack.Decoder(JobHead)
+BODY = tuple[str | None, str | None, str | None, dict[str, str], str | None]
+DEC_BODY = msgspec.msgpack.Decoder(BODY)

@@ -22,10 +22,12 @@ def make_job(job_id: str, n: int) -> Job:
 
 
 class SpoolModel(RuleBasedStateMachine):
+    KEY: bytes | None = None  # a master key: the same model on an encrypted spool
+
     def __init__(self) -> None:
         super().__init__()
         self.dir = tempfile.mkdtemp(prefix="salvo-spool-")
-        self.spool = Spool.open(self.dir, CONFIG, map_size=1 << 20)
+        self.spool = Spool.open(self.dir, CONFIG, map_size=1 << 20, master_key=self.KEY)
         self.now = 1000
         self.counter = 0
         # id -> {"seq", "result", "submitted", "expires", "finished", "rcpts": [model rcpt]}
@@ -125,7 +127,7 @@ class SpoolModel(RuleBasedStateMachine):
     @rule()
     def reopen(self) -> None:
         self.spool.close()
-        self.spool = Spool.open(self.dir, CONFIG, map_size=1 << 20)
+        self.spool = Spool.open(self.dir, CONFIG, map_size=1 << 20, master_key=self.KEY)
         for _, _, rc in self._rcpts():
             if rc["state"] == "in-flight":
                 rc["state"] = "queued"
@@ -151,7 +153,8 @@ class SpoolModel(RuleBasedStateMachine):
             assert got == [rc["state"] for rc in job["rcpts"]], job_id
             record = self.spool.get_job(job["seq"])
             assert (record.finished is not None) == (job["finished"] is not None)
-            assert (record.text is None) == (job["finished"] is not None)  # shrunk when done
+            content = record.text if self.KEY is None else record.sealed
+            assert (content is None) == (job["finished"] is not None)  # shrunk when done
         summary = self.spool.summary(self.now)
         counts = {}
         for _, _, rc in self._rcpts():
@@ -167,3 +170,16 @@ SpoolModel.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestSpoolModel = SpoolModel.TestCase
+
+
+class EncryptedSpoolModel(SpoolModel):
+    KEY = bytes(range(32))
+
+
+EncryptedSpoolModel.TestCase.settings = settings(
+    max_examples=50,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestEncryptedSpoolModel = EncryptedSpoolModel.TestCase

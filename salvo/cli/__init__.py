@@ -24,6 +24,8 @@ COMMANDS = (
     "top",
     "webhooks",
     "suppress",
+    "tenant",
+    "keys",
     "feedback",
     "dkim",
     "doctor",

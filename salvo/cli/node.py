@@ -165,7 +165,11 @@ def _run_node(args: argparse.Namespace) -> int:
                 raise
         _bulk_rules(config, config_path)
         try:
-            open_spool(config).close()  # a data dir that is not a salvo store is refused here
+            # A data dir that is not a salvo store, or another master key, is refused here;
+            # the master key file is made here when the data dir encrypts.
+            open_spool(config, create_key=True).close()
+        except StartupError:
+            raise
         except Exception as exc:
             message, _ = describe_failure(exc)
             raise StartupError(f"data dir {config.data_dir}: {message}") from exc

@@ -85,7 +85,9 @@ def _print_job(spool: Spool, seq: int, only: int | None = None) -> None:
         f"  submitted {format_time(job.submitted)}  expires {format_time(job.expires_at)}  "
         f"finished {format_time(job.finished) or '-'}  status {job.status}"
     )
-    if job.finished is None:
+    if job.sealed is not None:
+        print(f"  content encrypted ({len(job.sealed)} bytes)")
+    elif job.finished is None:
         print(f"  subject {job.subject!r}" if job.raw is None else f"  raw {len(job.raw)} chars")
     for rej in job.rejected:
         print(f"  rejected {rej.to}: {rej.reason}")
