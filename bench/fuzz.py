@@ -10,6 +10,9 @@ executions, the executions per second and the crashes; each crashing input is sa
   crash, a slow input (``--timeout`` seconds) or an out-of-memory.
 * ``hypothesis``: in this process, random bytes mixed with the target's structured inputs;
   slower per execution, no coverage feedback. Stops a target at its first crash (shrunk).
+* ``mutate``: in this process, the seeds then seeded random mutations of them (bit flips,
+  inserts, deletes, repeats, splices), without coverage feedback: cheap and reproducible,
+  what the test suite's smoke run uses.
 
 ``--engine auto`` (the default) takes atheris when it imports, Hypothesis otherwise.
 ``--replay FILE...`` runs saved inputs once against ``--target`` (exit 1 if one crashes).
@@ -21,6 +24,7 @@ import argparse
 import hashlib
 import importlib.util
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -175,6 +179,61 @@ def run_hypothesis(name: str, runs: int, out: Path | None, *, seed: int) -> Resu
     return Result(name, "hypothesis", count[0], seconds, crashes, saved, detail)
 
 
+# -- mutation (no engine needed: the suite's smoke run) ---------------------------------------
+
+
+def mutate(rng: random.Random, data: bytes, pool: list[bytes]) -> bytes:
+    """One of libFuzzer's simple mutations: flip, insert, delete, repeat or splice."""
+    buf = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        op = rng.randrange(6)
+        at = rng.randint(0, len(buf))
+        if op == 0 and buf:
+            buf[min(at, len(buf) - 1)] ^= 1 << rng.randrange(8)
+        elif op == 1:
+            buf[at:at] = bytes([rng.choice((0, 10, 13, 32, 46, 60, 64, 255, rng.randrange(256)))])
+        elif op == 2 and buf:
+            del buf[at : at + rng.randint(1, 8)]
+        elif op == 3 and buf:
+            buf[at:at] = buf[at : at + rng.randint(1, 16)] * rng.randint(1, 8)
+        elif op == 4 and pool:
+            other = rng.choice(pool)
+            cut = rng.randint(0, len(other))
+            buf = buf[:at] + other[cut:]
+        else:
+            buf[at:at] = rng.randbytes(rng.randint(1, 8))
+    return bytes(buf[:4096])
+
+
+def run_mutate(name: str, runs: int, out: Path | None, *, seed: int) -> Result:
+    from salvo.bench.fuzz_targets import TARGETS, run_one
+
+    target = TARGETS[name]
+    rng = random.Random(f"{seed}:{name}")
+    pool = target.seeds() or [b""]
+    started = time.monotonic()
+    executions, failing, detail = 0, None, ""
+    inputs = iter(pool)
+    while executions < runs:
+        data = next(inputs, None)
+        if data is None:
+            data = mutate(rng, rng.choice(pool), pool)
+        executions += 1
+        try:
+            run_one(target, data)
+        except Exception as exc:
+            failing = data
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:300]
+            break
+        if len(pool) < 256 and rng.random() < 0.05:
+            pool.append(data)  # no coverage to guide it: keep some inputs to build on
+    seconds = time.monotonic() - started
+    saved = []
+    if failing is not None and out is not None:
+        saved.append(_save(out / "crashes" / name, failing))
+    return Result(name, "mutate", executions, seconds, int(failing is not None), saved, detail)
+
+
 # -- replay and the table --------------------------------------------------------------------
 
 
@@ -228,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--runs", type=int, default=10_000, help="executions per target")
     ap.add_argument("--target", action="append", choices=sorted(TARGETS), help="repeatable")
-    ap.add_argument("--engine", choices=("auto", "atheris", "hypothesis"), default="auto")
+    ap.add_argument("--engine", choices=("auto", "atheris", "hypothesis", "mutate"), default="auto")
     ap.add_argument("--out", default="fuzz-out", help="corpus, crashes and logs go here")
     ap.add_argument("--seed", type=int, default=1, help="the engines' random seed")
     ap.add_argument("--jobs", type=int, default=1, help="atheris: targets run at once")
@@ -267,8 +326,9 @@ def main(argv: list[str] | None = None) -> int:
                 results = list(pool.map(one, names))
         else:
             os.environ["SALVO_FUZZ_TMP"] = tmp
+            run = run_hypothesis if engine == "hypothesis" else run_mutate
             for name in names:
-                r = run_hypothesis(name, args.runs, out, seed=args.seed)
+                r = run(name, args.runs, out, seed=args.seed)
                 print(f"  {name}: {r.executions:,} executions, {r.crashes} crashes", flush=True)
                 results.append(r)
     finally:

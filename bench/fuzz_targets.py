@@ -121,6 +121,13 @@ def _reply_frame(data: bytes) -> None:
     str(reply.status)
 
 
+def _reply_frame_seeds() -> list[bytes]:
+    accepted = protocol.Accepted("ann@example.org", "<m@fuzz.example>")
+    rejected = protocol.Rejected("x@y", "invalid-address", "no @")
+    reply = protocol.Reply(id="j", status="partial", accepted=[accepted], rejected=[rejected])
+    return [protocol.encode_reply(reply), _pack(_GOOD_JOB)]
+
+
 _GOOD_JOB = {
     "id": "job-1",
     "from": "Acme <news@fuzz.example>",
@@ -129,8 +136,12 @@ _GOOD_JOB = {
     "html": "<p>Hello {{ name }}</p>",
     "headers": {"Reply-To": "help@fuzz.example", "X-Campaign": "{{ campaign }}"},
     "recipients": [
-        {"to": "ann@example.org", "vars": {"name": "Ann", "order": {"id": 7}}},
-        {"to": "Bob <bob@b\u00fccher.example>", "vars": {"name": "Bob"}, "message_id": "<a@b>"},
+        {"to": "ann@example.org", "vars": {"name": "Ann", "order": {"id": 7}, "campaign": "c"}},
+        {
+            "to": "Bob <bob@b\u00fccher.example>",
+            "vars": {"name": "Bob", "order": {"id": "x"}, "campaign": "d"},
+            "message_id": "<a@b>",
+        },
     ],
     "tenant": "acme",
     "campaign": "spring",
@@ -382,9 +393,9 @@ def _template_seeds() -> list[bytes]:
         b"\x00".join(
             [
                 b"Acme <news@fuzz.example>",
-                b"Hi {{ name | upper }}",
+                b"Hi {{ name }}",
                 b"Hello {{ name }}\r\n.dot\r\n",
-                b"<p>{{ name }}</p>",
+                b"<p>{{ name }} {{ order.id | raw }}</p>",
                 b"Reply-To",
                 b"{{ reply }}",
                 b"Ann <ann@example.org>",
@@ -824,7 +835,7 @@ TARGETS: dict[str, Target] = {
             "reply frames: protocol.decode_reply",
             _reply_frame,
             (protocol.ProtocolError,),
-            _job_seeds,
+            _reply_frame_seeds,
         ),
         Target(
             "smtp_reply",
