@@ -99,13 +99,12 @@ def run_atheris(name: str, runs: int, out: Path, *, seed: int, timeout: int, tmp
     ]
     env = {**os.environ, "SALVO_FUZZ_TMP": tmp}
     started = time.monotonic()
-    proc = subprocess.run(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, check=False
-    )
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / f"{name}.log", "wb") as fh:  # written as it goes: progress is visible
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, check=False)
     seconds = time.monotonic() - started
-    log = proc.stdout
-    (out / "logs").mkdir(parents=True, exist_ok=True)
-    (out / "logs" / f"{name}.log").write_bytes(log)
+    log = (logs / f"{name}.log").read_bytes()
     done = _DONE.search(log)
     if done:
         executions = int(done.group(1))
