@@ -163,15 +163,9 @@ class Admin:
         if self.control is None:
             return {}, json_response(503, {"error": "pauses are not available on this node"})
         try:
-            body = json.loads(request.body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            return {}, json_response(400, {"error": f"the body is not JSON: {exc}"})
-        if not isinstance(body, dict):
-            return {}, json_response(400, {"error": "the body must be a JSON object"})
-        for field in ("scope", "name"):
-            if not isinstance(body.get(field), str) or not body[field]:
-                return {}, json_response(400, {"error": f"{field!r} (a string) is required"})
-        return body, None
+            return pz.control_body(request.body), None
+        except pz.PauseError as exc:
+            return {}, json_response(400, {"error": str(exc)})
 
     async def get_pauses(self, request: Request) -> Response:
         if not self.authorized(request):

@@ -64,6 +64,16 @@ class Route:
         return cls(frozenset(methods.split()), re.compile(pattern), handler, max_body)
 
 
+def request_head(event: h11.Request) -> tuple[str, str, str, dict[str, str]]:
+    """``(method, path, query, headers)`` of a request h11 parsed: header names lowercase,
+    values as latin-1 text (h11 has checked their bytes)."""
+    target = event.target.decode("ascii", "replace")
+    path, _, query = target.partition("?")
+    method = event.method.decode("ascii", "replace").upper()
+    headers = {k.decode("ascii", "replace").lower(): v.decode("latin-1") for k, v in event.headers}
+    return method, path, query, headers
+
+
 def text_response(status: int, text: str) -> Response:
     return Response(status, (text + "\n").encode())
 
@@ -145,9 +155,7 @@ class HTTPServer:
             return text_response(exc.error_status_hint, "bad request")
         if not isinstance(event, h11.Request):
             return Response(0)  # the client left before a request
-        target = event.target.decode("ascii", "replace")
-        path, _, query = target.partition("?")
-        method = event.method.decode("ascii", "replace").upper()
+        method, path, query, headers = request_head(event)
         matches = self._match(path)
         if not matches:
             return text_response(404, "not found")
@@ -155,7 +163,6 @@ class HTTPServer:
         if route is None:
             allowed = sorted({m for r, _ in matches for m in r.methods})
             return Response(405, b"method not allowed\n", headers=[("Allow", ", ".join(allowed))])
-        headers = {k.decode().lower(): v.decode("latin-1") for k, v in event.headers}
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > route.max_body:
             return text_response(413, "request body too large")

@@ -236,14 +236,20 @@ class Resolver:
             return Lookup.tempfail(_short(exc, type(exc).__name__), TEMPFAIL_TTL)
         except OSError as exc:
             return Lookup.tempfail(f"network error: {exc}", TEMPFAIL_TTL)
-        if answer.rrset is None:
-            return Lookup.nodata(_negative_ttl(answer.response))
-        ttl = min((rrset.ttl for rrset in answer.response.answer), default=answer.rrset.ttl)
-        if rdtype == "MX":
-            records = [(r.preference, r.exchange.to_text(omit_final_dot=True)) for r in answer]
-        else:
-            records = [r.address for r in answer]
-        return Lookup.ok(records, float(ttl))
+        return lookup_of(answer, rdtype)
+
+
+def lookup_of(answer: dns.resolver.Answer, rdtype: str) -> Lookup:
+    """What a DNS answer (NOERROR, possibly empty) says, as a :class:`Lookup`: the MX
+    ``(preference, host)`` pairs or the addresses, with the TTL to cache it for."""
+    if answer.rrset is None:
+        return Lookup.nodata(_negative_ttl(answer.response))
+    ttl = min((rrset.ttl for rrset in answer.response.answer), default=answer.rrset.ttl)
+    if rdtype == "MX":
+        records = [(r.preference, r.exchange.to_text(omit_final_dot=True)) for r in answer]
+    else:
+        records = [r.address for r in answer]
+    return Lookup.ok(records, float(ttl))
 
 
 def _negative_ttl(response) -> float:

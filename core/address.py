@@ -63,6 +63,8 @@ def normalize_domain(text: str) -> str:
     domain = text[:-1] if text.endswith(".") else text
     if not domain:
         raise InvalidAddressError(text, "empty domain")
+    if domain.endswith("."):  # one root dot is allowed, a second is an empty label
+        raise InvalidAddressError(text, "bad domain: Empty Label")
     if _FORBIDDEN.search(domain):
         raise InvalidAddressError(text, "space or control character in the domain")
     if domain.startswith("["):
@@ -76,6 +78,10 @@ def normalize_domain(text: str) -> str:
             result = idna.encode(domain, uts46=True, std3_rules=True).decode("ascii")
         except (idna.IDNAError, UnicodeError, ValueError) as exc:
             raise InvalidAddressError(text, f"bad domain: {exc}") from None
+        # UTS #46 maps the other full stops (U+3002...) to "."; a last one is the root.
+        result = result.removesuffix(".")
+        if not result or result.endswith("."):
+            raise InvalidAddressError(text, "bad domain: Empty Label")
     if len(result) > MAX_DOMAIN:
         raise InvalidAddressError(text, f"domain longer than {MAX_DOMAIN} octets")
     return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
@@ -37,30 +38,38 @@ def generate_private_key(algorithm: str = "rsa-sha256", bits: int = 2048) -> byt
     )
 
 
-def _public_key(data: bytes):
-    """A public key from a PEM public key, a PEM private key, or a DNS TXT record."""
+def _public_key(data: bytes) -> rsa.RSAPublicKey | ed25519.Ed25519PublicKey:
+    """A public key from a PEM public key, a PEM private key, or a DNS TXT record; an RSA
+    or Ed25519 one (the DKIM key types), else :class:`DKIMError`."""
     text = data.strip()
     if b"PRIVATE KEY" in text:
         try:
-            return serialization.load_pem_private_key(text, password=None).public_key()
-        except (ValueError, TypeError) as exc:
+            key = serialization.load_pem_private_key(text, password=None).public_key()
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
             raise DKIMError(f"cannot read the private key: {exc}") from exc
-    if b"PUBLIC KEY" in text:
+    elif b"PUBLIC KEY" in text:
         try:
-            return serialization.load_pem_public_key(text)
-        except ValueError as exc:
+            key = serialization.load_pem_public_key(text)
+        except (ValueError, UnsupportedAlgorithm) as exc:
             raise DKIMError(f"cannot read the public key: {exc}") from exc
-    return _public_key_from_record(text.decode("ascii", "replace"))
+    else:
+        key = _public_key_from_record(text.decode("ascii", "replace"))
+    if not isinstance(key, rsa.RSAPublicKey | ed25519.Ed25519PublicKey):
+        raise DKIMError(f"a DKIM key is RSA or Ed25519, not {type(key).__name__}")
+    return key
 
 
 def _public_key_from_record(record: str):
     tags = _parse_record(record)
     if "p" not in tags:
         raise DKIMError("not a PEM key nor a DKIM TXT record (no p= tag)")
-    raw = base64.b64decode("".join(tags["p"].split()))
-    if tags.get("k", "rsa") == "ed25519":
-        return ed25519.Ed25519PublicKey.from_public_bytes(raw)
-    return serialization.load_der_public_key(raw)
+    try:
+        raw = base64.b64decode("".join(tags["p"].split()), validate=True)
+        if tags.get("k", "rsa") == "ed25519":
+            return ed25519.Ed25519PublicKey.from_public_bytes(raw)
+        return serialization.load_der_public_key(raw)
+    except (ValueError, UnsupportedAlgorithm) as exc:  # binascii.Error is a ValueError
+        raise DKIMError(f"the record's p= is not a usable public key: {exc}") from exc
 
 
 def _parse_record(record: str) -> dict[str, str]:

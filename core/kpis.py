@@ -328,7 +328,8 @@ def parse_window(value: str) -> float:
     text = value.strip()
     unit = text[-1:] if text[-1:] in _WINDOW_UNITS else "s"
     number = text[:-1] if text[-1:] in _WINDOW_UNITS else text
-    if not number.isdigit() or int(number) <= 0:
+    # ASCII digits only: "²" is a digit to str.isdigit but not to int().
+    if not (number.isascii() and number.isdigit()) or int(number) <= 0:
         raise KpiQueryError(f"window {value!r}: expected a duration like 15m, 1h, 1d")
     seconds = float(int(number) * _WINDOW_UNITS[unit])
     if seconds < MINUTE or seconds > MAX_WINDOW:

@@ -12,6 +12,7 @@ Pure: no clock, no I/O.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterable
@@ -25,6 +26,8 @@ __all__ = [
     "Pause",
     "PauseError",
     "Pauses",
+    "check",
+    "control_body",
     "parse_for",
     "pause_key",
 ]
@@ -89,6 +92,21 @@ def check(scope: str, name: str, scopes: tuple[str, ...] = SCOPES) -> None:
         raise PauseError("name is required")
     if len(name) > MAX_NAME or not name.isprintable():
         raise PauseError(f"name must be at most {MAX_NAME} printable characters")
+
+
+def control_body(body: bytes) -> dict:
+    """The JSON object of a pause, resume or cancel call, with ``scope`` and ``name``
+    strings; raises :class:`PauseError` for anything else (nesting too deep included)."""
+    try:
+        obj = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise PauseError(f"the body is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise PauseError("the body must be a JSON object")
+    for field in ("scope", "name"):
+        if not isinstance(obj.get(field), str) or not obj[field]:
+            raise PauseError(f"{field!r} (a string) is required")
+    return obj
 
 
 def parse_for(text: str | None) -> float | None:

@@ -152,3 +152,21 @@ def test_mailbox_key_examples(text: str) -> None:
             mailbox_key(text)
     else:
         assert mailbox_key(text) == (expected.key, expected.domain)
+
+
+# Found by the address fuzz target (salvo.bench.fuzz): "her.." kept a trailing dot in the
+# domain, so "ann@her.." and "ann@her" had different suppression keys; a full stop other
+# than "." (U+3002, U+FF0E) at the end is the root, as "." is.
+@pytest.mark.parametrize("text", ["Anng.M@her..", "a@b...", "a@b.\u3002", "a@\u3002"])
+def test_fuzz_found_second_trailing_dot_is_refused(text: str) -> None:
+    with pytest.raises(InvalidAddressError, match="Empty Label"):
+        parse_mailbox(text)
+    with pytest.raises(InvalidAddressError):
+        mailbox_key(text)
+
+
+@pytest.mark.parametrize("text", ["a@her.", "a@her\u3002", "a@HER\uff0e"])
+def test_fuzz_found_unicode_root_dot_is_removed(text: str) -> None:
+    parsed = parse_mailbox(text)
+    assert parsed.domain == "her"
+    assert parse_address(str(parsed)).key == parsed.key == "a@her"

@@ -207,3 +207,24 @@ def test_make_due_spreads_what_the_pause_held(spool: Spool):
     assert {c.job_id for c in due.claimed} == {"j1"} and len(due.claimed) == 50
     # Spread: not all in the same millisecond.
     assert spool.make_due("campaign", "spring", NOW + 2, lambda n: 0.5, random.Random(3)) == 0
+
+
+@pytest.mark.parametrize(
+    "body, error",
+    [
+        (b"[" * 4096, "not JSON"),  # nesting past the recursion limit: was a 500
+        (b'{"a":' * 2000 + b"1" + b"}" * 2000, "not JSON"),
+        (b"\xff", "not JSON"),
+        (b"[]", "JSON object"),
+        (b'{"scope": "tenant"}', "'name'"),
+        (b'{"scope": 3, "name": "x"}', "'scope'"),
+    ],
+)
+def test_control_body_refuses_with_a_pause_error(body: bytes, error: str) -> None:
+    with pytest.raises(pz.PauseError, match=error):
+        pz.control_body(body)
+
+
+def test_control_body_returns_the_object() -> None:
+    body = pz.control_body(b'{"scope": "tenant", "name": "acme", "for": "2h"}')
+    assert body == {"scope": "tenant", "name": "acme", "for": "2h"}
