@@ -92,11 +92,15 @@ class RouteSettings:
 class Lane:
     """One (source address, provider): its shaper, throttle signatures and routes."""
 
-    def __init__(self, source: str | None, provider: str, shaper: Shaper, signatures) -> None:
+    def __init__(
+        self, source: str | None, provider: str, shaper: Shaper, signatures, throttle=None
+    ) -> None:
         self.source = source
         self.provider = provider
         self.shaper = shaper
         self.signatures = signatures
+        # Limits shared with other lanes and nodes (salvo.actors.cluster_throttle), or None.
+        self.throttle = throttle
         self.routes: list[Route] = []
 
     def poke(self) -> None:
@@ -148,6 +152,7 @@ class Delivery:
         # connection takes a message, so a pause stops what already waits in a route.
         self.hold: Callable[[Message, str], SpoolOutcome | None] | None = None
         self.warmup: Caps | None = None  # daily caps of warming sources, set by the scheduler
+        self.throttles = None  # shared limits (salvo.actors.cluster_throttle), set by the node
         self._sources: dict[tuple[tuple[str, ...], tuple[int, ...]], SourcePicker] = {}
         self.starved: set[Route] = set()
         self.nursery: trio.Nursery
@@ -193,8 +198,11 @@ class Delivery:
             else:
                 spec = self.providers.get(provider)
                 limits, signatures = spec.limits, spec.throttle
+            throttle = None
+            if self.throttles is not None:
+                throttle = self.throttles.lane(source, provider, limits)
             lane = self._lanes[(source, provider)] = Lane(
-                source, provider, Shaper(limits), signatures
+                source, provider, Shaper(limits), signatures, throttle
             )
             self._provider_lanes.setdefault(provider, []).append(lane)
         return lane

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator
 import trio
 
 from salvo.actors.cluster import start_cluster
+from salvo.actors.cluster_throttle import start_throttles
 from salvo.actors.control import Control
 from salvo.actors.delivery import Delivery, Result
 from salvo.actors.dispatch import Dispatcher
@@ -134,6 +135,7 @@ async def run_core(config: Config, work_endpoint: str) -> None:
                 )
                 # Before the ingress: in a cluster, job ids are claimed before each commit.
                 cluster = await start_cluster(work, config, spool, writer, metrics)
+                await start_throttles(work, config, delivery, cluster, metrics)
                 await work.start(ingress.run)
                 work.start_soon(scheduler.run_claims)
                 log.info(

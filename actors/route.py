@@ -107,6 +107,7 @@ class Route:
         docstring. Ends when the queue is empty."""
         delivery = self._delivery
         shaper = self.lane.shaper
+        throttle = self.lane.throttle
         try:
             while self.queue:
                 self._poke = trio.Event()
@@ -117,15 +118,25 @@ class Route:
                     if allowed <= 0 and delivery.connections >= delivery.max_connections:
                         delivery.starved.add(self)  # poked when any connection closes
                         allowed = math.inf
-                    if allowed <= 0 and shaper.opened(now):
+                    lease = None
+                    if allowed <= 0 and throttle is not None:  # the limits shared by nodes
+                        lease, allowed = await throttle.open()
+                    if (
+                        allowed <= 0
+                        and delivery.connections < delivery.max_connections
+                        and shaper.opened(trio.current_time())
+                    ):
                         delivery.connections += 1
                         delivery.peak_connections = max(
                             delivery.peak_connections, delivery.connections
                         )
                         self.connections += 1
                         self._starting += 1
-                        delivery.nursery.start_soon(self._connection)
+                        delivery.nursery.start_soon(self._connection, lease)
                         continue
+                    if lease is not None:  # the node-wide cap filled meanwhile
+                        throttle.close(lease)
+                        allowed = max(allowed, 0.05)
                     wait = min(wait, allowed)
                 with trio.move_on_after(wait):
                     await self._poke.wait()
@@ -251,9 +262,20 @@ class Route:
         self.queue.appendleft(message)
         self._queued()
 
-    async def _connection(self) -> None:
+    def _take(self, shaper, throttle) -> bool:
+        """A message slot now from the shared tokens and the lane's rates, or False."""
+        if throttle is not None and not throttle.take_now():
+            return False
+        if shaper.take_message(trio.current_time()) == 0:
+            return True
+        if throttle is not None:
+            throttle.give_back()
+        return False
+
+    async def _connection(self, lease=None) -> None:
         delivery = self._delivery
         shaper = self.lane.shaper
+        throttle = self.lane.throttle
         session = None
         starting = True
         try:
@@ -282,17 +304,15 @@ class Route:
                     self._outcome(batch[i], outcome, host, progress)
 
             while message is not None:
+                if throttle is not None:  # a token of the shared rates (granted in batches)
+                    await throttle.take(len(self.queue) + 1)
                 while (wait := shaper.take_message(trio.current_time())) > 0:
                     await trio.sleep(wait)  # the rate: wait, never drop
                 # What is queued now and the rate allows goes in one pipelined batch (one
                 # write and one read per message); never wait to fill a batch.
                 batch = [message]
                 cap = min(BATCH, limit - sent)
-                while (
-                    len(batch) < cap
-                    and self.queue
-                    and shaper.take_message(trio.current_time()) == 0
-                ):
+                while len(batch) < cap and self.queue and self._take(shaper, throttle):
                     more = self._pop()
                     if more is None:
                         break
@@ -310,6 +330,8 @@ class Route:
             self.connections -= 1
             delivery.connections -= 1
             shaper.closed()
+            if lease is not None:
+                throttle.close(lease)
             if session is not None:
                 with trio.CancelScope(shield=True), trio.move_on_after(5):
                     if session.reusable:

@@ -109,6 +109,8 @@ class ClusterSection(_Section):
     claim_ttl: Duration = "1h"  # how long a job id stays claimed cluster-wide
     when_down: str = "retry"  # jobs while Redis is unreachable: "retry" or "accept"
     stream_max: int = 100_000  # suppression stream entries kept (each one a batch)
+    lease_ttl: Duration = "15s"  # a dead node's connection leases expire after this
+    expected_nodes: int = 1  # share of the limits while Redis is down, before any contact
 
 
 class DkimKey(_Section):
@@ -162,6 +164,8 @@ class ProviderSection(_Section):
     max_new_connections_per_minute: float | None = None
     max_messages_per_second: float | None = None
     max_messages_per_hour: float | None = None
+    total_max_messages_per_second: float | None = None  # all sources and nodes together
+    total_max_connections: int | None = None  # all sources and nodes together
     max_ready: int | None = None
     idle_timeout: Duration | None = None
     backoff_time: Duration | None = None
@@ -814,6 +818,10 @@ def _validate_cluster(cluster: ClusterSection) -> None:
         raise ConfigError(f"{where} claim_ttl: at least 1m (longer than producers retry)")
     if cluster.when_down not in ("retry", "accept"):
         raise ConfigError(f"{where} when_down: 'retry' or 'accept', not {cluster.when_down!r}")
+    if parse_duration(cluster.lease_ttl, key="[cluster] lease_ttl") < 3:
+        raise ConfigError(f"{where} lease_ttl: at least 3s (leases are renewed every third)")
+    if cluster.expected_nodes < 1:
+        raise ConfigError(f"{where} expected_nodes: 1 or more")
     if cluster.stream_max < 1000:
         raise ConfigError(f"{where} stream_max: 1000 or more")
 

@@ -62,6 +62,10 @@ class Limits:
     recovery_interval: float = 60.0  # then +RECOVERY_STEP of the limits per interval
     connect_backoff: float = 10.0  # the first pause after a failed connection attempt
     max_connect_backoff: float = 600.0
+    # Over all sources (and, in a cluster, all nodes) of the provider; 0: no cap. The
+    # Shaper ignores them: salvo.core.cluster_throttle applies them.
+    total_max_messages_per_second: float = 0.0
+    total_max_connections: int = 0
 
 
 class GCRA:

@@ -57,6 +57,7 @@ class SinkStats:
     per_connection: list[int] = field(default_factory=list)  # messages of each closed one
     busy: int = 0  # 421 busy replies sent
     throttled: int = 0  # connections refused with 421 at connect
+    arrivals: list[float] | None = None  # a list: each message's trio.current_time() goes in
 
     def _opened(self) -> None:
         self.active += 1
@@ -80,6 +81,8 @@ class SinkStats:
             self.samples.append(message)
         if self.expect and self.messages >= self.expect:
             self.arrived.set()
+        if self.arrivals is not None:
+            self.arrivals.append(trio.current_time())
 
 
 class _Session:
