@@ -24,6 +24,7 @@ import trio
 
 from salvo.actors.cluster import RedisDown, RedisLink
 from salvo.core.cluster_throttle import (
+    MAX_AHEAD,
     ConnSpec,
     LocalShare,
     RateSpec,
@@ -39,15 +40,15 @@ __all__ = ["LaneThrottle", "Throttles", "start_throttles"]
 
 log = logging.getLogger("salvo.cluster")
 
-# KEYS: the lane's TAT keys; ARGV: want, least, then interval and tolerance of each key.
+# KEYS: the lane's TAT keys; ARGV: want, the most seconds ahead a reservation may be, then
+# each key's interval and tolerance (core.cluster_throttle.grant does the same).
 # Redis's clock for every node: no skew between nodes.
 GRANT_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local want = tonumber(ARGV[1])
-local least = tonumber(ARGV[2])
-local n = want
-local wait = 0
+local ahead = tonumber(ARGV[2])
+local delay = 0
 local starts = {}
 for i, key in ipairs(KEYS) do
   local interval = tonumber(ARGV[1 + 2 * i])
@@ -55,24 +56,20 @@ for i, key in ipairs(KEYS) do
   local tat = tonumber(redis.call('GET', key) or '0')
   if tat < now then tat = now end
   starts[i] = tat
-  local k = math.floor((now + tol - tat) / interval + 1e-9) + 1
-  if k < 0 then k = 0 end
-  if k < n then n = k end
-  local w = tat + (least - 1) * interval - tol - now
-  if w > wait then wait = w end
+  local d = tat + (want - 1) * interval - tol - now
+  if d > delay then delay = d end
 end
-if n < least then
-  if wait < 0.001 then wait = 0.001 end
-  return {0, tostring(wait)}
+if delay > ahead then
+  return {0, tostring(delay - ahead)}
 end
 for i, key in ipairs(KEYS) do
   local interval = tonumber(ARGV[1 + 2 * i])
   local tol = tonumber(ARGV[2 + 2 * i])
-  local tat = starts[i] + n * interval
+  local tat = starts[i] + want * interval
   redis.call('SET', key, string.format('%.6f', tat), 'PX',
     math.ceil((tat - now + tol) * 1000) + 1000)
 end
-return {n, '0'}
+return {want, tostring(delay)}
 """
 
 # KEYS: the lane's connection sets; ARGV: lease id, ttl in ms, then each key's cap.
@@ -106,7 +103,7 @@ redis.call('PEXPIRE', KEYS[1], ttl * 2)
 return redis.call('ZCARD', KEYS[1])
 """
 
-RETRY_FULL = 0.25  # seconds before asking again for a lease when a cap is full
+RETRY_FULL = 1.0  # seconds before asking again for a lease when a cap is full (or a close here)
 
 
 class Lease:
@@ -126,6 +123,7 @@ class LaneThrottle:
         self.conns = conns
         self.tokens = Tokens()
         self._refill: trio.Event | None = None
+        self._full_until = 0.0
 
     # -- messages -------------------------------------------------------------------------
 
@@ -146,22 +144,28 @@ class LaneThrottle:
                 continue
             self._refill = event = trio.Event()
             try:
-                n, wait = await self.owner.grant(self.rates, demand)
+                n, delay = await self.owner.grant(self.rates, demand)
+                await trio.sleep(min(delay, MAX_AHEAD))  # reserved: usable from then on
                 if n:
                     self.tokens.add(n, trio.current_time())
             finally:
                 self._refill = None
                 event.set()
-            if not n:
-                await trio.sleep(min(wait, 1.0))
 
     # -- connections ----------------------------------------------------------------------
 
     async def open(self) -> tuple[Lease | None, float]:
         """A lease for a new connection, or (None, seconds before asking again)."""
-        return await self.owner.lease(self.conns)
+        now = trio.current_time()
+        if now < self._full_until:  # refused lately: no call per poke of the opener
+            return None, self._full_until - now
+        lease, wait = await self.owner.lease(self.conns)
+        if lease is None:
+            self._full_until = trio.current_time() + wait
+        return lease, wait
 
     def close(self, lease: Lease) -> None:
+        self._full_until = 0.0  # room here: the next opener asks at once
         self.owner.release(lease)
 
 
@@ -208,9 +212,9 @@ class Throttles:
         return LaneThrottle(self, rates, conns)
 
     async def grant(self, specs: list[RateSpec], demand: int) -> tuple[int, float]:
-        want, least = grant_size(specs, demand)
+        want = grant_size(specs, demand)
         if self.link is not None:
-            args: list[Any] = [want, least]
+            args: list[Any] = [want, MAX_AHEAD]
             for spec in specs:
                 args += [repr(spec.interval), repr(spec.tolerance)]
             keys = [s.key for s in specs]
@@ -223,7 +227,7 @@ class Throttles:
                 self.counts["granted"] += int(n)
                 return int(n), float(wait)
         self.counts["local_grants"] += 1
-        return self.share.take(specs, want, least, trio.current_time())
+        return self.share.take(specs, want, trio.current_time())
 
     async def lease(self, specs: list[ConnSpec]) -> tuple[Lease | None, float]:
         self._seq += 1

@@ -19,6 +19,7 @@ from salvo.core.shaping import Limits
 
 __all__ = [
     "GRANT_SECONDS",
+    "MAX_AHEAD",
     "MAX_GRANT",
     "ConnSpec",
     "LocalShare",
@@ -30,8 +31,9 @@ __all__ = [
     "rate_specs",
 ]
 
-GRANT_SECONDS = 0.5  # a grant covers about this long at the lane's smallest rate
+GRANT_SECONDS = 0.25  # a grant covers about this long at the lane's smallest rate
 MAX_GRANT = 500  # tokens per grant at most
+MAX_AHEAD = 1.0  # seconds: no reservation usable later than this
 TOKEN_TTL = 2.0  # seconds a granted token may wait to be spent before it is dropped
 
 
@@ -88,30 +90,30 @@ def conn_specs(prefix: bytes, source: str | None, provider: str, limits: Limits)
     return out
 
 
-def grant_size(specs: list[RateSpec], demand: int) -> tuple[int, int]:
-    """(tokens to ask for, the fewest worth a round trip): about GRANT_SECONDS of the
-    smallest rate, no more than the messages waiting (tokens not spent are lost to the
-    other nodes), and at least half of that (else wait until that many conform)."""
+def grant_size(specs: list[RateSpec], demand: int) -> int:
+    """Tokens to ask for: about GRANT_SECONDS of the smallest rate, no more than the
+    messages waiting (tokens not spent are lost to the other nodes)."""
     per_second = min(s.rate for s in specs)
-    want = max(1, min(MAX_GRANT, math.ceil(per_second * GRANT_SECONDS), demand))
-    return want, max(1, want // 2)
+    return max(1, min(MAX_GRANT, math.ceil(per_second * GRANT_SECONDS), demand))
 
 
 def grant(
-    tats: list[float], specs: list[RateSpec], want: int, least: int, now: float
+    tats: list[float], specs: list[RateSpec], want: int, now: float
 ) -> tuple[int, float, list[float]]:
-    """The GCRA grant over several keys (the Lua script does the same in Redis):
-    (tokens granted, seconds to wait when none, the new TATs)."""
-    n, wait, starts = want, 0.0, []
+    """A GCRA reservation over several keys (the Lua script does the same in Redis):
+    ``want`` cells, usable once the last of them conforms on every key. Returns (cells,
+    seconds until they may be spent, the new TATs); when that would be more than
+    MAX_AHEAD away nothing is reserved: (0, seconds before asking again, the TATs).
+    Reserving rather than refusing means one call per grant even when nodes contend."""
+    delay, starts = 0.0, []
     for tat, spec in zip(tats, specs, strict=True):
         start = max(tat, now)
         starts.append(start)
-        k = max(0, math.floor((now + spec.tolerance - start) / spec.interval + 1e-9) + 1)
-        n = min(n, k)
-        wait = max(wait, start + (least - 1) * spec.interval - spec.tolerance - now)
-    if n < least:
-        return 0, max(wait, 1e-3), list(tats)
-    return n, 0.0, [s + n * spec.interval for s, spec in zip(starts, specs, strict=True)]
+        delay = max(delay, start + (want - 1) * spec.interval - spec.tolerance - now)
+    if delay > MAX_AHEAD:
+        return 0, delay - MAX_AHEAD, list(tats)
+    new = [s + want * spec.interval for s, spec in zip(starts, specs, strict=True)]
+    return want, delay, new
 
 
 class Tokens:
@@ -157,13 +159,14 @@ class LocalShare:
         burst = max(1.0, (spec.tolerance / spec.interval + 1) / self.nodes)
         return RateSpec(spec.key, spec.rate / self.nodes, interval, interval * (burst - 1))
 
-    def take(self, specs: list[RateSpec], want: int, least: int, now: float) -> tuple[int, float]:
+    def take(self, specs: list[RateSpec], want: int, now: float) -> tuple[int, float]:
         scaled = [self._scaled(s) for s in specs]
+        want = grant_size(scaled, want)  # a share's grant: its rate's, not the whole one's
         tats = [self.tats.get(s.key, -math.inf) for s in specs]
-        n, wait, new = grant(tats, scaled, want, least, now)
+        n, delay, new = grant(tats, scaled, want, now)
         for spec, tat in zip(specs, new, strict=True):
             self.tats[spec.key] = tat
-        return n, wait
+        return n, delay
 
     def cap(self, spec: ConnSpec) -> int:
         return max(1, spec.cap // max(1, self.nodes))
