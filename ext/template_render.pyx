@@ -36,9 +36,11 @@ class Safe(str):
 
 cpdef str escape(str s):
     """HTML-escape ``& < > ' "`` as Jinja2 (markupsafe) does: ``&#39;`` and ``&#34;``."""
-    if "&" in s or "<" in s or ">" in s or "'" in s or '"' in s:
-        return (s.replace("&", "&amp;").replace(">", "&gt;").replace("<", "&lt;")
-                .replace("'", "&#39;").replace('"', "&#34;"))
+    cdef Py_UCS4 ch
+    for ch in s:  # one typed pass: most values have nothing to escape
+        if ch == 38 or ch == 60 or ch == 62 or ch == 39 or ch == 34:
+            return (s.replace("&", "&amp;").replace(">", "&gt;").replace("<", "&lt;")
+                    .replace("'", "&#39;").replace('"', "&#34;"))
     return s
 
 
@@ -72,22 +74,32 @@ cdef class LoopInfo:
     cdef Py_ssize_t index0
     cdef Py_ssize_t length
 
-    cdef object get(self, object key, str label):
-        if key == "index":
+    cdef object get(self, int code, str label):
+        if code == 0:
             return self.index0 + 1
-        if key == "index0":
+        if code == 1:
             return self.index0
-        if key == "first":
+        if code == 2:
             return self.index0 == 0
-        if key == "last":
+        if code == 3:
             return self.index0 == self.length - 1
-        if key == "length":
+        if code == 4:
             return self.length
-        if key == "revindex":
+        if code == 5:
             return self.length - self.index0
-        if key == "revindex0":
+        if code == 6:
             return self.length - self.index0 - 1
         return Undefined(label)
+
+
+cdef tuple _LOOP_ATTRS = ("index", "index0", "first", "last", "length", "revindex", "revindex0")
+
+
+cdef int _loop_code(object key):
+    """The attribute code of ``loop.<key>`` (-1: no such attribute)."""
+    if type(key) is str and key in _LOOP_ATTRS:
+        return _LOOP_ATTRS.index(key)
+    return -1
 
 
 cdef class Ctx:
@@ -109,7 +121,7 @@ cdef class Ctx:
         self.missing.append(u.name)
         return u
 
-    cdef int grow(self, Py_ssize_t n) except -1:
+    cdef inline int grow(self, Py_ssize_t n) except -1:
         self.size += n
         if self.size > self.max_output:
             raise TemplateError(
@@ -169,10 +181,17 @@ cdef class Item(Expr):
     cdef Expr key
     cdef object const_key
     cdef bint is_const
+    cdef int loop_code     # the const key's ``loop`` attribute code
 
     cdef object eval(self, Ctx c):
         cdef object obj = self.obj.eval(c)
-        cdef object key = self.const_key if self.is_const else self.key.eval(c)
+        cdef object v
+        if self.is_const and type(obj) is dict:  # the common case: a literal key
+            v = (<dict>obj).get(self.const_key, _NOTHING)
+            return Undefined(self.label) if v is _NOTHING else v
+        return self._lookup(obj, self.const_key if self.is_const else self.key.eval(c))
+
+    cdef object _lookup(self, object obj, object key):
         cdef object v
         if type(obj) is dict:
             try:
@@ -183,7 +202,8 @@ cdef class Item(Expr):
         if type(obj) is Undefined:
             return Undefined(self.label)
         if type(obj) is LoopInfo:
-            return (<LoopInfo>obj).get(key, self.label)
+            return (<LoopInfo>obj).get(self.loop_code if self.is_const else _loop_code(key),
+                                       self.label)
         if type(obj) is Safe:
             try:
                 return Safe(str.__getitem__(obj, key))
@@ -394,8 +414,7 @@ cdef object _filter(Ctx c, int code, object v, list args):
         s = _soft_str(v)
         return Safe(str.strip(s)) if type(s) is Safe else str.strip(s)
     if code == F_TITLE:
-        return "".join([item[0].upper() + item[1:].lower()
-                        for item in _WORD_SPLIT.split(str.__str__(_soft_str(v))) if item])
+        return _title(str.__str__(_soft_str(v)))
     if code == F_SAFE:
         return v if type(v) is Safe else Safe(_to_str(v))
     if code == F_ESCAPE:
@@ -417,13 +436,38 @@ cdef object _filter(Ctx c, int code, object v, list args):
     if code == F_URLENCODE:
         return _urlencode(c, v)
     if code == F_FORMAT_NUMBER:
+        if type(v) is int and -1000 < <long long>v < 1000:
+            return str(v)
+        if type(v) is int or type(v) is float:
+            return format(v, ",")
         return format_number(v)
     if code == F_DATE:
         return format_date(v, args[0])
     raise AssertionError(code)
 
 
-_WORD_SPLIT = re.compile(r"([-\s({\[<]+)")
+cdef str _title(str s):
+    """Jinja2's title: the first character of each word upper case, the rest lower; words
+    begin after whitespace, "-", "(", "{", "[" and "<"."""
+    cdef list out = []
+    cdef Py_ssize_t i, start = 0, n = len(s)
+    cdef bint sep, prev_sep = True
+    cdef Py_UCS4 ch
+    for i in range(n):
+        ch = s[i]
+        sep = ch == 45 or ch == 40 or ch == 123 or ch == 91 or ch == 60 or (<str>s[i]).isspace()
+        if prev_sep and not sep:
+            out.append(s[start:i])
+            start = i
+        elif sep and not prev_sep:
+            out.append(s[start].upper() + s[start + 1:i].lower())
+            start = i
+        prev_sep = sep
+    if prev_sep:
+        out.append(s[start:])
+    else:
+        out.append(s[start].upper() + s[start + 1:].lower())
+    return "".join(out)
 
 
 cdef object _length(object v):
@@ -515,7 +559,15 @@ cdef list _items(Ctx c, object value):
 
 
 cdef str _url_quote(object v, bint for_qs):
-    cdef str rv = quote_from_bytes(_to_str(v).encode("utf-8"), b"" if for_qs else b"/")
+    cdef str s = _to_str(v)
+    cdef Py_UCS4 ch
+    for ch in s:  # text that needs no quoting (ids, tokens) stays as it is, without a copy
+        if not (48 <= ch <= 57 or 65 <= ch <= 90 or 97 <= ch <= 122 or ch == 95 or ch == 46
+                or ch == 45 or ch == 126 or (ch == 47 and not for_qs)):
+            break
+    else:
+        return s
+    cdef str rv = quote_from_bytes(s.encode("utf-8"), b"" if for_qs else b"/")
     return rv.replace("%20", "+") if for_qs else rv
 
 
@@ -687,7 +739,7 @@ cdef class Output(Stmt):
         elif type(v) is Undefined:
             c.miss(v)
             return 0
-        elif isinstance(v, (int, float)):
+        elif type(v) is int or type(v) is float or type(v) is bool or isinstance(v, (int, float)):
             s = str(v)
         else:
             raise TemplateError(
@@ -795,6 +847,7 @@ cdef Expr _expr(tuple node, _Scope scope, set roots):
         (<Item>e).key = _expr(node[2], scope, roots)
         (<Item>e).is_const = node[2][0] == "const"
         (<Item>e).const_key = node[2][1] if node[2][0] == "const" else None
+        (<Item>e).loop_code = _loop_code((<Item>e).const_key)
         e.label = node[3]
     elif kind == "filter":
         e = Filter.__new__(Filter)
