@@ -779,21 +779,21 @@ cdef str _substitute(list parts, dict variables, str field, bint html, Py_ssize_
     cdef list out = []
     cdef object p
     cdef str v
-    cdef Py_ssize_t size = 0
     for p in parts:
         if type(p) is str:
-            v = <str>p
+            out.append(p)
         elif type(p) is _Slot:
             v = _value(variables, <_Slot>p, field)
             if html and not (<_Slot>p).raw and _needs_escape(v):
                 v = _html_escape(v)
+            out.append(v)
         else:
             return p.render(variables)
-        size += len(v)
-        out.append(v)
-    if size > limit:
+    # Checked once on the result: placeholders alone cannot grow a field past its values.
+    v = "".join(out)
+    if len(v) > limit:
         raise TemplateError(f"{field}: output over {limit:,} characters (the limit)")
-    return "".join(out)
+    return v
 
 
 # Extra headers a template may not set: salvo writes them itself, or (Bcc, Return-Path)
