@@ -32,6 +32,7 @@ def packages() -> list[str]:
 EXTENSIONS = [
     Extension("salvo.ext.mime", ["ext/mime.pyx"]),
     Extension("salvo.ext.dkim", ["ext/dkim.pyx"]),
+    Extension("salvo.ext.template_render", ["ext/template_render.pyx"]),
 ]
 only = os.environ.get("SALVO_EXT")
 if only:

@@ -59,6 +59,7 @@ def open_spool(config: Config, *, create_key: bool = False) -> Spool:
         },
         max_recipients=config.ingress.max_recipients,
         bulk=BulkRules.from_config(config),
+        template_limits=(config.templates.max_loop_items, config.templates.max_output),
     )
     webhooks = Subscriptions.from_config(config.webhooks) if config.webhooks else None
     return Spool.open(

@@ -124,6 +124,7 @@ def _signer_main(config_path: str | None, endpoint: str, index: int) -> None:
         keys_from_config(config),
         clock=time.time,
         list_unsubscribe=ListUnsubscribe.from_config(config),  # the secret, read once
+        template_limits=(config.templates.max_loop_items, config.templates.max_output),
     )
     for domain in config.dkim:
         composer.signers_for(domain.lower())  # an unreadable key fails the start

@@ -17,6 +17,7 @@ from pathlib import Path
 from salvo.core import host
 from salvo.core.feedback.outbound import ListUnsubscribe
 from salvo.core.messages import Content
+from salvo.core.templates import template_limits
 from salvo.ext.dkim import DKIMSigner, sign_many
 from salvo.ext.errors import DKIMError, TemplateError
 from salvo.ext.mime import MessageTemplate, normalize_line_endings
@@ -50,6 +51,7 @@ class Composer:
     without keys is sent unsigned. ``clock`` gives the time (seconds since the epoch) for
     the Date of a raw message that has none. ``list_unsubscribe`` adds the List-Unsubscribe
     lines to the templated messages of the traffic classes that enable them.
+    ``template_limits`` is ([templates] max_loop_items, max_output).
     """
 
     def __init__(
@@ -59,8 +61,10 @@ class Composer:
         clock: Callable[[], float],
         cache_size: int = 256,
         list_unsubscribe: ListUnsubscribe | None = None,
+        template_limits: tuple[int, int] | None = None,
     ) -> None:
         self._keys = keys
+        self._template_limits = template_limits
         self._clock = clock
         self._list_unsubscribe = list_unsubscribe
         self._signers: dict[str, list[DKIMSigner]] = {}
@@ -108,6 +112,7 @@ class Composer:
                     text=job.text,
                     html=job.html,
                     headers=job.headers or None,
+                    **template_limits(self._template_limits),
                 )
                 unsubscribe = ""
                 if self._list_unsubscribe is not None and not _own_list_unsubscribe(job):

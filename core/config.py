@@ -344,6 +344,14 @@ def _validate_alerts(config: Config) -> None:
         raise ConfigError(f"config: {exc}") from None
 
 
+class TemplatesSection(_Section):
+    """``[templates]``: bounds on the work one recipient's render may do (docs/templates.md);
+    past either, the recipient is refused at intake (``template-error``) or fails at send."""
+
+    max_loop_items: int = 1000  # items of any one {% for %} loop
+    max_output: int = 1_000_000  # characters of each rendered field (subject, text, html...)
+
+
 class ContentSection(_Section):
     """``[content]``: content scoring at intake by SpamAssassin's spamd (docs/content.md);
     off unless ``spamassassin`` is set."""
@@ -535,6 +543,7 @@ class Config(_Section):
     warmup: dict[str, WarmupPlan] = {}
     content: ContentSection = ContentSection()
     cluster: ClusterSection = ClusterSection()
+    templates: TemplatesSection = TemplatesSection()
     # Where relative paths start: the config file's folder.
     base_dir: str = ""
 
@@ -693,6 +702,10 @@ def _host_port(value: str) -> tuple[str, int]:
 
 def _validate(config: Config) -> None:
     _validate_http(config)
+    if config.templates.max_loop_items < 1:
+        raise ConfigError("config: [templates] max_loop_items: 1 or more")
+    if config.templates.max_output < 1024:
+        raise ConfigError("config: [templates] max_output: at least 1024")
     _validate_webhooks(config)
     _validate_spool_keys(config)
     for domain, target in config.routes.items():

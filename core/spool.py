@@ -69,6 +69,8 @@ MID_POOL = 4096  # Message-IDs made from one call of the random source
 MID_HEX = 24
 _OWN_MID = re.compile(r"<[0-9a-f]{24}\.([0-9a-f]{1,16})\.([0-9a-f]{1,8})@")
 MISSING_VARIABLE = "missing-variable"  # a rejection's reason (docs/protocol.md)
+TEMPLATE_ERROR = "template-error"  # likewise: the render would fail (a limit, a wrong type)
+_UNRENDERABLE = (MISSING_VARIABLE, TEMPLATE_ERROR)
 OUTCOME_STATES = frozenset(
     {r.QUEUED, r.DELIVERED, r.DEFERRED, r.BOUNCED, r.FAILED, r.EXPIRED, r.SUPPRESSED, r.CANCELLED}
 )
@@ -91,6 +93,7 @@ class SpoolConfig(msgspec.Struct, frozen=True, kw_only=True):
     history: int = 8
     check_suppression: bool = True
     bulk: BulkRules | None = None  # the bulk-sender rules of the traffic classes
+    template_limits: tuple[int, int] | None = None  # ([templates] max_loop_items, max_output)
 
 
 class Submitted(msgspec.Struct, frozen=True, gc=False):
@@ -388,7 +391,7 @@ class Spool:
                 continue
             firsts[ikey] = pos
             try:
-                keep, rejected = _screen(job)
+                keep, rejected = _screen(job, config.template_limits)
             except TemplateError as exc:  # no recipient could be rendered: nothing written
                 results[pos] = Submitted(Reply(id=job.id, status="error", error=str(exc)))
                 continue
@@ -396,7 +399,7 @@ class Spool:
                 error = f"cannot screen the recipients: {type(exc).__name__}: {exc}"
                 results[pos] = Submitted(Reply(id=job.id, status="error", error=error))
                 continue
-            if not keep and any(x.reason == MISSING_VARIABLE for x in rejected):
+            if not keep and any(x.reason in _UNRENDERABLE for x in rejected):
                 results[pos] = Submitted(_unrenderable(job.id, rejected))
                 continue
             pending.append((pos, job, ikey, keep, rejected, from_domain))
@@ -1363,15 +1366,18 @@ def _job_problem(job: Job, config: SpoolConfig) -> tuple[str | None, str]:
     return None, domain
 
 
-def _screen(job: Job) -> tuple[list, list[Rejected]]:
+def _screen(job: Job, limits: tuple[int, int] | None = None) -> tuple[list, list[Rejected]]:
     """Split a job's recipients into (recipient, lookup key, A-label domain) to queue and
     rejections (invalid address or Message-ID, the same address twice, variables that do
     not fill the template's placeholders); suppression is checked later, for the whole
     batch at once. ``to`` may be ``Name <addr>``: the bare address is what is checked (see
-    :func:`salvo.core.address.mailbox_key`). Raises :class:`TemplateError` when the job's
-    template does not compile (no recipient could be rendered)."""
-    template = job_template(job)
-    missing = template.missing if template is not None and template.requires else None
+    :func:`salvo.core.address.mailbox_key`). A recipient whose variables would make the
+    render fail otherwise (a loop or the output over its limit, a value of the wrong type
+    where the template's statements or filters show it) is rejected as ``template-error``.
+    Raises :class:`TemplateError` when the job's template does not compile (no recipient
+    could be rendered)."""
+    template = job_template(job, limits)
+    check = template.check if template is not None and template.requires else None
     keep, rejected, seen = [], [], set()
     for rcpt in job.recipients:
         try:
@@ -1383,12 +1389,22 @@ def _screen(job: Job) -> tuple[list, list[Rejected]]:
             rejected.append(Rejected(rcpt.to, "invalid-message-id"))
         elif key in seen:
             rejected.append(Rejected(rcpt.to, "duplicate"))
-        elif missing is not None and (names := missing(rcpt.vars)):
-            rejected.append(Rejected(rcpt.to, MISSING_VARIABLE, _missing_text(names)))
+        elif check is not None and (problem := _render_problem(check(rcpt.vars))):
+            rejected.append(Rejected(rcpt.to, *problem))
         else:
             seen.add(key)
             keep.append((rcpt, key, domain))
     return keep, rejected
+
+
+def _render_problem(checked: tuple[tuple[str, ...], str | None]) -> tuple[str, str] | None:
+    """(reason, text) of a recipient whose render would fail, from ``template.check``."""
+    names, error = checked
+    if names:
+        return MISSING_VARIABLE, _missing_text(names)
+    if error is not None:
+        return TEMPLATE_ERROR, error
+    return None
 
 
 def _missing_text(names: tuple[str, ...]) -> str:
@@ -1399,7 +1415,7 @@ def _missing_text(names: tuple[str, ...]) -> str:
 
 def _unrenderable(job_id: str, rejected: list[Rejected]) -> Reply:
     """The ``error`` reply to a job none of whose recipients could be rendered."""
-    texts = list(dict.fromkeys(x.text for x in rejected if x.reason == MISSING_VARIABLE))
+    texts = list(dict.fromkeys(x.text for x in rejected if x.reason in _UNRENDERABLE))
     why = "; ".join(texts[:3]) + ("; ..." if len(texts) > 3 else "")
     return Reply(
         id=job_id,

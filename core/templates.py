@@ -102,16 +102,17 @@ def _attachment(item: Any, index: int, base: Path, where: str) -> tuple[str, str
     return (filename, content_type, host.read_bytes(path))
 
 
-def job_template(job: Job) -> MessageTemplate | None:
+def job_template(job: Job, limits: tuple[int, int] | None = None) -> MessageTemplate | None:
     """The compiled template of a producer's job (None for a raw message), compiled as the
     signers compile it (:class:`salvo.core.compose.Composer`), so that what it accepts
     renders there. Jobs of one campaign share their content: the last 32 templates are
-    kept, keyed by content. Raises :class:`TemplateError` when the content cannot compile.
+    kept, keyed by content. ``limits`` is ([templates] max_loop_items, max_output).
+    Raises :class:`TemplateError` when the content cannot compile.
     """
     if job.raw is not None:
         return None
     headers = tuple(job.headers.items()) if job.headers else ()
-    return _compiled(job.from_, job.subject or "", job.text, job.html, headers)
+    return _compiled(job.from_, job.subject or "", job.text, job.html, headers, limits)
 
 
 @functools.lru_cache(maxsize=32)
@@ -121,5 +122,20 @@ def _compiled(
     text: str | None,
     html: str | None,
     headers: tuple[tuple[str, str], ...],
+    limits: tuple[int, int] | None,
 ) -> MessageTemplate:
-    return MessageTemplate(from_, subject, text=text, html=html, headers=dict(headers) or None)
+    return MessageTemplate(
+        from_,
+        subject,
+        text=text,
+        html=html,
+        headers=dict(headers) or None,
+        **template_limits(limits),
+    )
+
+
+def template_limits(limits: tuple[int, int] | None) -> dict[str, int]:
+    """MessageTemplate's keyword arguments for ([templates] max_loop_items, max_output)."""
+    if limits is None:
+        return {}
+    return {"max_loop_items": limits[0], "max_output": limits[1]}

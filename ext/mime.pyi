@@ -17,6 +17,8 @@ class MessageTemplate:
         attachments: Sequence[tuple[str, str, bytes] | Mapping[str, object]] | None = None,
         *,
         message_id_domain: str | None = None,
+        max_loop_items: int = ...,
+        max_output: int = ...,
     ) -> None: ...
     def render(
         self,
@@ -27,3 +29,6 @@ class MessageTemplate:
         date: datetime | None = None,
     ) -> bytes: ...
     def missing(self, variables: Mapping[str, object] | None = None) -> tuple[str, ...]: ...
+    def check(
+        self, variables: Mapping[str, object] | None = None
+    ) -> tuple[tuple[str, ...], str | None]: ...

@@ -16,7 +16,6 @@ from libc.string cimport memchr, memcpy
 import binascii
 import os
 import time
-from html import escape as _html_escape
 
 from salvo.ext.errors import (
     HeaderInjectionError,
@@ -24,6 +23,13 @@ from salvo.ext.errors import (
     MissingVariableError,
     TemplateError,
     TemplateSyntaxError,
+)
+from salvo.ext import template_parse
+from salvo.ext.template_render import (
+    DEFAULT_MAX_LOOP_ITEMS,
+    DEFAULT_MAX_OUTPUT,
+    Program,
+    compile_tree,
 )
 
 __all__ = [
@@ -627,58 +633,74 @@ cdef bytes _message_id_header(str mid):
 
 
 cdef class _Slot:
-    """A placeholder: the dotted path to look up and whether HTML escaping is skipped."""
+    """A placeholder: the path to look up and whether HTML escaping is skipped."""
 
     cdef readonly str name
     cdef readonly tuple path
     cdef readonly bint raw
 
-    def __init__(self, str name, bint raw):
+    def __init__(self, str name, tuple path, bint raw):
         self.name = name
-        self.path = tuple(name.split("."))
+        self.path = path
         self.raw = raw
 
 
-cdef list _parse_template(str text, str field, bint allow_raw):
-    """Turn template text into a list of literal strings and :class:`_Slot` objects."""
+cdef list _parse_template(str text, str field, bint html, tuple limits, bint body=False):
+    """Turn template text into a list of literal strings and :class:`_Slot` objects when
+    it has only ``{{ path }}`` placeholders (the fast path), else into one compiled
+    :class:`Program` (statements, filters, expressions: docs/templates.md)."""
+    tree = template_parse.parse(text, field)
     cdef list parts = []
-    cdef list lit = []
-    cdef Py_ssize_t i = 0, j, k
-    while True:
-        j = text.find("{{", i)
-        if j < 0:
-            lit.append(text[i:])
-            break
-        lit.append(text[i:j])
-        if text.startswith("{{{{", j):
-            lit.append("{{")
-            i = j + 4
+    for node in tree:
+        if node[0] == "text":
+            parts.append(node[1])
             continue
-        k = text.find("}}", j + 2)
-        if k < 0:
-            raise TemplateSyntaxError(f"{field}: unclosed '{{{{' at offset {j}")
-        expr = text[j + 2 : k]
-        name, bar, filt = expr.partition("|")
-        name = name.strip()
-        raw = False
-        if bar:
-            filt = filt.strip()
-            if filt != "raw":
-                raise TemplateSyntaxError(f"{field}: unknown filter {filt!r} (only 'raw')")
-            if not allow_raw:
-                raise TemplateSyntaxError(f"{field}: the 'raw' filter applies to html only")
-            raw = True
-        if not name or not all(seg.isidentifier() and seg.isascii() for seg in name.split(".")):
-            raise TemplateSyntaxError(f"{field}: bad variable name {expr.strip()!r}")
-        if lit:
-            parts.append("".join(lit))
-            lit = []
-        parts.append(_Slot(name, raw))
-        i = k + 2
-    s = "".join(lit)
-    if s or not parts:
-        parts.append(s)
-    return [p for p in parts if not (type(p) is str and p == "")] or [""]
+        slot = _simple_slot(node) if node[0] == "output" else None
+        if slot is None:
+            return [compile_tree(_normalized_tree(tree) if body else tree,
+                                 field, html, max_items=limits[0], max_output=limits[1])]
+        parts.append(slot)
+    return parts or [""]
+
+
+cdef object _simple_slot(tuple node):
+    """The :class:`_Slot` of ``{{ path }}`` or ``{{ path | raw }}`` (``safe``), else None."""
+    expr = node[1]
+    raw = False
+    if expr[0] == "filter" and expr[1] in ("raw", "safe") and not expr[3]:
+        raw = True
+        expr = expr[2]
+    cdef list path = []
+    label = expr[3] if expr[0] == "item" else None
+    while expr[0] == "item":
+        key = expr[2]
+        if key[0] != "const" or type(key[1]) not in (str, int):
+            return None
+        path.append(key[1])
+        expr = expr[1]
+    if expr[0] != "name":
+        return None
+    path.append(expr[1])
+    path.reverse()
+    return _Slot(label or expr[1], tuple(path), raw)
+
+
+cdef list _normalized_tree(list tree):
+    """The tree with CRLF line ends in its literal text, as static text gets below."""
+    cdef list out = []
+    for node in tree:
+        kind = node[0]
+        if kind == "text":
+            out.append(("text", _normalize_str(node[1])))
+        elif kind == "if":
+            out.append(("if", [(t, _normalized_tree(b)) for t, b in node[1]],
+                        None if node[2] is None else _normalized_tree(node[2])))
+        elif kind == "for":
+            out.append(("for", node[1], node[2], _normalized_tree(node[3]),
+                        None if node[4] is None else _normalized_tree(node[4])))
+        else:
+            out.append(node)
+    return out
 
 
 cdef tuple _placeholder_paths(list fields):
@@ -689,7 +711,7 @@ cdef tuple _placeholder_paths(list fields):
     cdef list parts
     for parts in fields:
         for p in parts:
-            if type(p) is not str and (<_Slot>p).name not in seen:
+            if type(p) is _Slot and (<_Slot>p).name not in seen:
                 seen.add((<_Slot>p).name)
                 out.append(((<_Slot>p).name, (<_Slot>p).path))
     return tuple(out)
@@ -743,23 +765,35 @@ cdef str _value(dict variables, _Slot slot, str field):
 
 cdef inline bint _needs_escape(str v):
     # Most values (names, ids, plain URLs) have nothing to escape: five C-level scans
-    # instead of html.escape's five replaces, ten variables per message.
+    # instead of five replaces, ten variables per message.
     return "&" in v or "<" in v or ">" in v or '"' in v or "'" in v
 
 
-cdef str _substitute(list parts, dict variables, str field, bint html):
+cdef inline str _html_escape(str v):
+    # Jinja2's (markupsafe's) entities, so both languages escape alike.
+    return (v.replace("&", "&amp;").replace(">", "&gt;").replace("<", "&lt;")
+            .replace("'", "&#39;").replace('"', "&#34;"))
+
+
+cdef str _substitute(list parts, dict variables, str field, bint html, Py_ssize_t limit):
     cdef list out = []
     cdef object p
     cdef str v
     for p in parts:
         if type(p) is str:
             out.append(p)
-        else:
+        elif type(p) is _Slot:
             v = _value(variables, <_Slot>p, field)
             if html and not (<_Slot>p).raw and _needs_escape(v):
-                v = _html_escape(v, True)
+                v = _html_escape(v)
             out.append(v)
-    return "".join(out)
+        else:
+            return p.render(variables)
+    # Checked once on the result: placeholders alone cannot grow a field past its values.
+    v = "".join(out)
+    if len(v) > limit:
+        raise TemplateError(f"{field}: output over {limit:,} characters (the limit)")
+    return v
 
 
 # Extra headers a template may not set: salvo writes them itself, or (Bcc, Return-Path)
@@ -797,10 +831,13 @@ cdef class _Header:
     cdef int kind
     cdef bytes line
 
+    cdef Py_ssize_t limit
+
     cdef bytes render(self, dict variables):
         if self.line is not None:
             return self.line
-        return _header_line(self.name, self.kind, _substitute(self.parts, variables, self.name, False))
+        return _header_line(self.name, self.kind,
+                            _substitute(self.parts, variables, self.name, False, self.limit))
 
 
 cdef bytes _header_line(str name, int kind, str value):
@@ -809,13 +846,14 @@ cdef bytes _header_line(str name, int kind, str value):
     return _unstructured(name, value, name, kind == KIND_VERBATIM)
 
 
-cdef _Header _compile_header(str name, object value, int kind):
+cdef _Header _compile_header(str name, object value, int kind, tuple limits):
     if type(value) is not str:
         raise TemplateError(f"header {name!r}: value must be a str, not {type(value).__name__}")
     cdef _Header h = _Header.__new__(_Header)
     h.name = name
     h.kind = kind
-    h.parts = _parse_template(value, name, False)
+    h.limit = limits[1]
+    h.parts = _parse_template(value, name, False, limits)
     for p in h.parts:
         if type(p) is str:
             _check_header_value(p, name)
@@ -903,11 +941,12 @@ cdef class _Body:
     cdef tuple heads       # part headers for 7bit, quoted-printable, base64
     cdef tuple boundaries  # bytes a 7bit payload must not contain
     cdef list static       # [headers, payload] when the part has no placeholders
+    cdef Py_ssize_t limit
 
     cdef list render(self, dict variables):
         if self.static is not None:
             return self.static
-        return self.encode(_substitute(self.parts, variables, self.field, self.html))
+        return self.encode(_substitute(self.parts, variables, self.field, self.html, self.limit))
 
     cdef list encode(self, str text):
         """Normalize line ends to CRLF, then pick the cheapest safe transfer encoding."""
@@ -946,11 +985,12 @@ cdef class _Body:
         return [self.heads[2], _b64_lines(b)]
 
 
-cdef _Body _compile_body(str text, str field, bint html, tuple boundaries):
+cdef _Body _compile_body(str text, str field, bint html, tuple boundaries, tuple limits):
     cdef _Body body = _Body.__new__(_Body)
     ctype = "text/html" if html else "text/plain"
+    body.limit = limits[1]
     body.parts = [_normalize_str(p) if type(p) is str else p
-                  for p in _parse_template(text, field, html)]
+                  for p in _parse_template(text, field, html, limits, True)]
     body.html = html
     body.field = field
     body.boundaries = boundaries
@@ -977,7 +1017,9 @@ cdef class MessageTemplate:
     ``{{ name }}`` placeholders (docs/templates.md). At least one of ``text`` and ``html``
     is required. ``attachments`` is a list of ``(filename, content_type, data)`` tuples or
     dicts with those keys; they are base64-encoded here, once. ``message_id_domain``
-    defaults to the domain of the From address.
+    defaults to the domain of the From address. ``max_loop_items`` bounds the items of
+    any one ``for`` loop, ``max_output`` the characters of each rendered field: past
+    either, render raises :class:`TemplateError`.
 
     Raises :class:`TemplateSyntaxError` for malformed placeholders, :class:`TemplateError`
     for a reserved or invalid header name, :class:`HeaderInjectionError` for control
@@ -996,15 +1038,18 @@ cdef class MessageTemplate:
     cdef bytes _suffix            # closing delimiter(s), attachments included
     cdef str _mid_domain
     cdef tuple _paths             # (name, path) of each distinct placeholder, render order
+    cdef list _fields             # parsed fields in render order, when one is a Program
     cdef readonly frozenset requires
 
     def __init__(self, from_, subject, text=None, html=None, headers=None,
-                 attachments=None, *, message_id_domain=None):
+                 attachments=None, *, message_id_domain=None,
+                 max_loop_items=DEFAULT_MAX_LOOP_ITEMS, max_output=DEFAULT_MAX_OUTPUT):
         if type(from_) is not str or type(subject) is not str:
             raise TemplateError("from_ and subject must be str")
         if text is None and html is None:
             raise TemplateError("a message needs text, html or both")
-        self._from_parts = _parse_template(from_, "From", False)
+        cdef tuple limits = (int(max_loop_items), int(max_output))
+        self._from_parts = _parse_template(from_, "From", False, limits)
         for p in self._from_parts:
             if type(p) is str:
                 _check_header_value(p, "From")
@@ -1015,7 +1060,7 @@ cdef class MessageTemplate:
         else:
             self._from_line = None
         self._mid_domain = None if message_id_domain is None else _ascii_domain(message_id_domain)
-        self._subject = _compile_header("Subject", subject, KIND_TEXT)
+        self._subject = _compile_header("Subject", subject, KIND_TEXT, limits)
 
         self._extras = []
         seen = set()
@@ -1027,7 +1072,7 @@ cdef class MessageTemplate:
             seen.add(low)
             kind = (KIND_ADDRESS if low in _ADDRESS_HEADERS
                     else KIND_VERBATIM if low in _VERBATIM_HEADERS else KIND_TEXT)
-            self._extras.append(_compile_header(name, value, kind))
+            self._extras.append(_compile_header(name, value, kind, limits))
         self._mime_version = b"MIME-Version: 1.0\r\n"
         if self._extras and all((<_Header>h).line is not None for h in self._extras):
             self._mime_version += b"".join([(<_Header>h).line for h in self._extras])
@@ -1041,8 +1086,8 @@ cdef class MessageTemplate:
         for t, field, is_html in ((text, "text", False), (html, "html", True)):
             if t is not None and type(t) is not str:
                 raise TemplateError(f"{field} must be a str or None")
-        self._text = None if text is None else _compile_body(text, "text", False, boundaries)
-        self._html = None if html is None else _compile_body(html, "html", True, boundaries)
+        self._text = None if text is None else _compile_body(text, "text", False, boundaries, limits)
+        self._html = None if html is None else _compile_body(html, "html", True, boundaries, limits)
 
         prefix = b""
         suffix = b""
@@ -1065,7 +1110,13 @@ cdef class MessageTemplate:
         if self._html is not None:
             fields.append(self._html.parts)
         self._paths = _placeholder_paths(fields)
-        self.requires = frozenset([name for name, _ in self._paths])
+        cdef set names = set([name for name, _ in self._paths])
+        self._fields = None
+        for parts in fields:
+            if len(parts) == 1 and type(parts[0]) is Program:
+                self._fields = fields
+                names.update(parts[0].roots)
+        self.requires = frozenset(names)
 
     def missing(self, variables=None):
         """The placeholders ``variables`` cannot fill, as a tuple of dotted names in the
@@ -1079,6 +1130,8 @@ cdef class MessageTemplate:
         """
         cdef dict vars_ = {} if variables is None else (
             variables if type(variables) is dict else dict(variables))
+        if self._fields is not None:
+            return self._check(vars_)[0]
         cdef list out = None
         cdef tuple item
         for item in self._paths:
@@ -1087,6 +1140,45 @@ cdef class MessageTemplate:
                     out = []
                 out.append(item[0])
         return () if out is None else tuple(out)
+
+    def check(self, variables=None):
+        """What rendering for ``variables`` would meet, without encoding anything:
+        ``(missing, error)``, the names :meth:`missing` gives and the text of the first
+        other template error (a loop or output limit, a value of the wrong type) or None.
+
+        For a template of placeholders only, the error is always None (lookups only, as
+        :meth:`missing`); one with statements or filters is run as render runs it.
+        """
+        cdef dict vars_ = {} if variables is None else (
+            variables if type(variables) is dict else dict(variables))
+        if self._fields is None:
+            return self.missing(vars_), None
+        return self._check(vars_)
+
+    cdef tuple _check(self, dict vars_):
+        cdef list out = []
+        cdef set seen = set()
+        cdef str error = None
+        cdef list parts
+        for parts in self._fields:
+            for p in parts:
+                if type(p) is _Slot:
+                    if _lookup(vars_, (<_Slot>p).path) is _MISSING:
+                        out.append((<_Slot>p).name)
+                elif type(p) is Program:
+                    try:
+                        out.extend(p.missing(vars_))
+                    except TemplateError as exc:
+                        error = str(exc)
+                        break
+            if error is not None:
+                break
+        cdef list names = []
+        for name in out:
+            if name not in seen:
+                seen.add(name)
+                names.append(name)
+        return tuple(names), error
 
     def render(self, to, variables=None, message_id=None, *, date=None):
         """Render the message for one recipient; returns RFC 5322 bytes with CRLF line ends.
@@ -1107,7 +1199,7 @@ cdef class MessageTemplate:
             from_line = self._from_line
             domain = self._mid_domain
         else:
-            value = _substitute(self._from_parts, vars_, "From", False)
+            value = _substitute(self._from_parts, vars_, "From", False, self._subject.limit)
             from_line = _address_header("From", value, "From")
             domain = self._mid_domain or _parse_address(value, "From")[1].rpartition("@")[2]
         out.append(from_line)

@@ -87,10 +87,10 @@ def test_a_template_that_cannot_compile_is_an_error(spool):
 def test_an_unexpected_error_fails_that_job_only(spool, monkeypatch):
     real = spool_module.job_template
 
-    def flaky(j: Job):
+    def flaky(j: Job, limits=None):
         if j.id == "boom":
             raise RuntimeError("renderer bug")
-        return real(j)
+        return real(j, limits)
 
     monkeypatch.setattr(spool_module, "job_template", flaky)
     ok = job("ok", [("ann@example.org", {"name": "Ann"})])
@@ -117,3 +117,92 @@ def test_failed_is_final_counted_apart_and_not_an_attempt(spool):
     summary = spool.summary(NOW + 4)
     assert summary.states["failed"] == 1 and summary.states["bounced"] == 0
     assert spool.get_job(claimed.seq).finished == NOW + 2
+
+
+# The template language: paths outside `default` and `if` tests must exist; loops and
+# output are bounded, and what the variables show past a bound is refused at intake.
+
+RICH = (
+    "Hi {{ first | default('there') }},\n"
+    "{% if vip %}VIP code: {{ vip.code }}{% endif %}\n"
+    "{% for item in order.items %}{{ loop.index }}. {{ item.name | upper }}\n{% endfor %}"
+)
+
+
+def test_paths_guarded_by_default_or_if_may_be_missing(spool):
+    j = job(
+        "rich1",
+        [
+            ("ann@example.org", {"order": {"items": [{"name": "mug"}]}}),
+            ("bob@example.org", {"order": {"items": []}, "vip": {"code": "X1"}, "first": "B"}),
+        ],
+        subject="Hi",
+        text=RICH,
+    )
+    (res,) = spool.submit_many([j], NOW)
+    assert res.reply.status == "accepted", res.reply
+
+
+def test_paths_used_outside_default_or_if_must_exist(spool):
+    j = job(
+        "rich2",
+        [
+            ("ann@example.org", {"order": {"items": [{"name": "mug"}]}}),
+            ("bob@example.org", {}),  # no order
+            ("cy@example.org", {"order": {"items": [{"label": "x"}]}}),  # item without name
+            ("dee@example.org", {"order": {"items": []}, "vip": {"level": 1}}),  # vip, no code
+        ],
+        subject="Hi",
+        text=RICH,
+    )
+    (res,) = spool.submit_many([j], NOW)
+    assert res.reply.status == "partial"
+    assert [(x.to, x.reason, x.text) for x in res.reply.rejected] == [
+        ("bob@example.org", "missing-variable", "missing variable 'order.items'"),
+        ("cy@example.org", "missing-variable", "missing variable 'item.name'"),
+        ("dee@example.org", "missing-variable", "missing variable 'vip.code'"),
+    ]
+    (seq,) = spool.find_jobs("rich2")
+    assert [rec.to for _, rec in spool.recipients(seq)] == ["ann@example.org"]
+
+
+def test_a_loop_over_the_limit_is_refused_at_intake(tmp_path: Path):
+    config = spool_module.SpoolConfig(template_limits=(3, 10_000))
+    spool = Spool.open(tmp_path / "data", map_size=8 << 20, config=config)
+    try:
+        j = job(
+            "loops",
+            [
+                ("ann@example.org", {"items": [1, 2, 3]}),
+                ("bob@example.org", {"items": [1, 2, 3, 4]}),
+                ("cy@example.org", {"items": "abcd"}),
+            ],
+            subject="Hi",
+            text="{% for i in items %}{{ i }}{% endfor %}",
+        )
+        (res,) = spool.submit_many([j], NOW)
+        assert res.reply.status == "partial"
+        assert [(x.to, x.reason) for x in res.reply.rejected] == [
+            ("bob@example.org", "template-error"),
+            ("cy@example.org", "template-error"),
+        ]
+        assert "a loop over 4 items (the limit is 3)" in res.reply.rejected[0].text
+        big = job(
+            "big",
+            [("ann@example.org", {"items": ["x" * 4000] * 3})],
+            subject="Hi",
+            text="{% for i in items %}{{ i }}{{ i }}{% endfor %}",
+        )
+        (res,) = spool.submit_many([big], NOW)
+        assert res.reply.status == "error"
+        assert res.reply.rejected[0].reason == "template-error"
+        assert "output over 10,000 characters" in res.reply.error
+    finally:
+        spool.close()
+
+
+def test_a_syntax_error_names_the_line_and_column(spool):
+    bad = job("syn", [("ann@example.org", {})], text="ok\n{% if x %}\n{{ y ) }}\n{% endif %}")
+    (res,) = spool.submit_many([bad], NOW)
+    assert res.reply.status == "error"
+    assert "text: line 3, column 6" in res.reply.error

@@ -1,0 +1,29 @@
+DEFAULT_MAX_LOOP_ITEMS: int
+DEFAULT_MAX_OUTPUT: int
+
+class Safe(str): ...
+
+def escape(s: str) -> str: ...
+def format_number(v: object) -> str: ...
+def format_date(v: object, fmt: str) -> str: ...
+
+class Program:
+    field: str
+    html: bool
+    roots: frozenset[str]
+    max_output: int
+    max_items: int
+    def render(self, variables: dict[str, object]) -> str: ...
+    def missing(self, variables: dict[str, object]) -> list[str]: ...
+
+def compile_field(
+    text: str,
+    field: str = "template",
+    html: bool = False,
+    *,
+    max_items: int = ...,
+    max_output: int = ...,
+) -> Program: ...
+def compile_tree(
+    tree: list, field: str, html: bool, *, max_items: int = ..., max_output: int = ...
+) -> Program: ...
