@@ -174,3 +174,34 @@ def test_hashed_check_cost(spool: Spool) -> None:
         check(keys, tenant="acme", now=NOW)
     after = (time.perf_counter() - t0) / 50_000
     print(f"suppression check: {before * 1e6:.2f} us/address, {after * 1e6:.2f} with hashes")
+
+
+def test_cli_without_a_node_scrubs_the_logs_itself(tmp_path: Path) -> None:
+    """``salvo erase --data`` with no node running: the event logs (current and rotated)
+    rewritten, a tenant-scoped erasure only in that tenant's lines, the file clean."""
+    from salvo.cli import main
+    from salvo.core import host
+
+    data = tmp_path / "data"
+    with Spool.open(data, random_bytes=host.random_bytes) as spool:
+        spool.submit_many([job("j1", ANN, "bob@example.org")], NOW)
+    events = data / "events"
+    events.mkdir()
+    line = (
+        '{"type":"delivered","ts":1,"job":"j1","recipient":"Ann <%s>",'
+        '"tenant":"%s","text":"250 ok <%s>"}\n'
+    )
+    (events / "events-20240101T000000.000000.jsonl").write_text(line % (ANN, "acme", ANN.lower()))
+    (events / "events.jsonl").write_text(
+        line % ("bob@example.org", "acme", "bob@example.org") + line % (ANN, "other", ANN)
+    )
+    assert main(["erase", "--data", str(data), "--tenant", "acme", "--dry-run", ANN]) == 0
+    assert grep(data, FORMS)
+    assert main(["erase", "--data", str(data), "--tenant", "acme", ANN]) == 0
+    rotated = (events / "events-20240101T000000.000000.jsonl").read_text()
+    assert '"recipient":"erased@erased.invalid"' in rotated and "250 ok <[erased]>" in rotated
+    assert ANN in (events / "events.jsonl").read_text()  # tenant other: not this erasure's
+    assert "bob@example.org" in (events / "events.jsonl").read_text()
+    assert main(["erase", "--data", str(data), ANN]) == 0
+    assert grep(data, FORMS) == {}
+    assert main(["erase", "--data", str(data), "not-an-address"]) == 2
