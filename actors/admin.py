@@ -1,6 +1,7 @@
 """The admin routes of the node's HTTP server: ``/metrics`` and ``/api/kpis`` (docs/metrics.md),
 ``/api/pause``, ``/api/resume``, ``/api/cancel`` and ``/api/pauses`` (docs/control.md),
-``/api/alerts`` (docs/alerts.md), ``/api/webhooks`` (docs/webhooks.md).
+``/api/alerts`` (docs/alerts.md), ``/api/webhooks`` (docs/webhooks.md), ``/api/erase``
+(docs/privacy.md).
 
 Every ``/api/`` call needs ``Authorization: Bearer TOKEN`` (the token in ``[http]
 token_file``), compared in constant time; a wrong or missing one gets 401 with a JSON
@@ -25,7 +26,7 @@ from salvo.actors.http import Request, Response, Route
 from salvo.actors.metrics import Metrics
 from salvo.core import kpis
 from salvo.core import pauses as pz
-from salvo.core.errors import StartupError
+from salvo.core.errors import InvalidAddressError, StartupError
 from salvo.core.spool import Spool
 
 JSON = "application/json"
@@ -73,6 +74,7 @@ class Admin:
         webhooks=None,  # salvo.actors.webhooks.Webhooks
     ) -> None:
         self.control = control
+        self.erasure = None  # salvo.actors.erasure.ErasureService
         self.alerts = alerts
         self.webhooks = webhooks
         self._token = token.encode()
@@ -97,6 +99,8 @@ class Admin:
             Route.of("POST", r"/api/pause", self.post_pause, MAX_CONTROL_BODY),
             Route.of("POST", r"/api/resume", self.post_resume, MAX_CONTROL_BODY),
             Route.of("POST", r"/api/cancel", self.post_cancel, MAX_CONTROL_BODY),
+            # Needs the admin role once tokens carry roles (docs/privacy.md).
+            Route.of("POST", r"/api/erase", self.post_erase, MAX_CONTROL_BODY),
             Route.of("GET POST PUT PATCH DELETE", r"/api/.*", self.unknown),
         ]
 
@@ -153,6 +157,29 @@ class Admin:
             return json_response(200, {"webhooks": [], "now": self._clock()})
         listing = await trio.to_thread.run_sync(self.webhooks.status)
         return json_response(200, {"webhooks": listing, "now": self._clock()})
+
+    async def post_erase(self, request: Request) -> Response:
+        """Erase an address from the node's data (docs/privacy.md)."""
+        if not self.authorized(request):
+            return self._denied()
+        if self.erasure is None:
+            return json_response(503, {"error": "erasure is not available on this node"})
+        try:
+            body = json.loads(request.body or b"null")
+        except (ValueError, UnicodeDecodeError):
+            return json_response(400, {"error": "the body is not JSON"})
+        if not isinstance(body, dict):
+            return json_response(400, {"error": 'the body must be {"address": ..., "tenant": ...}'})
+        address, tenant = body.get("address"), body.get("tenant", "") or ""
+        if not isinstance(address, str) or not address.strip():
+            return json_response(400, {"error": "address: a non-empty string is required"})
+        if not isinstance(tenant, str) or len(tenant) > 200 or not tenant.isprintable():
+            return json_response(400, {"error": "tenant: at most 200 printable characters"})
+        try:
+            out = await self.erasure.erase(address, tenant)
+        except InvalidAddressError as exc:
+            return json_response(400, {"error": f"address: {exc}"})
+        return json_response(200, {"erased": {"tenant": tenant, **out}})
 
     # -- pause, resume, cancel (docs/control.md) --------------------------------------------
 

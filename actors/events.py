@@ -4,18 +4,39 @@ PUB frames: ``[type, json]`` so that a subscriber can filter by event type with 
 subscription (``b"bounced"``). The log is ``<data_dir>/events/events.jsonl``, rotated to
 ``events-<UTC time>.jsonl`` past ``max_size``, keeping ``keep`` rotated files. Lines are
 flushed per batch but not fsynced: the spool is the record of truth, events are its news.
+
+The actor owns the files: an erasure's scrub and the retention by age
+(salvo.actors.log_scrub) reach them as a :class:`LogTask` on the events channel, run in
+order with the batches (an event queued before an erasure is written before the scrub).
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import trio
 import zmq
 
+from salvo.actors.log_scrub import HashMatcher, expire_logs, scrub_logs
 from salvo.core.errors import StartupError
 from salvo.core.events import EVENT_TYPES, Event, encode_events
+
+DAY = 86400.0
+
+
+class LogTask:
+    """Work on the log files, run by the events actor in a thread between two batches;
+    ``done`` is set after it ran (``result`` or ``error``), at once when there is no log."""
+
+    def __init__(self, fn: Callable[[EventLog], Any]) -> None:
+        self.fn = fn
+        self.done = trio.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
 
 
 class EventLog:
@@ -28,9 +49,12 @@ class EventLog:
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / "events.jsonl"
         self._file = open(self.path, "ab")  # noqa: SIM115 - held open for the actor's life
+        self._first = _first_ts(self.path)  # when the current file's first line was written
 
     def write(self, lines: bytes) -> None:
         """Append lines (each ending in a newline), then rotate if the file is too big."""
+        if self._first is None:
+            self._first = time.time()
         self._file.write(lines)
         self._file.flush()
         if self._file.tell() >= self.max_size:
@@ -50,13 +74,42 @@ class EventLog:
         for old in sorted(self.folder.glob("events-*.jsonl"))[: -self.keep or None]:
             old.unlink()
         self._file = open(self.path, "ab")  # noqa: SIM115
+        self._first = None
+
+    def scrub(self, matcher: HashMatcher) -> tuple[int, int]:
+        """Rewrite every file without the matcher's addresses (the current one too, then
+        reopened); (files rewritten, lines changed)."""
+        self._file.close()
+        try:
+            return scrub_logs(self.folder, matcher)
+        finally:
+            self._file = open(self.path, "ab")  # noqa: SIM115
+
+    def expire(self, max_age: float, now: float | None = None) -> int:
+        """Retention by age: rotate the current file once its first line is older than
+        ``min(max_age / 10, 1 day)`` (so that it can age out), delete rotated files older
+        than ``max_age``; returns files deleted."""
+        now = time.time() if now is None else now
+        if self._first is not None and now - self._first >= min(max_age / 10, DAY):
+            self._rotate()
+        return expire_logs(self.folder, max_age, now)
 
     def close(self) -> None:
         self._file.close()
 
 
+def _first_ts(path: Path) -> float | None:
+    """The ``ts`` of a log file's first line (None: empty or unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            line = f.readline()
+        return float(json.loads(line)["ts"]) if line else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return time.time()
+
+
 async def run_events(
-    receive: trio.MemoryReceiveChannel[list[Event]],
+    receive: trio.MemoryReceiveChannel[list[Event] | LogTask],
     *,
     publish: str,
     log: EventLog | None,
@@ -85,6 +138,9 @@ async def run_events(
     topics = {t: t.encode() for t in EVENT_TYPES}
     try:
         async for batch in receive:
+            if isinstance(batch, LogTask):
+                await _run_task(batch, log)
+                continue
             data = encode_events(batch)
             if log is not None:
                 log.write(data)
@@ -96,3 +152,13 @@ async def run_events(
         sock.close()
         if log is not None:
             log.close()
+
+
+async def _run_task(task: LogTask, log: EventLog | None) -> None:
+    try:
+        if log is not None:
+            task.result = await trio.to_thread.run_sync(task.fn, log)
+    except Exception as exc:  # reported to the task's owner, the events go on
+        task.error = exc
+    finally:
+        task.done.set()

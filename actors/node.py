@@ -28,7 +28,8 @@ from salvo.actors.cluster_throttle import start_throttles
 from salvo.actors.control import Control
 from salvo.actors.delivery import Delivery, Result
 from salvo.actors.dispatch import Dispatcher
-from salvo.actors.events import EventLog, run_events
+from salvo.actors.erasure import ErasureService
+from salvo.actors.events import EventLog, LogTask, run_events
 from salvo.actors.ingress import Ingress
 from salvo.actors.master_key import master_key_loader
 from salvo.actors.scheduler import Scheduler
@@ -51,7 +52,7 @@ def open_spool(config: Config, *, create_key: bool = False) -> Spool:
     """The node's spool, opened and recovered as the config says; ``create_key`` makes
     the spool master key file when the data dir encrypts and it is missing."""
     spool_config = SpoolConfig(
-        retention=parse_duration(config.spool.retention),
+        retention=config.finished_retention(),
         idempotency_window=parse_duration(config.spool.idempotency_window),
         max_age=parse_duration(config.traffic_class("default").expire_after),
         max_age_by_traffic={
@@ -77,7 +78,7 @@ async def run_core(config: Config, work_endpoint: str) -> None:
     spool = open_spool(config)
     zmq_context = context()
     writer = SpoolWriter(spool)
-    events_send, events_recv = trio.open_memory_channel[list[Event]](10_000)
+    events_send, events_recv = trio.open_memory_channel[list[Event] | LogTask](10_000)
     results_send, results_recv = trio.open_memory_channel[Result](1_000_000)
     delivery = Delivery(results_send)
     scheduler = Scheduler(config, writer, delivery, results_recv, results_send, events_send)
@@ -104,6 +105,9 @@ async def run_core(config: Config, work_endpoint: str) -> None:
             max_size=parse_size(config.events.log_max_size),
             keep=config.events.log_keep,
         )
+    erasure = ErasureService(
+        spool, writer, events_send, events_max_age=config.events_retention() if log_file else None
+    )
     cluster = None
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as outer:
@@ -123,6 +127,7 @@ async def run_core(config: Config, work_endpoint: str) -> None:
                 work.start_soon(scheduler.run_outcomes)
                 work.start_soon(scheduler.run_maintenance)
                 work.start_soon(control.run)
+                await work.start(erasure.run)
                 if alerts is not None:
                     await work.start(alerts.run)
                 hooks = await start_webhooks(work, config, spool, writer, metrics)
@@ -132,8 +137,9 @@ async def run_core(config: Config, work_endpoint: str) -> None:
                     work, config, spool, writer, events_send, metrics, scheduler.warmup
                 )
                 await start_http(
-                    work, config, spool, metrics, shared, control, alerts, scheduler, hooks
-                )
+                    work, config, spool, metrics, shared, control, alerts, scheduler, hooks,
+                    erasure,
+                )  # fmt: skip
                 # Before the ingress: in a cluster, job ids are claimed before each commit.
                 cluster = await start_cluster(work, config, spool, writer, metrics)
                 await start_throttles(work, config, delivery, cluster, metrics)
@@ -258,6 +264,7 @@ async def start_http(
     alerts=None,
     scheduler=None,
     webhooks=None,
+    erasure=None,
 ) -> None:
     """The admin server at ``[http] listen`` (off when unset): ``/metrics``, ``/api/``, the
     dashboard at ``/``, and the unsubscribe routes when ``[unsubscribe] listen`` is the
@@ -281,6 +288,7 @@ async def start_http(
         alerts=alerts,
         webhooks=webhooks,
     )
+    admin.erasure = erasure
     status = Status(admin, config, scheduler)
     if alerts is not None:
         status.alerts = alerts.listing

@@ -91,13 +91,21 @@ class EventsSection(_Section):
 
 class SpoolSection(_Section):
     max_size: Size = "64GiB"  # the map may grow up to this; then jobs get "retry"
-    retention: Duration = "7d"  # how long finished jobs keep their small record
+    # The old name of [retention] finished (docs/privacy.md); give one of the two.
+    retention: Duration | None = None
     idempotency_window: Duration = "7d"
     # Encryption at rest (docs/spool.md). None: as the data dir records it (a new one
     # encrypts); true turns it on for a data dir in clear; false is refused once on.
     encrypt: bool | None = None
     master_key_file: str = "keys/spool.master"  # made on first start if missing
     master_key_env: str = ""  # a variable holding the key (base64) instead of the file
+
+
+class RetentionSection(_Section):
+    """``[retention]``: how long personal data is kept (docs/privacy.md)."""
+
+    events: Duration = "30d"  # event log files; "" or 0: by count only ([events] log_keep)
+    finished: Duration | None = None  # a finished job's small record (default 7d)
 
 
 class ClusterSection(_Section):
@@ -522,6 +530,7 @@ class Config(_Section):
     ingress: IngressSection = IngressSection()
     events: EventsSection = EventsSection()
     spool: SpoolSection = SpoolSection()
+    retention: RetentionSection = RetentionSection()
     routes: dict[str, str] = {}
     route_auth: dict[str, RouteAuth] = {}
     dkim: dict[str, DkimKey | list[DkimKey]] = {}
@@ -609,6 +618,22 @@ class Config(_Section):
             data_end=parse_duration(d.data_timeout),
             quit=min(command, 30.0),
         )
+
+    def finished_retention(self) -> float:
+        """Seconds a finished job keeps its small record: ``[retention] finished``, or its
+        old name ``[spool] retention``, or 7 days."""
+        if self.retention.finished is not None:
+            return parse_duration(self.retention.finished, key="[retention] finished")
+        if self.spool.retention is not None:
+            return parse_duration(self.spool.retention, key="[spool] retention")
+        return 7 * 86400.0
+
+    def events_retention(self) -> float | None:
+        """Seconds the event log files are kept (None: by count only)."""
+        value = self.retention.events
+        if value in ("", 0):
+            return None
+        return parse_duration(value, key="[retention] events") or None
 
     def traffic_class(self, name: str) -> TrafficSection:
         return self.traffic.get(name) or self.traffic["default"]
@@ -750,8 +775,14 @@ def _validate(config: Config) -> None:
                     f"config: [dkim.{domain!r}] algorithm: {key.algorithm!r}; "
                     "use rsa-sha256 or ed25519-sha256"
                 )
+    if config.spool.retention is not None and config.retention.finished is not None:
+        raise ConfigError(
+            "config: [spool] retention is the old name of [retention] finished: give one"
+        )
+    config.finished_retention()
+    config.events_retention()
     for section, keys in (
-        ("spool", ("retention", "idempotency_window")),
+        ("spool", ("idempotency_window",)),
         ("delivery", ("connect_timeout", "command_timeout", "data_timeout", "idle_timeout")),
     ):
         for key in keys:

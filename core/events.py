@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from salvo.core.feedback.reasons import classify
+from salvo.core.spool_records import ERASED_ADDRESS, ERASED_TEXT
 
 if TYPE_CHECKING:
     from salvo.core.spool import Change
@@ -32,6 +33,7 @@ EVENT_TYPES = (
     "content_warning",
     "content_rejected",
     "content_unchecked",  # [content]: docs/content.md
+    "erased",  # an address was erased (docs/privacy.md): no recipient in it
 )
 
 
@@ -116,7 +118,13 @@ def submit_events(job: Any, reply: Any, now: float) -> list[Event]:
         for a in reply.accepted
     ]
     events += [
-        Event(type="suppressed", recipient=r.to, text="suppressed at intake", **common)
+        Event(
+            type="suppressed",
+            # An erased address stays out of events too (docs/privacy.md).
+            recipient=r.to if r.text != ERASED_TEXT else ERASED_ADDRESS,
+            text="suppressed at intake",
+            **common,
+        )
         for r in reply.rejected
         if r.reason == "suppressed"
     ]

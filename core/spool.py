@@ -44,7 +44,7 @@ from salvo.core.spool_records import (
     RcptRecord,
 )
 from salvo.core.spool_summary import Summary, summarize
-from salvo.core.suppression import SuppressionStore
+from salvo.core.suppression import ERASED_TARGET, SuppressionStore
 from salvo.core.templates import job_template
 from salvo.core.warmup_store import WarmupStore
 from salvo.core.webhooks import Subscriptions
@@ -417,17 +417,24 @@ class Spool:
         for _, job, _, keep, _, _ in pending:
             keys = by_tenant.setdefault(job.tenant, [])
             keys += [key for _, key, _ in keep]
-        hit: dict[str, set[str]] = {}
+        hit: dict[str, dict[str, Any]] = {}
         for tenant, keys in by_tenant.items():
             found = self.suppression.check_in(txn, keys, tenant, now)
             if any(found):
-                hit[tenant] = {k for k, e in zip(keys, found, strict=True) if e is not None}
+                hit[tenant] = {k: e for k, e in zip(keys, found, strict=True) if e is not None}
         if not hit:
             return
         for i, (pos, job, ikey, keep, rejected, from_domain) in enumerate(pending):
             bad = hit.get(job.tenant)
             if bad and any(item[1] in bad for item in keep):
-                rejected += [Rejected(item[0].to, "suppressed") for item in keep if item[1] in bad]
+                rejected += [
+                    # An erased address: the producer is told, the spool keeps no trace.
+                    Rejected(item[0].to, "suppressed", r.ERASED_TEXT)
+                    if bad[item[1]].target == ERASED_TARGET
+                    else Rejected(item[0].to, "suppressed")
+                    for item in keep
+                    if item[1] in bad
+                ]
                 keep = [item for item in keep if item[1] not in bad]
                 pending[i] = (pos, job, ikey, keep, rejected, from_domain)
 
@@ -525,7 +532,7 @@ class Spool:
                         expires_at,
                         len(keep),
                         status,
-                        rejected,
+                        [_stored(x) for x in rejected] if rejected else rejected,
                         None,
                         None if keep else now,
                         *body,
@@ -1405,6 +1412,13 @@ def _render_problem(checked: tuple[tuple[str, ...], str | None]) -> tuple[str, s
     if error is not None:
         return TEMPLATE_ERROR, error
     return None
+
+
+def _stored(x: Rejected) -> Rejected:
+    """A rejection as the job record keeps it: an erased address is not kept."""
+    if x.text == r.ERASED_TEXT and x.reason == "suppressed":
+        return Rejected(r.ERASED_ADDRESS, x.reason, x.text)
+    return x
 
 
 def _missing_text(names: tuple[str, ...]) -> str:

@@ -54,8 +54,11 @@ DB_NAMES = (
     "warmup",  # source NUL provider -> LaneState (warm-up per lane, core/warmup_store)
     "cluster",  # suppression outbox and replication state (core/cluster_store)
     "keys",  # tenant NUL name NUL generation -> wrapped data key (core/spool_keys)
+    "supp_h",  # scope NUL HMAC(address key) -> SuppressionEntry (erased addresses)
+    "erase",  # request id -> erasure waiting for the event logs' scrub (core/erasure)
 )
 STORE_SUBDIR = "store"
+_FILL = b"\0fill"  # meta keys of scrub_free_pages's temporary values
 NODE_LOCK = "node.lock"  # taken by a running node before it opens the store (actors/supervisor)
 MIB = 1 << 20
 
@@ -220,6 +223,119 @@ class Store:
     def file_size(self) -> int:
         """Size of the data file on disk."""
         return (self.path / "data.mdb").stat().st_size
+
+    # ---- erasure: free pages and the file itself ------------------------------------------
+
+    def scrub_free_pages(
+        self,
+        write: Callable[[Callable[[Any], Any]], Any] | None = None,
+        *,
+        chunk: int = 256,
+        first: int = 0,
+        max_pages: int = 1 << 22,
+    ) -> int:
+        """Overwrite the file's free pages with zeros; returns the pages filled.
+
+        LMDB is copy-on-write: a rewritten or deleted record leaves its old bytes in a
+        free page until the page is reused. Fill values of one overflow page each (taken
+        from the free list first) are written until the file grows, then deleted: every
+        page that was free and reusable now holds zeros. A page still held by an open read
+        transaction (of any process) is not reusable yet: call again later.
+        ``write(fn)``: how to run a write transaction (default :meth:`write`), at most
+        ``chunk`` pages each, ``first`` pages in the first one: LMDB keeps the buffers of
+        committed pages for reuse without clearing them; one transaction of more pages
+        than it keeps takes them all and leaves them holding zeros.
+        """
+        write = write or self.write
+        meta = self.dbs["meta"]
+        size = self.page_size - 16  # one overflow page: the page header is 16 bytes
+        zeros = bytes(size)
+        filled = 0
+
+        def nudge(txn: Any) -> None:
+            txn.put(_FILL, b"", db=meta)
+            txn.delete(_FILL, db=meta)
+
+        # Pages freed by the last commit are reusable only two commits later.
+        write(nudge)
+        write(nudge)
+        start = self.env.info()["last_pgno"]
+
+        def fill(txn: Any, start: int, n: int) -> None:
+            for i in range(start, start + n):
+                txn.put(_FILL + i.to_bytes(4, "big"), zeros, db=meta)
+
+        def drop(txn: Any) -> int:
+            cur = txn.cursor(db=meta)
+            n = 0
+            if cur.set_range(_FILL):
+                while n < chunk and cur.key().startswith(_FILL) and cur.delete():
+                    n += 1
+            return n
+
+        try:
+            while filled < max_pages:
+                n = max(chunk, first) if not filled else chunk
+                write(lambda txn, start=filled, n=n: fill(txn, start, n))
+                filled += n
+                if self.env.info()["last_pgno"] > start + n:
+                    break  # the file grew: the free list is used up
+        finally:
+            while write(drop):
+                pass
+        return filled
+
+    def rewrite_pages(
+        self,
+        names: list[str],
+        write: Callable[[Callable[[Any], Any]], Any] | None = None,
+        *,
+        batch: int = 2000,
+    ) -> int:
+        """Make every page of these sub-databases be copied afresh.
+
+        LMDB leaves a record's old bytes in the unused middle of a live page when the
+        record shrinks, moves or goes, and this process's reused page buffers are not
+        cleared. Putting a record back makes LMDB copy its page, used parts only, into a
+        buffer that :meth:`scrub_free_pages` just filled with zeros: the copy has a zero
+        gap. Call :meth:`scrub_free_pages` before (clean buffers) and after (the old pages
+        are free now). Returns the write transactions made."""
+        write = write or self.write
+        done = 0
+        for name in names:
+            db = self.dbs[name]
+            after: bytes | None = b""
+            while after is not None:
+
+                def touch(txn: Any, start: bytes = after, db: Any = db) -> bytes | None:
+                    cur = txn.cursor(db=db)
+                    if not cur.set_range(start):
+                        return None
+                    for n, (key, value) in enumerate(cur):
+                        if n >= batch:
+                            return bytes(key)
+                        cur.put(key, value)  # not a no-op: the page gets copied
+                    return None
+
+                after = write(touch)
+                done += 1
+        return done
+
+    def count_in_file(self, pattern: Any, *, block: int = 16 * MIB) -> int:
+        """How often a bytes ``pattern`` (a compiled regex) occurs in ``data.mdb``,
+        whatever page it is in (live, free or never used)."""
+        overlap = 1024
+        count = 0
+        with open(self.path / "data.mdb", "rb") as f:
+            tail = b""
+            while chunk := f.read(block):
+                data = tail + chunk
+                # Count a match only where it starts before the overlap kept for the next
+                # block (or anywhere in the last block).
+                limit = len(data) - overlap if len(chunk) == block else len(data)
+                count += sum(1 for m in pattern.finditer(data) if m.start() < limit)
+                tail = data[limit:]
+        return count
 
     def reader_check(self) -> int:
         """Clear reader slots left by dead processes; return how many were cleared."""

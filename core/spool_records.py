@@ -39,6 +39,10 @@ CANCELLED = "cancelled"  # the operator cancelled its campaign or tenant before 
 STATES = (QUEUED, IN_FLIGHT, DELIVERED, DEFERRED, BOUNCED, FAILED, EXPIRED, SUPPRESSED, CANCELLED)
 FINAL_STATES = frozenset({DELIVERED, BOUNCED, FAILED, EXPIRED, SUPPRESSED, CANCELLED})
 WAITING_STATES = frozenset({QUEUED, DEFERRED})
+# What an erased address becomes in a record, a rejection or an event (core/erasure), and
+# the text of the cancel that ends it or of the rejection of a new job to it.
+ERASED_ADDRESS = "erased@erased.invalid"
+ERASED_TEXT = "erased"
 
 
 # ---- stored records ----------------------------------------------------------------------

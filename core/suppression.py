@@ -9,11 +9,18 @@ Key: ``scope NUL kind target`` where scope is the tenant ("" = global), kind ``a
 target = lookup key ``casefold(local)@a-label``) or ``d`` (domain, target = A-label).
 A domain entry matches that exact domain, not its subdomains. A tenant entry applies to
 that tenant's jobs only; a global entry to every tenant.
+
+Erased addresses (``salvo erase``, docs/privacy.md) stay suppressed through a keyed hash
+only: ``supp_h`` maps ``scope NUL HMAC-SHA256(secret, lookup key)[:16]`` to the entry
+(its ``target`` a placeholder). The secret is 32 random bytes in ``meta``
+(``supp_secret``), made by the first erasure. The check costs one HMAC per address, and
+only once some address was erased (the sub-database's entry count says so).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import hmac
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import msgspec
@@ -21,9 +28,25 @@ import msgspec
 from salvo.core.address import mailbox_key, normalize_domain, parse_mailbox
 from salvo.core.spool_records import ENC, time_seq_key
 
-__all__ = ["REASONS", "SuppressionEntry", "SuppressionStore", "Target", "parse_target"]
+__all__ = [
+    "ERASED_TARGET",
+    "REASONS",
+    "SuppressionEntry",
+    "SuppressionStore",
+    "Target",
+    "address_hash",
+    "parse_target",
+]
 
-REASONS = ("hard-bounce", "complaint", "unsubscribe", "manual", "spam-trap", "invalid")
+REASONS = ("hard-bounce", "complaint", "unsubscribe", "manual", "spam-trap", "invalid", "erasure")
+ERASED_TARGET = "[erased]"  # the target of a hashed entry: the address is not kept
+SECRET = b"supp_secret"  # meta key of the hashing secret
+HASH_BYTES = 16
+
+
+def address_hash(secret: bytes, key: str) -> bytes:
+    """The keyed hash of a lookup key (``casefold(local)@a-label``)."""
+    return hmac.digest(secret, key.encode(), "sha256")[:HASH_BYTES]
 
 
 class SuppressionEntry(msgspec.Struct, frozen=True, array_like=True):
@@ -80,6 +103,9 @@ class SuppressionStore:
         self.store = store
         self._db = store.dbs["supp"]
         self._exp = store.dbs["supp_exp"]
+        self._hdb = store.dbs["supp_h"]
+        self._meta = store.dbs["meta"]
+        self._secret: bytes | None = None
         from salvo.core import cluster_store  # it imports this module
 
         self._outbox_add_in = cluster_store.outbox_add_in
@@ -154,9 +180,16 @@ class SuppressionStore:
         """Remove entries for these addresses or domains in ``tenant``; return how many."""
         keys = [entry_key(tenant, t.kind, t.key) for t in map(parse_target, targets)]
 
+        hashed = [t.key for t in map(parse_target, targets) if t.kind == b"a"]
+
         def fn(txn: Any) -> int:
             self._outbox_add_in(txn, self.store, [(key, None) for key in keys])
-            return sum(self.delete_in(txn, key) for key in keys)
+            n = sum(self.delete_in(txn, key) for key in keys)
+            secret = self.secret_in(txn) if hashed else None
+            if secret is not None:  # lifting an erased address's suppression
+                scope = tenant.encode() + b"\0"
+                n += sum(txn.delete(scope + address_hash(secret, k), db=self._hdb) for k in hashed)
+            return n
 
         return self.store.write(fn)
 
@@ -171,6 +204,55 @@ class SuppressionStore:
     def _drop_expiry(self, txn: Any, key: bytes, entry: SuppressionEntry) -> None:
         if entry.expires is not None:
             txn.delete(time_seq_key(entry.expires, 0) + key, db=self._exp)
+
+    # ---- hashed entries (erased addresses) ---------------------------------------------
+
+    def secret_in(
+        self, txn: Any, random_bytes: Callable[[int], bytes] | None = None
+    ) -> bytes | None:
+        """The hashing secret; made with ``random_bytes`` (inside ``txn``) when missing."""
+        if self._secret is not None:
+            return self._secret
+        raw = txn.get(SECRET, db=self._meta)
+        if raw is not None:
+            self._secret = bytes(raw)  # it never changes once made
+            return self._secret
+        if random_bytes is None:
+            return None
+        made = random_bytes(32)
+        txn.put(SECRET, made, db=self._meta)
+        return made  # not kept: the transaction may still abort
+
+    def put_hashed_in(self, txn: Any, secret: bytes, key: str, entry: SuppressionEntry) -> bytes:
+        """Suppress a lookup key through its hash only (the entry's target a placeholder);
+        returns the hash. Never published to a cluster: the other nodes lack the secret."""
+        digest = address_hash(secret, key)
+        entry = msgspec.structs.replace(entry, target=ERASED_TARGET, expires=None)
+        txn.put(entry.tenant.encode() + b"\0" + digest, ENC.encode(entry), db=self._hdb)
+        return digest
+
+    def hashed_count(self) -> int:
+        """Number of hashed (erased) entries."""
+        return self.store.read(lambda txn: txn.stat(self._hdb)["entries"])
+
+    def _check_hashed_in(
+        self, txn: Any, keys: Sequence[str], scopes: tuple[bytes, ...], now: float
+    ) -> list[SuppressionEntry | None]:
+        secret = self.secret_in(txn)
+        out: list[SuppressionEntry | None] = [None] * len(keys)
+        if secret is None:
+            return out
+        digests = [address_hash(secret, k) for k in keys]
+        found = dict(txn.cursor(db=self._hdb).getmulti([s + d for s in scopes for d in digests]))
+        if not found:
+            return out
+        for i, digest in enumerate(digests):
+            for scope in scopes:  # tenant scope before global
+                raw = found.get(scope + digest)
+                if raw is not None and (entry := _DEC.decode(raw)).active(now):
+                    out[i] = entry
+                    break
+        return out
 
     def purge_expired_in(self, txn: Any, now: float, limit: int = 10_000) -> int:
         """Delete up to ``limit`` entries whose expiry has passed; return how many."""
@@ -196,6 +278,16 @@ class SuppressionStore:
         distinct domain entry; the per-key work is only done for keys with a hit.
         """
         scopes = (tenant.encode() + b"\0", b"\0") if tenant else (b"\0",)
+        if txn.stat(self._hdb)["entries"]:
+            hashed = self._check_hashed_in(txn, keys, scopes, now)
+            if any(hashed):
+                clear = self._check_clear_in(txn, keys, scopes, now)
+                return [c or h for c, h in zip(clear, hashed, strict=True)]
+        return self._check_clear_in(txn, keys, scopes, now)
+
+    def _check_clear_in(
+        self, txn: Any, keys: Sequence[str], scopes: tuple[bytes, ...], now: float
+    ) -> list[SuppressionEntry | None]:
         encoded = [k.encode() for k in keys]
         domains = {k[k.rindex(b"@") + 1 :] for k in encoded}
         wanted = [s + b"a" + k for s in scopes for k in encoded]

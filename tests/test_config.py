@@ -31,7 +31,17 @@ def test_embedded_default_runs_without_a_file(tmp_path, monkeypatch):
 def test_example_file_is_the_default_plus_comments():
     example = load_config(ROOT / "salvo.example.toml")
     default = load_config(None)
-    for section in ("node", "ingress", "events", "spool", "delivery", "routes", "dkim", "content"):
+    for section in (
+        "node",
+        "ingress",
+        "events",
+        "spool",
+        "retention",
+        "delivery",
+        "routes",
+        "dkim",
+        "content",
+    ):
         assert getattr(example, section) == getattr(default, section), section
     assert example.pools == default.pools and example.traffic == default.traffic
 
@@ -93,6 +103,9 @@ first_retry = "1m"
         ('[dkim."a.example"]\nselector = "s"', "private_key"),
         ("[node\n", "not valid TOML"),
         ('[ingress]\nmax_job_size = "lots"', "[ingress] max_job_size: 'lots' is not a size"),
+        ('[retention]\nevents = "forever"', "[retention] events"),
+        ('[retention]\nfinished = "x"', "[retention] finished"),
+        ('[spool]\nretention = "1d"\n[retention]\nfinished = "2d"', "old name"),
     ],
 )
 def test_errors_name_the_key(text, message):
@@ -121,3 +134,10 @@ def test_sizes():
     assert parse_size(4096) == 4096
     with pytest.raises(ConfigError):
         parse_duration(True)
+
+
+def test_finished_retention_reads_the_old_name():
+    assert parse_config('[spool]\nretention = "1d"').finished_retention() == 86400
+    assert parse_config('[retention]\nfinished = "2d"').finished_retention() == 2 * 86400
+    assert parse_config("").finished_retention() == 7 * 86400
+    assert parse_config('[retention]\nevents = ""').events_retention() is None

@@ -24,6 +24,7 @@ COMMANDS = (
     "top",
     "webhooks",
     "suppress",
+    "erase",
     "tenant",
     "keys",
     "feedback",
