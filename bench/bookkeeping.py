@@ -24,40 +24,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
 
-from salvo.bench import harness, suite
-
-NODE_PROCESSES = ("supervisor", "core", "signer")
-
-
-def node_cpu_us(row: dict) -> float:
-    """CPU-microseconds per message of the node's own processes."""
-    per = row["cpu_us_per_msg"]
-    return sum(v for k, v in per.items() if k.startswith(NODE_PROCESSES))
+from salvo.bench import harness, onoff
 
 
 def one_run(tmp: Path, name: str, mode: str, messages: int) -> dict:
     previous = os.environ.get("SALVO_BOOKKEEPING")
     os.environ["SALVO_BOOKKEEPING"] = mode
     try:
-        row = suite.salvo_run(tmp, name, messages=messages, per_job=1000)
+        row = onoff.main_row(tmp, name, messages, 1000)
     finally:
         if previous is None:
             os.environ.pop("SALVO_BOOKKEEPING", None)
         else:
             os.environ["SALVO_BOOKKEEPING"] = previous
-    if not row["exactly_once"]:
-        raise RuntimeError(f"{name}: not every message arrived exactly once")
-    return {
-        "mode": mode,
-        "msg_per_s": row["msg_per_s"],
-        "cpu_us_per_msg": node_cpu_us(row),
-        "core_us_per_msg": row["cpu_us_per_msg"].get("core", 0.0),
-    }
+    return onoff.figures(row, mode, name)
 
 
 def micro(messages: int = 50_000, batch: int = 256) -> float:
@@ -121,20 +105,6 @@ def micro(messages: int = 50_000, batch: int = 256) -> float:
     return spent * 1e6 / len(claimed)
 
 
-def summarize(runs: list[dict]) -> dict:
-    out: dict = {}
-    for mode in ("on", "off"):
-        mine = [r for r in runs if r["mode"] == mode]
-        out[mode] = {
-            key: statistics.median(r[key] for r in mine)
-            for key in ("msg_per_s", "cpu_us_per_msg", "core_us_per_msg")
-        }
-    on, off = out["on"], out["off"]
-    out["throughput_cost"] = 1 - on["msg_per_s"] / off["msg_per_s"]
-    out["cpu_cost"] = on["cpu_us_per_msg"] / off["cpu_us_per_msg"] - 1
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m salvo.bench.bookkeeping")
     parser.add_argument("--pairs", type=int, default=5, help="on/off pairs (default 5)")
@@ -145,29 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     micro_us = micro() if args.micro else None
     if micro_us is not None:
         print(f"bookkeeping code alone: {micro_us:.2f} CPU-us per message (one core)")
-    runs: list[dict] = []
-    with harness.workdir() as tmp:
-        for i in range(args.pairs):
-            for mode in ("on", "off") if i % 2 == 0 else ("off", "on"):
-                run = one_run(tmp, f"{mode}-{i}", mode, args.messages)
-                runs.append(run)
-                print(
-                    f"pair {i + 1} bookkeeping {mode:>3}: {run['msg_per_s']:8,.0f} msg/s  "
-                    f"node {run['cpu_us_per_msg']:6.1f} CPU-us/msg  "
-                    f"(core {run['core_us_per_msg']:5.1f})",
-                    flush=True,
-                )
-    result = summarize(runs)
-    on, off = result["on"], result["off"]
-    print(f"\nmedians of {args.pairs} runs each, {args.messages:,} messages per run:")
-    print(f"  {'':4} {'msg/s':>9} {'node CPU-us/msg':>16} {'core CPU-us/msg':>16}")
-    for mode, m in (("on", on), ("off", off)):
-        print(
-            f"  {mode:4} {m['msg_per_s']:9,.0f} {m['cpu_us_per_msg']:16.1f} "
-            f"{m['core_us_per_msg']:16.1f}"
-        )
-    print(f"  throughput cost (1 - on/off msg/s):   {result['throughput_cost']:+.1%}")
-    print(f"  CPU cost (on/off node CPU per msg - 1): {result['cpu_cost']:+.1%}")
+    runs = onoff.run_pairs(
+        "bookkeeping", args.pairs, lambda tmp, name, mode: one_run(tmp, name, mode, args.messages)
+    )
+    result = onoff.summarize(runs)
+    onoff.print_medians(result, args.pairs, args.messages)
+    off = result["off"]
     if micro_us is not None:
         result["micro_us_per_msg"] = micro_us
         share = micro_us / off["cpu_us_per_msg"]

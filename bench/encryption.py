@@ -21,15 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import msgspec
 
-from salvo.bench import harness, suite
-from salvo.bench.bookkeeping import node_cpu_us
+from salvo.bench import harness, onoff, suite
 
 PER_JOB = 1000
 OFF = "\n[spool]\nencrypt = false\n"
@@ -39,14 +37,7 @@ def one_run(tmp: Path, name: str, mode: str, messages: int) -> dict:
     row = suite.salvo_run(
         tmp, name, messages=messages, per_job=PER_JOB, config="" if mode == "on" else OFF
     )
-    if not row["exactly_once"]:
-        raise RuntimeError(f"{name}: not every message arrived exactly once")
-    return {
-        "mode": mode,
-        "msg_per_s": row["msg_per_s"],
-        "cpu_us_per_msg": node_cpu_us(row),
-        "core_us_per_msg": row["cpu_us_per_msg"].get("core", 0.0),
-    }
+    return onoff.figures(row, mode, name)
 
 
 def _sample_jobs(messages: int):
@@ -114,20 +105,6 @@ def micro_spool(messages: int = 20_000, repeat: int = 3) -> dict[str, float]:
     return best
 
 
-def summarize(runs: list[dict]) -> dict:
-    out: dict = {}
-    for mode in ("on", "off"):
-        mine = [r for r in runs if r["mode"] == mode]
-        out[mode] = {
-            key: statistics.median(r[key] for r in mine)
-            for key in ("msg_per_s", "cpu_us_per_msg", "core_us_per_msg")
-        }
-    on, off = out["on"], out["off"]
-    out["throughput_cost"] = 1 - on["msg_per_s"] / off["msg_per_s"]
-    out["cpu_cost"] = on["cpu_us_per_msg"] / off["cpu_us_per_msg"] - 1
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m salvo.bench.encryption")
     parser.add_argument("--pairs", type=int, default=5, help="on/off pairs (default 5)")
@@ -149,28 +126,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     runs: list[dict] = []
     if args.pairs:
-        with harness.workdir() as tmp:
-            for i in range(args.pairs):
-                for mode in ("on", "off") if i % 2 == 0 else ("off", "on"):
-                    run = one_run(tmp, f"{mode}-{i}", mode, args.messages)
-                    runs.append(run)
-                    print(
-                        f"pair {i + 1} encryption {mode:>3}: {run['msg_per_s']:8,.0f} msg/s  "
-                        f"node {run['cpu_us_per_msg']:6.1f} CPU-us/msg  "
-                        f"(core {run['core_us_per_msg']:5.1f})",
-                        flush=True,
-                    )
-        result |= summarize(runs)
-        on, off = result["on"], result["off"]
-        print(f"\nmedians of {args.pairs} runs each, {args.messages:,} messages per run:")
-        print(f"  {'':4} {'msg/s':>9} {'node CPU-us/msg':>16} {'core CPU-us/msg':>16}")
-        for mode, m in (("on", on), ("off", off)):
-            print(
-                f"  {mode:4} {m['msg_per_s']:9,.0f} {m['cpu_us_per_msg']:16.1f} "
-                f"{m['core_us_per_msg']:16.1f}"
-            )
-        print(f"  throughput cost (1 - on/off msg/s):   {result['throughput_cost']:+.1%}")
-        print(f"  CPU cost (on/off node CPU per msg - 1): {result['cpu_cost']:+.1%}")
+        runs = onoff.run_pairs(
+            "encryption",
+            args.pairs,
+            lambda tmp, name, mode: one_run(tmp, name, mode, args.messages),
+        )
+        result |= onoff.summarize(runs)
+        onoff.print_medians(result, args.pairs, args.messages)
+        off = result["off"]
         if args.micro:
             m = result["micro"]
             share = m["crypto_us_per_msg"] / off["cpu_us_per_msg"]
