@@ -14,6 +14,7 @@ from pathlib import Path
 import trio
 import zmq
 
+from salvo.actors.zap import EVENTS_DOMAIN, curve_server
 from salvo.core.errors import StartupError
 from salvo.core.events import EVENT_TYPES, Event, encode_events
 
@@ -61,13 +62,19 @@ async def run_events(
     publish: str,
     log: EventLog | None,
     context: zmq.Context,
+    curve_secret: Path | None = None,
     task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Publish and log event batches until the channel closes (started once bound)."""
+    """Publish and log event batches until the channel closes (started once bound).
+
+    With ``curve_secret`` the socket is a CURVE server: only subscribers whose key the ZAP
+    handler knows (``[subscribers]``) connect; others get nothing."""
     sock = context.socket(zmq.PUB)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, 100_000)
     try:
+        if curve_secret is not None:
+            curve_server(sock, curve_secret, EVENTS_DOMAIN)
         sock.bind(publish)
     except zmq.ZMQError as exc:
         sock.close()

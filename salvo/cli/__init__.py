@@ -23,6 +23,7 @@ COMMANDS = (
     "suppress",
     "feedback",
     "dkim",
+    "keys",
     "render",
     "demo",
     "bench",
