@@ -186,3 +186,22 @@ def test_sighup_adds_and_revokes_keys_without_dropping_connections(curve_node):
         existing.sock.disable_monitor()
         monitor.close()
         existing.close()
+
+
+def test_a_producer_key_that_cannot_be_read_stops_the_start(tmp_path):
+    setup = NodeSetup(
+        tmp_path / "node",
+        {"example.org": "127.0.0.2:25"},
+        ingress_extra="curve = true\n",
+        extra='[producers.web]\npublic_key = "keys/missing.key"\ntenants = ["acme"]\n',
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "salvo", "node", "--config", str(setup.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=BOUND,
+        cwd=setup.root,
+    )
+    assert done.returncode == 1
+    assert "salvo node: [producers.web] public_key: " in done.stderr
+    assert "missing.key: no such key file" in done.stderr
