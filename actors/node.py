@@ -28,7 +28,7 @@ import trio
 from salvo.actors.control import Control
 from salvo.actors.delivery import Delivery, Result
 from salvo.actors.dispatch import Dispatcher
-from salvo.actors.events import EventLog, run_events
+from salvo.actors.events import EventLog, Reopen, run_events
 from salvo.actors.ingress import Ingress
 from salvo.actors.scheduler import Scheduler
 from salvo.actors.signer import profiled
@@ -97,6 +97,7 @@ async def run_core(config: Config, work_endpoint: str, config_path: str | None =
             max_size=parse_size(config.events.log_max_size),
             keep=config.events.log_keep,
         )
+    reopen_events = Reopen()
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as outer:
             outer.start_soon(writer.run)
@@ -110,6 +111,7 @@ async def run_core(config: Config, work_endpoint: str, config_path: str | None =
                     log=log_file,
                     context=zmq_context,
                     curve_secret=config.curve_secret_path if config.events.curve else None,
+                    reopen=reopen_events,
                 )
             )
             async with trio.open_nursery() as work:
@@ -135,7 +137,7 @@ async def run_core(config: Config, work_endpoint: str, config_path: str | None =
                 report_started()
                 async for signum in signals:
                     if signum == signal.SIGHUP:
-                        reload_access(config_path, zap, ingress, admin)
+                        reload_access(config_path, zap, ingress, admin, reopen_events)
                         continue
                     log.info("%s: stopping", signal.Signals(signum).name)
                     break
@@ -161,9 +163,13 @@ async def run_core(config: Config, work_endpoint: str, config_path: str | None =
     log.info("node stopped")
 
 
-def reload_access(config_path: str | None, zap, ingress: Ingress, admin) -> None:
+def reload_access(
+    config_path: str | None, zap, ingress: Ingress, admin, reopen_events: Reopen
+) -> None:
     """SIGHUP: the keys of ``[producers]`` and ``[subscribers]`` and the admin tokens, read
-    again from the config file; when anything cannot be read, the old ones stay."""
+    again from the config file; when anything cannot be read, the old ones stay. When a
+    subscriber key was removed, the events socket is bound again (its connections are
+    dropped; the revoked subscriber cannot come back)."""
     from salvo.actors.keys import KeyFileError
 
     try:
@@ -179,6 +185,8 @@ def reload_access(config_path: str | None, zap, ingress: Ingress, admin) -> None
         return
     parts = []
     if keys is not None:
+        if set(zap.keys.subscribers) - set(keys.subscribers):
+            reopen_events.wanted = True
         zap.load(keys)
         if ingress.producers is not None:
             ingress.producers = keys.producers
