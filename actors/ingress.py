@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from salvo.actors.spool_writer import SpoolWriter
 from salvo.actors.zap import INGRESS_DOMAIN, curve_server
 from salvo.actors.zmqtrio import TrioSocket
 from salvo.core import access, protocol
+from salvo.core.authlimit import LogBudget
 from salvo.core.errors import StartupError
 from salvo.ext.errors import SalvoError
 
@@ -67,6 +69,7 @@ class Ingress:
         self._slots = trio.Semaphore(MAX_CONCURRENT_JOBS)
         self.draining = False
         self.in_progress = 0
+        self._log_budget = LogBudget(lines=20, period=60.0)
 
     async def run(self, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         sock = self._context.socket(zmq.ROUTER)
@@ -138,6 +141,7 @@ class Ingress:
         if self.producers is not None:
             refusal = self.producers.refusal(_user_id(frames[-1]), job.tenant)
             if refusal is not None:
+                self._refused(job.id, refusal)
                 self._reply(envelope, protocol.Reply(id=job.id, status="rejected", error=refusal))
                 return
         if self.draining:
@@ -146,6 +150,12 @@ class Ingress:
         await self._slots.acquire()
         self.in_progress += 1
         nursery.start_soon(self._commit, envelope, job)
+
+    def _refused(self, job_id: str, why: str) -> None:
+        show, held = self._log_budget.take(time.monotonic())
+        if show:
+            more = f" ({held} more refusals not logged)" if held else ""
+            log.warning("job %r rejected: %s%s", job_id, why, more)
 
     async def _commit(self, envelope: list, job: protocol.Job) -> None:
         try:

@@ -77,6 +77,9 @@ def test_an_allowed_key_gets_through_and_a_wrong_tenant_is_rejected(curve_node):
     assert wait_for(lambda: any(m.rcpts == ["ann@example.org"] for m in sink.snapshot()), BOUND)
     assert not any("bob@example.org" in m.rcpts for m in sink.snapshot())
     assert "c-globex" not in {e["job"] for e in setup.events()}
+    assert "job 'c-globex' rejected: producer 'web' may not send for tenant 'globex'" in (
+        curve_node[1].log()
+    )
 
 
 def test_unknown_keys_and_plaintext_clients_get_nothing(curve_node):
