@@ -111,7 +111,7 @@ async def run_core(config: Config, work_endpoint: str, config_path: str | None =
                     log=log_file,
                     context=zmq_context,
                     curve_secret=config.curve_secret_path if config.events.curve else None,
-                    reopen=reopen_events,
+                    reopen=reopen_events if config.events.curve else None,
                 )
             )
             async with trio.open_nursery() as work:
