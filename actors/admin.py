@@ -3,10 +3,17 @@
 ``/api/alerts`` (docs/alerts.md), ``/api/webhooks`` (docs/webhooks.md), ``/api/erase``
 (docs/privacy.md).
 
-Every ``/api/`` call needs ``Authorization: Bearer TOKEN`` (the token in ``[http]
-token_file``), compared in constant time; a wrong or missing one gets 401 with a JSON
-error and changes nothing. ``/metrics`` is open without the token when ``[http]
-metrics_open`` is set and the server listens on a loopback address only.
+Every ``/api/`` call needs ``Authorization: Bearer TOKEN``: the token in ``[http]
+token_file`` (role ``admin``) or one of ``[http.tokens]``, each with its role (``read``,
+``operate``, ``admin``: docs/security.md), compared in constant time. A wrong or missing
+token gets 401 and changes nothing; a token whose role is too low gets 403. After
+:data:`FAILURES_PER_MINUTE` failures from one address within a minute, its requests get
+429 with ``Retry-After`` before any token is compared. ``/metrics`` is open without a
+token when ``[http] metrics_open`` is set and the server listens on a loopback address.
+
+Each route states the role it needs where it is listed (:meth:`Admin.routes`): wrap the
+handler in ``self.guard(ROLE, handler)``; the handler then runs only for a token that
+may. A handler that still calls :meth:`Admin.authorized` itself asks for ``admin``.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import logging
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -24,13 +32,20 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from salvo.actors.http import Request, Response, Route
 from salvo.actors.metrics import Metrics
-from salvo.core import kpis
+from salvo.core import access, kpis
 from salvo.core import pauses as pz
+from salvo.core.authlimit import FailureLimiter, LogBudget
+from salvo.core.config import Config
 from salvo.core.errors import InvalidAddressError, StartupError
 from salvo.core.spool import Spool
 
+log = logging.getLogger("salvo.admin")
+
 JSON = "application/json"
 MAX_CONTROL_BODY = 4096  # bytes: a control request is a scope and a name
+FAILURES_PER_MINUTE = 10  # failed authentications per client address, then 429
+
+Tokens = list[tuple[str, bytes, str]]  # (name, token, role)
 
 
 def json_response(status: int, obj: object, headers: list[tuple[str, str]] | None = None):
@@ -38,15 +53,24 @@ def json_response(status: int, obj: object, headers: list[tuple[str, str]] | Non
     return Response(status, body, JSON, headers or [])
 
 
-def read_token(path: Path) -> str:
-    """The admin token (made by ``salvo node`` before the actors start)."""
+def read_token(path: Path, where: str = "[http] token_file") -> str:
+    """A token from its file (made by ``salvo node`` before the actors start)."""
     try:
         token = path.read_text(encoding="ascii").strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise StartupError(f"[http] token_file {path}: cannot read it: {exc}") from exc
+        raise StartupError(f"{where} {path}: cannot read it: {exc}") from exc
     if len(token) < 16:
-        raise StartupError(f"[http] token_file {path}: holds no token of 16 characters or more")
+        raise StartupError(f"{where} {path}: holds no token of 16 characters or more")
     return token
+
+
+def load_tokens(config: Config) -> Tokens:
+    """Every token of the config, read from its file, with its name and role."""
+    tokens = []
+    for name, (path, role) in config.http_tokens().items():
+        where = "[http] token_file" if name == "admin" else f"[http.tokens.{name}] file"
+        tokens.append((name, read_token(path, where).encode(), role))
+    return tokens
 
 
 def is_loopback(host: str) -> bool:
@@ -63,7 +87,7 @@ class Admin:
 
     def __init__(
         self,
-        token: str,
+        tokens: str | Tokens,  # a str: the one admin token
         metrics: Metrics,
         spool: Spool,
         *,
@@ -77,32 +101,107 @@ class Admin:
         self.erasure = None  # salvo.actors.erasure.ErasureService
         self.alerts = alerts
         self.webhooks = webhooks
-        self._token = token.encode()
+        self.set_tokens(
+            tokens if not isinstance(tokens, str) else [("admin", tokens.encode(), "admin")]
+        )
         self.metrics = metrics
         self.spool = spool
         self.metrics_open = metrics_open
         self._clock = clock
+        self.limiter = FailureLimiter(burst=FAILURES_PER_MINUTE, period=60.0)
+        self._log_budget = LogBudget(lines=20, period=60.0)
 
-    def authorized(self, request: Request) -> bool:
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer":
-            return False
-        return hmac.compare_digest(given.strip().encode("latin-1"), self._token)
+    load_tokens = staticmethod(load_tokens)
+
+    def set_tokens(self, tokens: Tokens) -> None:
+        """Use these tokens from now on (at start, and on SIGHUP)."""
+        self._tokens = list(tokens)
 
     def routes(self) -> list[Route]:
+        guard = self.guard
         return [
-            Route.of("GET", r"/metrics", self.get_metrics),
-            Route.of("GET", r"/api/kpis", self.get_kpis),
-            Route.of("GET", r"/api/pauses", self.get_pauses),
-            Route.of("GET", r"/api/alerts", self.get_alerts),
-            Route.of("GET", r"/api/webhooks", self.get_webhooks),
-            Route.of("POST", r"/api/pause", self.post_pause, MAX_CONTROL_BODY),
-            Route.of("POST", r"/api/resume", self.post_resume, MAX_CONTROL_BODY),
-            Route.of("POST", r"/api/cancel", self.post_cancel, MAX_CONTROL_BODY),
-            # Needs the admin role once tokens carry roles (docs/privacy.md).
-            Route.of("POST", r"/api/erase", self.post_erase, MAX_CONTROL_BODY),
-            Route.of("GET POST PUT PATCH DELETE", r"/api/.*", self.unknown),
+            Route.of("GET", r"/metrics", guard("read", self.get_metrics, open=self.metrics_open)),
+            Route.of("GET", r"/api/kpis", guard("read", self.get_kpis)),
+            Route.of("GET", r"/api/pauses", guard("read", self.get_pauses)),
+            Route.of("GET", r"/api/alerts", guard("read", self.get_alerts)),
+            Route.of("GET", r"/api/webhooks", guard("read", self.get_webhooks)),
+            Route.of("POST", r"/api/pause", guard("operate", self.post_pause), MAX_CONTROL_BODY),
+            Route.of("POST", r"/api/resume", guard("operate", self.post_resume), MAX_CONTROL_BODY),
+            Route.of("POST", r"/api/cancel", guard("operate", self.post_cancel), MAX_CONTROL_BODY),
+            Route.of("POST", r"/api/erase", guard("admin", self.post_erase), MAX_CONTROL_BODY),
+            Route.of("GET POST PUT PATCH DELETE", r"/api/.*", guard("read", self.unknown)),
         ]
+
+    # -- authentication and roles -------------------------------------------------------
+
+    def guard(self, role: str, handler, *, open: bool = False):
+        """``handler`` behind the token check: it runs for a token of ``role`` or above
+        (or for anyone when ``open``); others get 401, 403 or 429."""
+        if role not in access.ROLES:
+            raise ValueError(f"unknown role {role!r}")
+
+        async def guarded(request: Request) -> Response:
+            if not open:
+                refused = self.check(request, role)
+                if refused is not None:
+                    return refused
+            return await handler(request)
+
+        guarded.role = role  # type: ignore[attr-defined]
+        guarded.__name__ = getattr(handler, "__name__", "guarded")
+        return guarded
+
+    def check(self, request: Request, role: str) -> Response | None:
+        """None when the request's token may call a route of ``role``; else the refusal."""
+        address = request.peer.rpartition(":")[0] or request.peer
+        now = self._clock()
+        wait = self.limiter.retry_after(address, now)
+        if wait:
+            self._log_refusal(now, "too many failed authentications", address, request)
+            return json_response(
+                429,
+                {"error": f"too many failed authentications from {address}; try in {wait} s"},
+                [("Retry-After", str(wait))],
+            )
+        found = self._match(request)
+        if found is None:
+            self.limiter.failed(address, now)
+            self._log_refusal(now, "missing or wrong token", address, request)
+            return self._denied()
+        name, have = found
+        if not access.role_allows(have, role):
+            return json_response(
+                403,
+                {
+                    "error": f"token {name!r} has the role {have}; "
+                    f"{request.method} {request.path} needs {role}"
+                },
+            )
+        return None
+
+    def authorized(self, request: Request) -> bool:
+        """Whether the request carries an ``admin`` token (for handlers that check for
+        themselves; a route states its role with :meth:`guard` instead)."""
+        return self.check(request, "admin") is None
+
+    def _match(self, request: Request) -> tuple[str, str] | None:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        given_bytes = given.strip().encode("latin-1", "replace")
+        found = None
+        for name, token, role in self._tokens:  # every one compared: no early exit
+            if hmac.compare_digest(given_bytes, token) and found is None:
+                found = (name, role)
+        return found
+
+    def _log_refusal(self, now: float, what: str, address: str, request: Request) -> None:
+        show, held = self._log_budget.take(now)
+        if show:
+            more = f" ({held} more not logged)" if held else ""
+            log.warning(
+                "admin API: %s from %s (%s %s)%s", what, address, request.method, request.path, more
+            )
 
     def _denied(self) -> Response:
         return json_response(
@@ -112,13 +211,9 @@ class Admin:
         )
 
     async def get_metrics(self, request: Request) -> Response:
-        if not self.metrics_open and not self.authorized(request):
-            return self._denied()
         return Response(200, self.metrics.text(), CONTENT_TYPE_LATEST)
 
     async def get_kpis(self, request: Request) -> Response:
-        if not self.authorized(request):
-            return self._denied()
         try:
             pairs = urllib.parse.parse_qsl(
                 request.query, keep_blank_values=True, strict_parsing=bool(request.query)
@@ -139,20 +234,14 @@ class Admin:
 
     async def get_alerts(self, request: Request) -> Response:
         """The active alerts and the rules (docs/alerts.md)."""
-        if not self.authorized(request):
-            return self._denied()
         if self.alerts is None:
             return json_response(200, {"active": [], "rules": []})
         return json_response(200, self.alerts.listing())
 
     async def unknown(self, request: Request) -> Response:
-        if not self.authorized(request):
-            return self._denied()
         return json_response(404, {"error": f"no such API: {request.method} {request.path}"})
 
     async def get_webhooks(self, request: Request) -> Response:
-        if not self.authorized(request):
-            return self._denied()
         if self.webhooks is None:
             return json_response(200, {"webhooks": [], "now": self._clock()})
         listing = await trio.to_thread.run_sync(self.webhooks.status)
@@ -160,8 +249,6 @@ class Admin:
 
     async def post_erase(self, request: Request) -> Response:
         """Erase an address from the node's data (docs/privacy.md)."""
-        if not self.authorized(request):
-            return self._denied()
         if self.erasure is None:
             return json_response(503, {"error": "erasure is not available on this node"})
         try:
@@ -185,8 +272,6 @@ class Admin:
 
     def _control_request(self, request: Request) -> tuple[dict, Response | None]:
         """The JSON object of a control call, or the response that refuses it."""
-        if not self.authorized(request):
-            return {}, self._denied()
         if self.control is None:
             return {}, json_response(503, {"error": "pauses are not available on this node"})
         try:
@@ -195,8 +280,6 @@ class Admin:
             return {}, json_response(400, {"error": str(exc)})
 
     async def get_pauses(self, request: Request) -> Response:
-        if not self.authorized(request):
-            return self._denied()
         if self.control is None:
             return json_response(200, {"pauses": []})
         return json_response(200, {"pauses": self.control.listing()})

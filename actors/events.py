@@ -13,6 +13,7 @@ order with the batches (an event queued before an erasure is written before the 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,9 +23,11 @@ import trio
 import zmq
 
 from salvo.actors.log_scrub import HashMatcher, expire_logs, scrub_logs
+from salvo.actors.zap import EVENTS_DOMAIN, curve_server
 from salvo.core.errors import StartupError
 from salvo.core.events import EVENT_TYPES, Event, encode_events
 
+_log = logging.getLogger("salvo.events")
 DAY = 86400.0
 
 
@@ -108,22 +111,58 @@ def _first_ts(path: Path) -> float | None:
         return time.time()
 
 
+class Reopen:
+    """Set ``wanted`` (a subscriber key was revoked: SIGHUP) to have the events actor close
+    its CURVE socket and bind a new one before its next batch. Every subscriber is
+    dropped: the others reconnect by themselves (ZeroMQ), the revoked one cannot."""
+
+    wanted = False
+
+
+def _bind(context: zmq.Context, publish: str, curve_secret: Path | None) -> zmq.Socket:
+    sock = context.socket(zmq.PUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, 100_000)
+    try:
+        if curve_secret is not None:
+            curve_server(sock, curve_secret, EVENTS_DOMAIN)
+        sock.bind(publish)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _rebind(context: zmq.Context, publish: str, curve_secret: Path | None) -> zmq.Socket:
+    """A new socket on the address just closed (its listener goes away in ZeroMQ's I/O
+    thread: try again for up to 5 s)."""
+    for _ in range(250):
+        try:
+            return _bind(context, publish, curve_secret)
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EADDRINUSE:
+                raise
+        await trio.sleep(0.02)
+    return _bind(context, publish, curve_secret)
+
+
 async def run_events(
     receive: trio.MemoryReceiveChannel[list[Event] | LogTask],
     *,
     publish: str,
     log: EventLog | None,
     context: zmq.Context,
+    curve_secret: Path | None = None,
+    reopen: Reopen | None = None,
     task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Publish and log event batches until the channel closes (started once bound)."""
-    sock = context.socket(zmq.PUB)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.SNDHWM, 100_000)
+    """Publish and log event batches until the channel closes (started once bound).
+
+    With ``curve_secret`` the socket is a CURVE server: only subscribers whose key the ZAP
+    handler knows (``[subscribers]``) connect; others get nothing."""
     try:
-        sock.bind(publish)
+        sock = _bind(context, publish, curve_secret)
     except zmq.ZMQError as exc:
-        sock.close()
         if log is not None:
             log.close()
         raise StartupError(
@@ -133,7 +172,6 @@ async def run_events(
     # Only this task uses the socket, and a PUB socket never blocks: past a slow
     # subscriber's high-water mark it drops, so delivery never waits for subscribers (the
     # JSONL log is complete). Plain non-blocking sends, then: two events per message.
-    send = sock.send
     more, last = zmq.SNDMORE | zmq.NOBLOCK, zmq.NOBLOCK
     topics = {t: t.encode() for t in EVENT_TYPES}
     try:
@@ -144,6 +182,12 @@ async def run_events(
             data = encode_events(batch)
             if log is not None:
                 log.write(data)
+            if reopen is not None and reopen.wanted:
+                reopen.wanted = False
+                sock.close()
+                sock = await _rebind(context, publish, curve_secret)
+                _log.info("events: socket bound again: a subscriber key was revoked")
+            send = sock.send
             for event, line in zip(batch, data.split(b"\n"), strict=False):
                 send(topics.get(event.type) or event.type.encode(), more)
                 send(line, last)

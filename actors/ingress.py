@@ -11,20 +11,29 @@ in the job's own task: a job refused for its content is never written.
 
 A frame that is not a valid job gets an ``error`` reply naming the problem; a full spool
 or a node that is stopping gets ``retry``; nothing a producer sends stops the node.
+
+With ``[ingress] curve`` the socket is a CURVE server: only producers whose key the ZAP
+handler knows get through the handshake (:mod:`salvo.actors.zap`), and every job is
+checked against ``producers``, the current table: a job for a tenant its producer may not
+send for, or from a key that is no longer configured, is ``rejected`` with an ``error``.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import trio
 import zmq
 
 from salvo.actors.spool_writer import SpoolWriter
+from salvo.actors.zap import INGRESS_DOMAIN, curve_server
 from salvo.actors.zmqtrio import TrioSocket
-from salvo.core import protocol
+from salvo.core import access, protocol
+from salvo.core.authlimit import LogBudget
 from salvo.core.errors import StartupError
 from salvo.ext.errors import SalvoError
 
@@ -47,6 +56,8 @@ class Ingress:
         max_recipients: int,
         on_committed: Callable[[protocol.Job, protocol.Reply], None],
         screen: Callable[[protocol.Job], Awaitable[protocol.Reply | None]] | None = None,
+        curve_secret: Path | None = None,
+        producers: access.Producers | None = None,
     ) -> None:
         self.listen = listen
         self._writer = writer
@@ -55,11 +66,15 @@ class Ingress:
         self._max_recipients = max_recipients
         self._on_committed = on_committed
         self._screen = screen
+        self._curve_secret = curve_secret
+        # None: no CURVE, any job goes; else replaced whole on a reload (SIGHUP).
+        self.producers = producers if curve_secret is not None else None
         self._outbox: collections.deque[list] = collections.deque()
         self._wake: trio.CancelScope | None = None
         self._slots = trio.Semaphore(MAX_CONCURRENT_JOBS)
         self.draining = False
         self.in_progress = 0
+        self._log_budget = LogBudget(lines=20, period=60.0)
 
     async def run(self, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         sock = self._context.socket(zmq.ROUTER)
@@ -75,6 +90,8 @@ class Ingress:
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         try:
+            if self._curve_secret is not None:
+                curve_server(sock, self._curve_secret, INGRESS_DOMAIN)
             sock.bind(self.listen)
         except zmq.ZMQError as exc:
             sock.close()
@@ -126,12 +143,24 @@ class Ingress:
         except protocol.ProtocolError as exc:
             self._reply(envelope, protocol.error_reply(payload, exc))
             return
+        if self.producers is not None:
+            refusal = self.producers.refusal(_user_id(frames[-1]), job.tenant)
+            if refusal is not None:
+                self._refused(job.id, refusal)
+                self._reply(envelope, protocol.Reply(id=job.id, status="rejected", error=refusal))
+                return
         if self.draining:
             self._reply(envelope, _retry(job.id, "the node is stopping; submit again later"))
             return
         await self._slots.acquire()
         self.in_progress += 1
         nursery.start_soon(self._commit, envelope, job)
+
+    def _refused(self, job_id: str, why: str) -> None:
+        show, held = self._log_budget.take(time.monotonic())
+        if show:
+            more = f" ({held} more refusals not logged)" if held else ""
+            log.warning("job %r rejected: %s%s", job_id, why, more)
 
     async def _commit(self, envelope: list, job: protocol.Job) -> None:
         try:
@@ -154,6 +183,14 @@ class Ingress:
         finally:
             self.in_progress -= 1
             self._slots.release()
+
+
+def _user_id(frame: zmq.Frame) -> str | None:
+    """The ZAP User-Id of the connection a frame came on (None without one)."""
+    try:
+        return frame.get("User-Id")
+    except zmq.ZMQError:
+        return None
 
 
 def _retry(job_id: str, why: str) -> protocol.Reply:

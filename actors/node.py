@@ -8,7 +8,9 @@ index checked), bind the events and producers' sockets, tell the supervisor that
 core started (a failure before that ends the node: see :mod:`salvo.actors.supervisor`),
 then accept work. SIGTERM or SIGINT: stop taking jobs (producers get
 ``retry``), stop claiming, let in-flight deliveries finish for up to ``drain_timeout``,
-hand the rest back to the queue, commit, exit 0.
+hand the rest back to the queue, commit, exit 0. SIGHUP: read the config file again for
+the CURVE keys of producers and subscribers and the admin tokens, and use them from then
+on, without closing a connection (docs/security.md); nothing else is reloaded.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from salvo.actors.control import Control
 from salvo.actors.delivery import Delivery, Result
 from salvo.actors.dispatch import Dispatcher
 from salvo.actors.erasure import ErasureService
-from salvo.actors.events import EventLog, LogTask, run_events
+from salvo.actors.events import EventLog, LogTask, Reopen, run_events
 from salvo.actors.ingress import Ingress
 from salvo.actors.master_key import master_key_loader
 from salvo.actors.scheduler import Scheduler
@@ -38,7 +40,8 @@ from salvo.actors.spool_writer import SpoolWriter
 from salvo.actors.supervisor import report_started
 from salvo.actors.zmqtrio import context
 from salvo.core.bulk import BulkRules
-from salvo.core.config import Config, load_config, parse_duration, parse_size
+from salvo.core.config import Config, ConfigError, load_config, parse_duration, parse_size
+from salvo.core.errors import StartupError
 from salvo.core.events import Event
 from salvo.core.spool import Spool, SpoolConfig
 from salvo.core.webhooks import Subscriptions
@@ -73,10 +76,15 @@ def open_spool(config: Config, *, create_key: bool = False) -> Spool:
     )
 
 
-async def run_core(config: Config, work_endpoint: str) -> None:
+async def run_core(config: Config, work_endpoint: str, config_path: str | None = None) -> None:
     """Run the core actors until SIGTERM/SIGINT, then drain and return."""
     spool = open_spool(config)
     zmq_context = context()
+    zap = None
+    if config.uses_curve:
+        from salvo.actors.zap import Zap, load_keys
+
+        zap = Zap(zmq_context, load_keys(config))
     writer = SpoolWriter(spool)
     events_send, events_recv = trio.open_memory_channel[list[Event] | LogTask](10_000)
     results_send, results_recv = trio.open_memory_channel[Result](1_000_000)
@@ -97,6 +105,8 @@ async def run_core(config: Config, work_endpoint: str) -> None:
         max_recipients=config.ingress.max_recipients,
         on_committed=scheduler.job_committed,
         screen=content_screen(config, spool, events_send, metrics),
+        curve_secret=config.curve_secret_path if config.ingress.curve else None,
+        producers=zap.keys.producers if zap is not None else None,
     )
     log_file = None
     if config.events.log:
@@ -109,9 +119,12 @@ async def run_core(config: Config, work_endpoint: str) -> None:
         spool, writer, events_send, events_max_age=config.events_retention() if log_file else None
     )
     cluster = None
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    reopen_events = Reopen()
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as outer:
             outer.start_soon(writer.run)
+            if zap is not None:  # bound before any CURVE socket, closed after them all
+                await outer.start(zap.run)
             await outer.start(
                 functools.partial(
                     run_events,
@@ -119,6 +132,8 @@ async def run_core(config: Config, work_endpoint: str) -> None:
                     publish=config.events.publish,
                     log=log_file,
                     context=zmq_context,
+                    curve_secret=config.curve_secret_path if config.events.curve else None,
+                    reopen=reopen_events if config.events.curve else None,
                 )
             )
             async with trio.open_nursery() as work:
@@ -136,7 +151,7 @@ async def run_core(config: Config, work_endpoint: str) -> None:
                 shared = await start_feedback(
                     work, config, spool, writer, events_send, metrics, scheduler.warmup
                 )
-                await start_http(
+                admin = await start_http(
                     work, config, spool, metrics, shared, control, alerts, scheduler, hooks,
                     erasure,
                 )  # fmt: skip
@@ -153,6 +168,9 @@ async def run_core(config: Config, work_endpoint: str) -> None:
                 )
                 report_started()
                 async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        reload_access(config_path, zap, ingress, admin, reopen_events)
+                        continue
                     log.info("%s: stopping", signal.Signals(signum).name)
                     break
                 # A second signal (the supervisor's, after the process group got one) must
@@ -173,6 +191,8 @@ async def run_core(config: Config, work_endpoint: str) -> None:
             writer.close()
             await events_send.aclose()
             absorb.cancel()
+            if zap is not None:
+                zap.close()
     if cluster is not None:
         cluster.close()
     spool.close()
@@ -195,6 +215,40 @@ def content_screen(
     checker.spool = spool
     log.info("content scoring by spamd at %s:%d", *checker.address)
     return checker.screen
+
+
+def reload_access(
+    config_path: str | None, zap, ingress: Ingress, admin, reopen_events: Reopen
+) -> None:
+    """SIGHUP: the keys of ``[producers]`` and ``[subscribers]`` and the admin tokens, read
+    again from the config file; when anything cannot be read, the old ones stay. When a
+    subscriber key was removed, the events socket is bound again (its connections are
+    dropped; the revoked subscriber cannot come back)."""
+    from salvo.actors.keys import KeyFileError
+
+    try:
+        config = load_config(config_path)
+        keys = None
+        if zap is not None:
+            from salvo.actors.zap import load_keys
+
+            keys = load_keys(config)
+        tokens = admin.load_tokens(config) if admin is not None else None
+    except (ConfigError, KeyFileError, StartupError) as exc:
+        log.error("SIGHUP: nothing reloaded, the keys and tokens in use stay: %s", exc)
+        return
+    parts = []
+    if keys is not None:
+        if set(zap.keys.subscribers) - set(keys.subscribers):
+            reopen_events.wanted = True
+        zap.load(keys)
+        if ingress.producers is not None:
+            ingress.producers = keys.producers
+        parts.append(f"{len(keys.producers)} producer and {len(keys.subscribers)} subscriber keys")
+    if tokens is not None:
+        admin.set_tokens(tokens)
+        parts.append(f"{len(tokens)} admin token(s)")
+    log.info("SIGHUP: reloaded %s", "; ".join(parts) or "nothing (no CURVE, no admin API)")
 
 
 def bookkeeping(scheduler: Scheduler, spool: Spool, delivery: Delivery):
@@ -265,22 +319,21 @@ async def start_http(
     scheduler=None,
     webhooks=None,
     erasure=None,
-) -> None:
+):
     """The admin server at ``[http] listen`` (off when unset): ``/metrics``, ``/api/``, the
     dashboard at ``/``, and the unsubscribe routes when ``[unsubscribe] listen`` is the
-    same address."""
+    same address. Returns the :class:`~salvo.actors.admin.Admin` (None when off)."""
     if not config.http.listen:
-        return
-    from salvo.actors.admin import Admin, is_loopback, read_token
+        return None
+    from salvo.actors.admin import Admin, is_loopback, load_tokens
     from salvo.actors.http import HTTPServer
     from salvo.actors.metrics import Metrics
     from salvo.actors.status import Status
     from salvo.core.config import listen_address
 
     host, port = listen_address(config.http.listen, key="[http] listen")
-    token = read_token(config.http_token_path)
     admin = Admin(
-        token,
+        load_tokens(config),
         metrics if metrics is not None else Metrics(),
         spool,
         metrics_open=config.http.metrics_open and is_loopback(host),
@@ -300,6 +353,7 @@ async def start_http(
         max_connections=config.http.max_connections,
     )
     await nursery.start(server.run)
+    return admin
 
 
 def _same_address(a: str, b: str) -> bool:
@@ -381,4 +435,4 @@ def core_main(config_path: str | None, work_endpoint: str) -> None:
     # cycle collector's young-generation passes run far less often (docs/bench.md).
     gc.set_threshold(20_000, 20, 20)
     with profiled("core"):
-        trio.run(run_core, config, work_endpoint)
+        trio.run(run_core, config, work_endpoint, config_path)

@@ -72,7 +72,7 @@ class Status:
 
     def routes(self) -> list[Route]:
         return [
-            Route.of("GET", r"/api/status", self.get_status),
+            Route.of("GET", r"/api/status", self.admin.guard("read", self.get_status)),
             *(Route.of("GET", path, self.get_file) for path in FILES),
         ]
 
@@ -86,8 +86,6 @@ class Status:
         return Response(200, body, ctype, headers)
 
     async def get_status(self, request: Request) -> Response:
-        if not self.admin.authorized(request):
-            return self.admin._denied()
         if request.query:
             return json_response(400, {"error": "/api/status takes no parameters"})
         return json_response(200, await self.snapshot())

@@ -9,7 +9,8 @@ after it started is restarted, with a growing delay, up to a limit; past it the 
 stops and exits non-zero with the reason. On SIGTERM or SIGINT the core process
 (ingress, scheduler, delivery, events) drains first — producers get ``retry``, in-flight
 deliveries finish or go back to the queue, the spool commits — then the signers stop,
-then the supervisor exits 0.
+then the supervisor exits 0. SIGHUP is passed on to the children that reload (the core:
+keys and tokens, docs/security.md); the others ignore it.
 
 Every child asks the kernel to kill it when the supervisor dies (``PR_SET_PDEATHSIG``), so
 a SIGKILLed node leaves no orphan holding its ports or its spool.
@@ -98,6 +99,8 @@ def _child(
     die_with_parent()
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
+    # A hangup of the process group must not kill an actor; the core listens for it.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     _report = report
     try:
@@ -135,6 +138,7 @@ class Child:
     started_at: float = 0.0
     hub: bool = False  # the others are linked to it: when it dies, they restart with it
     stop_signal: int = signal.SIGTERM  # what the supervisor sends it to stop
+    reloads: bool = False  # SIGHUP to the supervisor is passed on to it
 
 
 def _exit_reason(exitcode: int | None) -> str:
@@ -177,6 +181,7 @@ class Supervisor:
         *args: object,
         hub: bool = False,
         stop_signal: int = signal.SIGTERM,
+        reloads: bool = False,
     ) -> None:
         """Register a process to run (started by :meth:`run`), in stop order.
 
@@ -184,8 +189,11 @@ class Supervisor:
         in-flight work) that only the hub's new incarnation can take up again.
         ``stop_signal`` is what the supervisor sends it to stop (a signer distinguishes the
         supervisor's stop, after the core is gone, from a SIGTERM to the process group).
+        ``reloads``: SIGHUP to the supervisor is passed on to it once it has started.
         """
-        self._children.append(Child(name, target, args, hub=hub, stop_signal=stop_signal))
+        self._children.append(
+            Child(name, target, args, hub=hub, stop_signal=stop_signal, reloads=reloads)
+        )
 
     def _start(self, child: Child) -> None:
         if child.report is not None:
@@ -207,10 +215,18 @@ class Supervisor:
         """Begin an orderly stop (the SIGTERM/SIGINT handler)."""
         self._stopping = True
 
+    def forward_reload(self, *_: object) -> None:
+        """Pass SIGHUP on to the started children that reload (the SIGHUP handler)."""
+        for child in self._children:
+            if child.reloads and child.started and child.process is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.process.pid, signal.SIGHUP)
+
     def run(self) -> int:
         """Run until asked to stop or until the node cannot go on; return the exit status."""
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGHUP, self.forward_reload)
         for child in self._children:
             self._start(child)
         announced = False

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import msgspec
 
+from salvo.core import access, host
 from salvo.core import alerts as alerts_mod
-from salvo.core import host
 from salvo.core.providers import ProviderTable
 from salvo.core.shaping import Limits
 from salvo.core.smtp import SMTPTimeouts
@@ -80,6 +80,8 @@ class IngressSection(_Section):
     listen: str = "tcp://127.0.0.1:5557"
     max_job_size: Size = "32MiB"
     max_recipients: int = 10_000
+    curve: bool = False  # producers need a key of [producers] (docs/security.md)
+    curve_secret_key: str = "keys/node.key_secret"  # the node's CURVE key; made on first start
 
 
 class EventsSection(_Section):
@@ -87,6 +89,7 @@ class EventsSection(_Section):
     log: bool = True  # rotating JSONL files in <data_dir>/events/
     log_max_size: Size = "64MiB"
     log_keep: int = 10
+    curve: bool = False  # subscribers need a key of [subscribers]; the node key of [ingress]
 
 
 class SpoolSection(_Section):
@@ -316,8 +319,29 @@ class HttpSection(_Section):
     listen: str = ""  # "host:port"; "" = no server
     token_file: str = "keys/http.token"  # the admin bearer token; made on first start
     metrics_open: bool = True  # /metrics without the token when listening on loopback
+    tokens: dict[str, HttpToken] = {}  # more tokens, each with a role; token_file is admin
     max_connections: int = 100
     request_timeout: Duration = "10s"  # a whole request, from its first byte
+
+
+class HttpToken(_Section):
+    """``[http.tokens.NAME]``: one more bearer token of the admin API, with its role."""
+
+    file: str  # made on first start if missing, like [http] token_file
+    role: str = "read"  # read, operate or admin (docs/security.md)
+
+
+class ProducerSection(_Section):
+    """``[producers.NAME]``: a producer allowed on a CURVE ingress (docs/security.md)."""
+
+    public_key: str  # a key file of `salvo keys generate` (NAME.key)
+    tenants: list[str]  # the tenants it may send for; "*": any
+
+
+class SubscriberSection(_Section):
+    """``[subscribers.NAME]``: an events subscriber allowed on a CURVE events socket."""
+
+    public_key: str
 
 
 class AlertSection(_Section):
@@ -416,6 +440,19 @@ def _validate_http(config: Config) -> None:
         raise ConfigError("config: [http] token_file: a file name is needed")
     if http.max_connections < 1:
         raise ConfigError("config: [http] max_connections: 1 or more")
+    files = {config.path(http.token_file)}
+    for name, token in http.tokens.items():
+        where = f"config: [http.tokens.{name}]"
+        if not access.NAME.match(name) or name == "admin":
+            raise ConfigError(
+                f"{where}: a name of letters, digits, '_', '.' and '-', not 'admin' "
+                "(the name of [http] token_file)"
+            )
+        if token.role not in access.ROLES:
+            raise ConfigError(f"{where} role: {token.role!r}; use read, operate or admin")
+        if not token.file or config.path(token.file) in files:
+            raise ConfigError(f"{where} file: a file of its own is needed")
+        files.add(config.path(token.file))
     if parse_duration(http.request_timeout, key="[http] request_timeout") <= 0:
         raise ConfigError("config: [http] request_timeout: must be more than 0")
 
@@ -545,6 +582,8 @@ class Config(_Section):
     providers: dict[str, ProviderSection] = {}
     feedback: FeedbackSection = FeedbackSection()
     unsubscribe: UnsubscribeSection = UnsubscribeSection()
+    producers: dict[str, ProducerSection] = {}
+    subscribers: dict[str, SubscriberSection] = {}
     http: HttpSection = HttpSection()
     alerts: list[AlertSection] | None = None  # None: not in the file (the defaults apply)
     alerting: AlertingSection = AlertingSection()
@@ -660,6 +699,23 @@ class Config(_Section):
         return self.path(self.spool.master_key_file)
 
     @property
+    def curve_secret_path(self) -> Path:
+        """The node's CURVE secret key file; its public half is beside it (``.key``)."""
+        return self.path(self.ingress.curve_secret_key)
+
+    def http_tokens(self) -> dict[str, tuple[Path, str]]:
+        """Every admin API token file by name, with its role: ``[http] token_file`` is the
+        ``admin`` token named ``admin``."""
+        tokens = {"admin": (self.http_token_path, "admin")}
+        for name, token in self.http.tokens.items():
+            tokens[name] = (self.path(token.file), token.role)
+        return tokens
+
+    @property
+    def uses_curve(self) -> bool:
+        return self.ingress.curve or self.events.curve
+
+    @property
     def uses_feedback(self) -> bool:
         """Whether the feedback loop is configured (a bounce domain, or the unsubscribe
         endpoint): the node then makes the secret file on start if it is missing."""
@@ -725,6 +781,26 @@ def _host_port(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _validate_keys(config: Config) -> None:
+    if not config.ingress.curve_secret_key.endswith(".key_secret"):
+        raise ConfigError(
+            "config: [ingress] curve_secret_key: a file name ending in .key_secret "
+            "(its public half is NAME.key beside it)"
+        )
+    for section, table in (("producers", config.producers), ("subscribers", config.subscribers)):
+        for name, entry in table.items():
+            where = f"config: [{section}.{name}]"
+            if not access.NAME.match(name):
+                raise ConfigError(f"{where}: a name of letters, digits, '_', '.' and '-'")
+            if not entry.public_key:
+                raise ConfigError(f"{where} public_key: a key file is needed")
+    for name, producer in config.producers.items():
+        if not producer.tenants or not all(producer.tenants):
+            raise ConfigError(
+                f'config: [producers.{name}] tenants: one tenant or more ("*": any tenant)'
+            )
+
+
 def _validate(config: Config) -> None:
     _validate_http(config)
     if config.templates.max_loop_items < 1:
@@ -733,6 +809,7 @@ def _validate(config: Config) -> None:
         raise ConfigError("config: [templates] max_output: at least 1024")
     _validate_webhooks(config)
     _validate_spool_keys(config)
+    _validate_keys(config)
     for domain, target in config.routes.items():
         _host, sep, port = target.rpartition(":")
         if not target or (sep and not port.isdigit()) or (sep and not 0 < int(port) < 65536):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import math
+import os
 import queue
 import random
 import threading
@@ -33,6 +34,7 @@ from typing import Any
 import trio
 import zmq
 
+from salvo.actors.keys import set_client_keys
 from salvo.actors.zmqtrio import TrioSocket, context
 from salvo.core.protocol import InvalidJob, Job, ProtocolError, Reply, decode_reply, encode_job
 from salvo.ext.errors import SalvoError
@@ -123,13 +125,16 @@ class _InFlight:
     def __len__(self) -> int:
         return len(self._pending)
 
-    def add(self, job_id: str, frame: bytes, waiter: Waiter) -> None:
+    def add(self, job_id: str, frame: bytes, waiter: Waiter, now: float | None = None) -> None:
+        """Queue a job; with ``now``, it also times out if it cannot even be sent."""
         pending = self._pending.get(job_id)
         if pending is not None:  # the same id twice: one submission, one reply for both
             pending.waiters.append(waiter)
             return
-        self._pending[job_id] = _Pending(frame, waiter)
+        pending = self._pending[job_id] = _Pending(frame, waiter)
         self._outbox.append(job_id)
+        if now is not None:
+            self._schedule(job_id, pending, now + self.timeout)
 
     def next_to_send(self) -> tuple[str, bytes] | None:
         """The next job to send (it stays first until :meth:`sent`)."""
@@ -167,11 +172,21 @@ class _InFlight:
             pending = self._pending.get(job_id)
             if pending is None or pending.token != token:
                 continue
+            if pending.queued:
+                # Not sent within a whole timeout: no node takes it (none is reachable, or
+                # each refuses this producer's CURVE handshake). That counts as an attempt.
+                pending.attempts += 1
+                if pending.attempts >= self.attempts:
+                    self._finish(job_id, SubmitTimeout(job_id, pending.attempts, self.timeout))
+                else:
+                    self._schedule(job_id, pending, now + self.timeout)
+                continue
             if pending.attempts >= self.attempts:
                 self._finish(job_id, SubmitTimeout(job_id, pending.attempts, self.timeout))
             else:
                 pending.queued = True
                 self._outbox.append(job_id)
+                self._schedule(job_id, pending, now + self.timeout)
 
     def has_outbox(self) -> bool:
         return self.next_to_send() is not None
@@ -252,7 +267,7 @@ class TrioProducer:
             yield outcome.as_reply() if isinstance(outcome, SubmitTimeout) else outcome
 
     def _start(self, job_id: str, frame: bytes, waiter: Waiter) -> None:
-        self._flight.add(job_id, frame, waiter)
+        self._flight.add(job_id, frame, waiter, trio.current_time())
         if self._wakeup is not None:
             self._wakeup.cancel()
 
@@ -284,6 +299,8 @@ async def open_trio_producer(
     backoff: float = 0.5,
     max_backoff: float = 10.0,
     max_in_flight: int = 1000,
+    curve_server_key: str | os.PathLike | None = None,
+    curve_key: str | os.PathLike | None = None,
 ) -> AsyncIterator[TrioProducer]:
     """Connect a DEALER socket to ``endpoint`` and yield a :class:`TrioProducer`.
 
@@ -291,13 +308,22 @@ async def open_trio_producer(
     (retries and resends included); ``backoff``: first delay after a ``retry`` reply,
     doubled each time up to ``max_backoff``; ``max_in_flight``: concurrent ``submit``
     calls (and ``submit_many``'s default window).
+
+    CURVE (a node with ``[ingress] curve``): ``curve_server_key`` is the node's public key
+    file (``node.key``), ``curve_key`` this producer's key pair (``NAME.key_secret`` of
+    ``salvo keys generate``); both or neither. A node that does not know the key refuses
+    the handshake: every job then ends with :class:`SubmitTimeout`.
     """
     if attempts < 1 or timeout <= 0 or max_in_flight < 1:
         raise ValueError("attempts and max_in_flight must be >= 1 and timeout > 0")
+    if (curve_server_key is None) != (curve_key is None):
+        raise ValueError("give both curve_server_key and curve_key, or neither")
     flight = _InFlight(timeout=timeout, attempts=attempts, backoff=backoff, max_backoff=max_backoff)
     raw = context().socket(zmq.DEALER)
     raw.setsockopt(zmq.LINGER, 0)  # unanswered jobs are resent by whoever submits them again
     with TrioSocket(raw) as sock:
+        if curve_key is not None:
+            set_client_keys(raw, curve_server_key, curve_key)
         try:
             raw.connect(endpoint)
         except zmq.ZMQError as exc:

@@ -112,6 +112,10 @@ class NodeSetup:
     max_retry: str = "1h"
     max_job_size: str | None = None
     extra: str = ""
+    ingress_extra: str = ""  # more [ingress] keys (curve, ...)
+    events_extra: str = ""  # more [events] keys
+    # CURVE: (the node's public key file, a producer's .key_secret) for the readiness probe
+    curve_probe: tuple[Path, Path] | None = None
     data: str = "data"  # the data_dir, relative to root (or absolute: another node's)
     ingress_port: int = field(default_factory=free_port)
     events_port: int = field(default_factory=free_port)
@@ -152,9 +156,10 @@ hostname = "node.salvo.test"
 
 [ingress]
 listen = "{self.endpoint}"
-{size}
+{size}{self.ingress_extra}
 [events]
 publish = "{self.events_endpoint}"
+{self.events_extra}
 
 [routes]
 {routes}
@@ -246,12 +251,24 @@ class NodeProcess:
     def wait_ready(self, timeout: float = NODE_START_TIMEOUT) -> None:
         """Until the ingress answers a probe (a frame that is not msgpack: no side effect)."""
         assert self.proc is not None
+        deadline = time.monotonic() + timeout
         ctx = zmq.Context.instance()
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        if self.setup.curve_probe is not None:
+            from salvo.actors.keys import set_client_keys
+
+            server_key, client_key = self.setup.curve_probe
+            # The node makes its key pair on its first start.
+            wait_for(lambda: server_key.exists() or self.proc.poll() is not None, timeout)
+            if self.proc.poll() is not None:
+                sock.close()
+                raise AssertionError(
+                    f"the node exited with {self.proc.returncode}:\n{self.log()[-3000:]}"
+                )
+            set_client_keys(sock, server_key, client_key)
         sock.connect(self.setup.endpoint)
         try:
-            deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     raise AssertionError(
@@ -491,12 +508,21 @@ def job(
     }
 
 
+def _curve_client(sock: zmq.Socket, curve: tuple[Path, Path] | None) -> None:
+    """``curve``: (the node's public key file, the client's .key_secret), or None."""
+    if curve is not None:
+        from salvo.actors.keys import set_client_keys
+
+        set_client_keys(sock, *curve)
+
+
 class RawProducer:
     """A bare DEALER socket speaking docs/protocol.md, for frames no client would send."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, curve: tuple[Path, Path] | None = None) -> None:
         self.sock = zmq.Context.instance().socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        _curve_client(self.sock, curve)
         self.sock.connect(endpoint)
 
     def send(self, frame: bytes) -> None:
@@ -524,10 +550,11 @@ class RawProducer:
 class EventSubscriber:
     """A SUB socket on the node's events endpoint, collecting ``[type, json]`` frames."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, curve: tuple[Path, Path] | None = None) -> None:
         self.sock = zmq.Context.instance().socket(zmq.SUB)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.SUBSCRIBE, b"")
+        _curve_client(self.sock, curve)
         self._monitor = self.sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
         self.sock.connect(endpoint)
         self.events: list[dict] = []

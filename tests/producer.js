@@ -1,8 +1,26 @@
 // A producer written only from docs/protocol.md (the test checks the document is enough).
-// Usage: node producer.js ENDPOINT COUNT — submits COUNT template jobs and one raw job,
-// prints one JSON reply per line, exits 0 when every job got a final reply.
+// Usage: node producer.js ENDPOINT COUNT [NODE_KEY_FILE KEY_SECRET_FILE] — submits COUNT
+// template jobs and one raw job, prints one JSON reply per line, exits 0 when every job got
+// a final reply. With the two key files it connects with CURVE (docs/protocol.md, 1).
+const fs = require("fs");
 const zmq = require("zeromq");
 const { encode, decode } = require("@msgpack/msgpack");
+
+// A key file of `salvo keys generate` (pyzmq's zmq.auth format): `public-key = "..."`.
+function readKey(file, name) {
+  const match = fs.readFileSync(file, "utf8").match(new RegExp(`^\\s*${name}\\s*=\\s*"(.{40})"`, "m"));
+  if (!match) throw new Error(`${file}: no ${name}`);
+  return match[1];
+}
+
+function curveOptions(nodeKeyFile, secretFile) {
+  if (!nodeKeyFile) return {};
+  return {
+    curveServerKey: readKey(nodeKeyFile, "public-key"),
+    curvePublicKey: readKey(secretFile, "public-key"),
+    curveSecretKey: readKey(secretFile, "secret-key"),
+  };
+}
 
 function jobs(count) {
   const out = [];
@@ -39,7 +57,7 @@ function jobs(count) {
 }
 
 async function main() {
-  const sock = new zmq.Dealer();
+  const sock = new zmq.Dealer(curveOptions(process.argv[4], process.argv[5]));
   sock.connect(process.argv[2]);
   const waiting = new Map(jobs(Number(process.argv[3] || 1)).map((j) => [j.id, j]));
   for (let attempt = 1; attempt <= 5 && waiting.size; attempt++) {

@@ -82,3 +82,37 @@ def test_the_documented_node_example_runs(node_modules, tmp_path):
     assert reply["status"] == "accepted" and reply["id"].startswith("node-")
     [job] = server.jobs
     assert job.recipients[0].vars == {"name": "Ann"}
+
+
+def test_node_producer_with_curve(node_modules, tmp_path):
+    """The same producer with CURVE keys (zeromq v6's curveServerKey, curvePublicKey,
+    curveSecretKey) on a node with ``[ingress] curve``."""
+    from nodeutil import AioSink, NodeSetup, running_node
+
+    from salvo.actors.keys import generate
+
+    with AioSink("127.0.0.2") as sink:
+        setup = NodeSetup(
+            tmp_path / "node",
+            {"example.org": sink.address},
+            ingress_extra="curve = true\n",
+            extra='[producers.js]\npublic_key = "keys/js.key"\ntenants = ["acme", "default"]\n',
+        )
+        keys = setup.root / "keys"
+        generate(keys, "js")
+        setup.curve_probe = (keys / "node.key", keys / "js.key_secret")
+        with running_node(setup):
+            env = {**os.environ, "NODE_PATH": str(node_modules)}
+            script = str(HERE / "producer.js")
+            with_keys = [str(keys / "node.key"), str(keys / "js.key_secret")]
+            done = subprocess.run(
+                ["node", script, setup.endpoint, "2", *with_keys],
+                capture_output=True,
+                text=True,
+                timeout=HANG_GUARD,
+                env=env,
+            )
+            assert done.returncode == 0, done.stderr
+            replies = {r["id"]: r for r in map(json.loads, done.stdout.splitlines())}
+            assert sorted(replies) == ["node-0", "node-1", "node-raw"]
+            assert {r["status"] for r in replies.values()} == {"accepted"}

@@ -1,11 +1,6 @@
-"""``salvo keys rotate-master``: wrap the spool's data keys under a new master key.
-
-Run with the node stopped (it takes the data dir lock). The new key is written first
-(``--new-key FILE``, made with mode 0600 when missing), then every live data key is
-re-wrapped in one durable transaction and the spool records the new key's id; the old
-key no longer opens the spool. Then point ``[spool] master_key_file`` (or the variable
-of ``master_key_env``) at the new key and destroy the old one. docs/spool.md.
-"""
+"""``salvo keys``: ``generate NAME``, a CURVE key pair for a producer, a subscriber or a
+node (docs/security.md); ``rotate-master``, the spool's data keys re-wrapped under a new
+master key (docs/spool.md)."""
 
 from __future__ import annotations
 
@@ -16,10 +11,54 @@ from pathlib import Path
 from salvo.core import host
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("keys", help="key management (the spool master key)")
-    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    add_rotate_master(sub)
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "keys",
+        help="CURVE key pairs; the spool's master key",
+        description="CURVE key pairs (docs/security.md); the spool's master key (docs/spool.md).",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    generate = actions.add_parser(
+        "generate",
+        help="write NAME.key (public) and NAME.key_secret (mode 0600)",
+        description=(
+            "Write a new CURVE key pair in the format of pyzmq's zmq.auth: NAME.key holds the "
+            "public key (for the node's [producers.NAME] or [subscribers.NAME] public_key), "
+            "NAME.key_secret the pair, mode 0600 (for the producer: salvo submit --curve-key, "
+            "salvo.client's curve_key). An existing file is never replaced."
+        ),
+    )
+    generate.add_argument("name", metavar="NAME", help="the key's name (letters, digits, _ . -)")
+    generate.add_argument(
+        "--dir", type=Path, default=Path("keys"), help="the folder to write to (default: keys)"
+    )
+    generate.set_defaults(func=_generate)
+    add_rotate_master(actions)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from salvo.actors.keys import generate, read_public
+    from salvo.core.access import NAME
+    from salvo.ext.errors import SalvoError
+
+    if not NAME.match(args.name):
+        raise SalvoError(f"{args.name!r}: a name of letters, digits, '_', '.' and '-'")
+    public, secret = generate(args.dir, args.name)
+    print(f"public key {read_public(public).decode()} in {public}", file=sys.stderr)
+    print(
+        f"secret key in {secret} (mode 0600: keep it on the producer's host only)", file=sys.stderr
+    )
+    print(public)
+    return 0
+
+
+ROTATE_MASTER = """\
+Run with the node stopped (it takes the data dir lock). The new key is written first
+(``--new-key FILE``, made with mode 0600 when missing), then every live data key is
+re-wrapped in one durable transaction and the spool records the new key's id; the old
+key no longer opens the spool. Then point ``[spool] master_key_file`` (or the variable
+of ``master_key_env``) at the new key and destroy the old one. docs/spool.md.
+"""
 
 
 def add_rotate_master(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +66,7 @@ def add_rotate_master(sub: argparse._SubParsersAction) -> None:
     rotate = sub.add_parser(
         "rotate-master",
         help="re-wrap the spool's data keys under a new master key (node stopped)",
-        description=__doc__.split("\n\n", 1)[1],
+        description=ROTATE_MASTER,
     )
     rotate.add_argument("--config", type=Path, help="the node's TOML config ([spool] keys)")
     rotate.add_argument(

@@ -63,20 +63,39 @@ def _feedback_secret(config: Config) -> None:
 
 
 def _http_token(config: Config) -> None:
-    """Make ``[http] token_file`` on the first start (a random URL-safe token, mode 0600,
-    written beside it then linked into place: never half a file, never replaced)."""
+    """Make ``[http] token_file`` and the ``[http.tokens]`` files on the first start (a
+    random URL-safe token, mode 0600, written beside it then linked into place: never half
+    a file, never replaced)."""
     from salvo.core import host
     from salvo.core.errors import StartupError
 
-    path = config.http_token_path
+    for name, (path, role) in config.http_tokens().items():
+        try:
+            if not host.create_secret_file(path, text=True):
+                continue
+        except OSError as exc:
+            where = "[http] token_file" if name == "admin" else f"[http.tokens.{name}] file"
+            raise StartupError(f"{where} {path}: cannot create it: {exc.strerror or exc}") from exc
+        logging.getLogger("salvo.node").info("made the %s token %s (role %s)", name, path, role)
+
+
+def _curve_key(config: Config) -> str:
+    """Make the node's CURVE key pair on the first start (``[ingress] curve_secret_key``
+    and its ``.key`` beside it), check every producer and subscriber key file, and return
+    the node's public key (for the start-up message)."""
+    from salvo.actors.keys import KeyFileError, ensure_pair, read_secret
+    from salvo.actors.zap import load_keys
+    from salvo.core.errors import StartupError
+
+    path = config.curve_secret_path
     try:
-        if not host.create_secret_file(path, text=True):
-            return
-    except OSError as exc:
-        raise StartupError(
-            f"[http] token_file {path}: cannot create it: {exc.strerror or exc}"
-        ) from exc
-    logging.getLogger("salvo.node").info("made the admin token %s", path)
+        if ensure_pair(path):
+            logging.getLogger("salvo.node").info("made the node's CURVE key pair %s", path)
+        public, _ = read_secret(path)
+    except (KeyFileError, OSError) as exc:
+        raise StartupError(f"[ingress] curve_secret_key: {exc}") from exc
+    load_keys(config)  # a KeyFileError names the entry
+    return public.decode("ascii")
 
 
 def _bulk_rules(config: Config, config_path: str | None) -> None:
@@ -151,6 +170,7 @@ def _run_node(args: argparse.Namespace) -> int:
         if config.http.listen:
             _http_token(config)
         _webhook_secrets(config)
+        node_key = _curve_key(config) if config.uses_curve else ""
         # Fail here, with a clear message, rather than in every signer process.
         composer = Composer(keys_from_config(config), clock=time.time)
         for domain in config.dkim:
@@ -177,7 +197,7 @@ def _run_node(args: argparse.Namespace) -> int:
         run_dir = runtime_dir()
         endpoint = f"ipc://{run_dir}/work"
         supervisor = Supervisor()
-        supervisor.add("core", core_main, config_path, endpoint, hub=True)
+        supervisor.add("core", core_main, config_path, endpoint, hub=True, reloads=True)
         for i in range(signers):
             supervisor.add(
                 f"signer-{i}", signer_main, config_path, endpoint, i, stop_signal=STOP_NOW
@@ -189,6 +209,23 @@ def _run_node(args: argparse.Namespace) -> int:
                 f"events: {config.events.publish}; data: {config.data_dir}",
                 file=sys.stderr,
             )
+            if node_key:
+                from salvo.actors.keys import public_path
+
+                secured = " and ".join(
+                    what
+                    for what, on in (
+                        ("producers", config.ingress.curve),
+                        ("events", config.events.curve),
+                    )
+                    if on
+                )
+                print(
+                    f"salvo node: CURVE on for {secured}; the node's public key is {node_key} "
+                    f"(file {public_path(config.curve_secret_path)}: give it to producers "
+                    "and subscribers)",
+                    file=sys.stderr,
+                )
             if config.http.listen:
                 print(
                     f"salvo node: admin API on http://{config.http.listen} "

@@ -48,15 +48,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--html", type=Path, metavar="FILE", help="HTML body file")
     parser.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'")
     parser.add_argument("--id", help="job id (default: a new uuid4)")
+    parser.add_argument("--tenant", help='the job\'s tenant (default: "default")')
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per attempt")
     parser.add_argument("--attempts", type=int, default=5, help="sends per job at most")
+    parser.add_argument(
+        "--curve-server-key",
+        type=Path,
+        metavar="FILE",
+        help="the node's CURVE public key file (node.key), for a node with [ingress] curve",
+    )
+    parser.add_argument(
+        "--curve-key",
+        type=Path,
+        metavar="FILE",
+        help="this producer's CURVE key pair (NAME.key_secret of salvo keys generate)",
+    )
     parser.set_defaults(func=_submit)
 
 
 def _submit(args: argparse.Namespace) -> int:
     from salvo.client import Producer
 
+    if (args.curve_server_key is None) != (args.curve_key is None):
+        raise SalvoError("give both --curve-server-key and --curve-key, or neither")
+    curve = {}
+    if args.curve_key is not None:
+        curve = {"curve_server_key": args.curve_server_key, "curve_key": args.curve_key}
     flags = (args.from_, args.to, args.subject, args.text, args.html, args.header, args.id)
+    flags += (args.tenant,)
     if args.jobs is None:
         source, numbered = None, [(1, _job_from_flags(args))]
     elif any(flags):
@@ -70,7 +89,9 @@ def _submit(args: argparse.Namespace) -> int:
         numbered = _read_jobs(source, report)
     lines: dict[str, list[int]] = {}  # job id -> input line numbers, to label replies
     try:
-        with Producer(args.endpoint, timeout=args.timeout, attempts=args.attempts) as producer:
+        with Producer(
+            args.endpoint, timeout=args.timeout, attempts=args.attempts, **curve
+        ) as producer:
             for reply in producer.submit_many(_label(numbered, lines)):
                 report.reply(msgspec.to_builtins(reply), lines[reply.id].pop(0))
     finally:
@@ -103,6 +124,8 @@ def _job_from_flags(args: argparse.Namespace) -> dict[str, Any]:
         "subject": args.subject,
         "recipients": [{"to": to} for to in args.to],
     }
+    if args.tenant:
+        job["tenant"] = args.tenant
     if args.header:
         job["headers"] = dict(_header(h) for h in args.header)
     for key in ("text", "html"):
@@ -157,10 +180,12 @@ class _Report:
     def _tell(self, reply: dict[str, Any], line: int) -> None:
         """One line on stderr per refused recipient (the first SHOWN) and per job error."""
         rejected = reply.get("rejected") or []
-        if reply["status"] != "error" and not rejected:
+        if reply["status"] not in ("error", "rejected") and not rejected:
             return
         where = f"line {line}, job {reply['id']}"
         out = []
+        if reply["status"] == "rejected" and reply.get("error"):
+            out.append(f"{where}: rejected: {reply['error']}")
         if reply["status"] == "error":
             out.append(f"{where}: error: {reply.get('error') or 'no reason given'}")
         for r in rejected[:SHOWN]:
@@ -168,6 +193,8 @@ class _Report:
             out.append(f"{where}: {r['to']} rejected ({why})")
         if len(rejected) > SHOWN:
             out.append(f"{where}: ... and {len(rejected) - SHOWN} more rejected recipients")
+        if not out:
+            return
         self._bar.write("\n".join(out), file=sys.stderr)
 
     def malformed(self, line: int, why: str) -> None:
