@@ -238,6 +238,8 @@ class Route:
         ``progress``: the session delivered something."""
         if outcome.is_temporary:
             self.lane.feedback(outcome, outcome.code, outcome.text)
+        else:  # refused for good: the provider answered, at its pace
+            self.lane.shaper.answered(trio.current_time(), 0, 1)
         decision = after_transaction(outcome, message.tried, len(message.hosts), progress)
         if decision is Next.REPORT:
             self._report(message, outcome, host)
@@ -253,9 +255,11 @@ class Route:
 
     async def _connection(self) -> None:
         delivery = self._delivery
-        shaper = self.lane.shaper
+        lane = self.lane
+        shaper = lane.shaper
         session = None
         starting = True
+        accepted, sent_at = 0, 0.0
         try:
             message = self._pop()
             if message is None:
@@ -273,10 +277,13 @@ class Route:
             def done(i: int, outcomes: Sequence[Outcome]) -> None:
                 # Each transaction as soon as it is answered: a delivered message's record
                 # must not wait for the rest of its batch.
-                nonlocal progress
+                nonlocal progress, accepted
+                if i == 0:  # the batch's first reply time: the provider's latency signal
+                    lane.reply_time(trio.current_time() - sent_at)
                 outcome = outcomes[0]
                 if outcome.status is DELIVERED:  # nearly always: nothing to decide
                     progress = True
+                    accepted += 1
                     self._report(batch[i], outcome, host)
                 else:
                     self._outcome(batch[i], outcome, host, progress)
@@ -299,7 +306,12 @@ class Route:
                     batch.append(more)
                 if self.queue:  # left some (past a batch, or by the rate): wake the next
                     self._ready.unpark()
-                await session.send_many([(m.mail_from, [m.rcpt], m.data) for m in batch], done)
+                accepted = 0
+                sent_at = trio.current_time()
+                try:
+                    await session.send_many([(m.mail_from, [m.rcpt], m.data) for m in batch], done)
+                finally:  # what the provider took: the basis of the adaptive rate
+                    shaper.answered(trio.current_time(), accepted)
                 sent += len(batch)
                 if not session.reusable or sent >= limit or shaper.over_limit(trio.current_time()):
                     break
