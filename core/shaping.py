@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from .adaptive import HOLD, AdaptiveRate, Signals
 
 __all__ = [
+    "CONNECTION_LIMIT",
     "GCRA",
     "HOLD",
     "MIN_FACTOR",
@@ -105,11 +106,22 @@ class GCRA:
         return delay
 
 
+# A 421 that ends a connection at its message limit asks for a new connection, not for a
+# slower pace: no signal (else a provider closing every 100th message would look like one
+# throttling all the time).
+CONNECTION_LIMIT = re.compile(
+    r"\b(messages|mails?|recipients|transactions)\b.{0,20}\b(on|per|for|in) "
+    r"(this |a |the |one )?(connection|session)\b",
+    re.IGNORECASE,
+)
+
+
 def is_throttle(code: int | None, text: str, signatures: tuple[re.Pattern[str], ...]) -> bool:
-    """A provider asking us to slow down: a 421, or a reply matching its signatures."""
-    if code == 421:
+    """A provider asking us to slow down: a reply matching its signatures, or a 421 (but
+    not one at a per-connection message limit: :data:`CONNECTION_LIMIT`)."""
+    if any(pattern.search(text) for pattern in signatures):
         return True
-    return any(pattern.search(text) for pattern in signatures)
+    return code == 421 and not CONNECTION_LIMIT.search(text)
 
 
 @dataclass(slots=True)

@@ -199,7 +199,10 @@ SIGNALS = [
     ("yahoo", 452, "4.2.2 mailbox full", False),
     ("comcast", 452, "4.2.0 RL000010 Throttled", True),
     ("zoho", 450, "4.2.1 mailbox busy", False),
-    ("default", 421, "4.7.0 Try again later, closing connection", True),  # any 421
+    ("default", 421, "4.7.0 Try again later, closing connection", True),  # any 421...
+    ("default", 421, "4.7.0 Too many messages on this connection", False),  # ...but a limit
+    ("default", 421, "4.7.0 Too many messages, slow down", True),
+    ("default", 421, "4.4.2 Exceeded maximum number of recipients per session", False),
     ("default", 451, "4.3.0 local error", False),
 ]
 
