@@ -188,6 +188,9 @@ class Shaper:
         elif self._per_second is None:
             self._per_second = GCRA(rate, 1.0)
         elif self._per_second.interval != 1.0 / rate:
+            # The burst follows too (a tenth of a second's messages): a burst sized for
+            # the ceiling would undo a decrease at every pause.
+            self._per_second.burst = max(1, math.floor(rate / 10))
             self._per_second.set_rate(rate, 1.0)
 
     def _set_factor(self, factor: float) -> None:
