@@ -205,7 +205,8 @@ def salvo_run(
     ``wait_for``: "all" = until the sinks have every message (clean), "finished" = until
     every recipient is delivered or bounced (realistic). ``extra``: more node config;
     ``grace``: seconds the other providers get once the first has all its mail (realistic;
-    default :data:`GRACE`); ``watch``: called about every 50 ms while the row runs.
+    default :data:`GRACE`); ``watch``: called about every 50 ms while the row runs, ends it
+    when it returns True.
     """
     folder = tmp / name
     folder.mkdir(parents=True)
@@ -276,8 +277,8 @@ def salvo_run(
                             healthy_at[0] = time.perf_counter()
                         if healthy_at[0] and time.perf_counter() - healthy_at[0] > grace:
                             return time.perf_counter()
-                    if watch is not None:
-                        watch()
+                    if watch is not None and watch():
+                        return time.perf_counter()
                     if elapsed > timeout:
                         raise RuntimeError(
                             f"{name}: {done} of {messages} finished in {timeout:.0f} s; "

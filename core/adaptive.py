@@ -50,7 +50,7 @@ __all__ = [
     "Signals",
 ]
 
-HOLD = 1.0  # seconds: signals closer than this decrease once (one storm, one decrease)
+HOLD = 2.0  # seconds: signals closer than this decrease once (one storm, one decrease)
 DECREASE = 0.8  # of the accepted rate: gentle, as repeated signals compound (0.8^5 = 0.33)
 INCREASE = 0.02  # per second, of the rate set by the last decrease: back in ~10 s
 MIN_STEP = 0.5  # msg/s per second: the smallest additive step (slow lanes recover too)
