@@ -259,7 +259,8 @@ class Route:
         shaper = lane.shaper
         session = None
         starting = True
-        accepted, sent_at = 0, 0.0
+        answered = shaper.answered  # what the provider took: the adaptive rate's basis
+        sent_at = 0.0
         try:
             message = self._pop()
             if message is None:
@@ -277,13 +278,15 @@ class Route:
             def done(i: int, outcomes: Sequence[Outcome]) -> None:
                 # Each transaction as soon as it is answered: a delivered message's record
                 # must not wait for the rest of its batch.
-                nonlocal progress, accepted
+                nonlocal progress
                 if i == 0:  # the batch's first reply time: the provider's latency signal
                     lane.reply_time(trio.current_time() - sent_at)
                 outcome = outcomes[0]
                 if outcome.status is DELIVERED:  # nearly always: nothing to decide
                     progress = True
-                    accepted += 1
+                    # Counted at once (at the batch's time): a decrease on another
+                    # connection's signal is based on what every connection got through.
+                    answered(sent_at, 1)
                     self._report(batch[i], outcome, host)
                 else:
                     self._outcome(batch[i], outcome, host, progress)
@@ -306,12 +309,8 @@ class Route:
                     batch.append(more)
                 if self.queue:  # left some (past a batch, or by the rate): wake the next
                     self._ready.unpark()
-                accepted = 0
                 sent_at = trio.current_time()
-                try:
-                    await session.send_many([(m.mail_from, [m.rcpt], m.data) for m in batch], done)
-                finally:  # what the provider took: the basis of the adaptive rate
-                    shaper.answered(trio.current_time(), accepted)
+                await session.send_many([(m.mail_from, [m.rcpt], m.data) for m in batch], done)
                 sent += len(batch)
                 if not session.reusable or sent >= limit or shaper.over_limit(trio.current_time()):
                     break
