@@ -43,6 +43,7 @@ __all__ = [
     "LATENCY_FACTOR",
     "LATENCY_MIN",
     "LATENCY_WINDOW",
+    "MIN_SPAN",
     "MIN_STEP",
     "WINDOW",
     "AdaptiveRate",
@@ -57,6 +58,7 @@ MIN_STEP = 0.5  # msg/s per second: the smallest additive step (slow lanes recov
 CEILING_STEP = 0.002  # of the ceiling per second: from the floor to any ceiling in ~8 min
 FLOOR = 1.0  # msg/s: never slower (or the configured ceiling, if lower)
 WINDOW = 5.0  # seconds of accepted messages the decrease is based on
+MIN_SPAN = 1.0  # seconds: the shortest span a rate is measured over (a first burst is not one)
 BIN = 0.25  # seconds per bin of the rate meter
 DEFERRAL_RATIO = 0.25  # temporary failures among the last outcomes that mean "too fast"
 DEFERRAL_WINDOW = 40  # outcomes the deferral ratio is taken over
@@ -67,7 +69,8 @@ LATENCY_HISTORY = 16  # previous p90s the baseline is the lowest of
 
 
 class RateMeter:
-    """Messages counted in bins of :data:`BIN` seconds; :meth:`rate` over :data:`WINDOW`."""
+    """Messages counted in bins of :data:`BIN` seconds; :meth:`rate` over :data:`WINDOW`
+    (over the time since the first message, at least :data:`MIN_SPAN`, before that)."""
 
     __slots__ = ("_bins", "_first", "_head")
 
@@ -94,7 +97,7 @@ class RateMeter:
     def rate(self, now: float) -> float:
         """Messages per second over the last :data:`WINDOW` seconds (or since the first)."""
         self._advance(now)
-        span = min(WINDOW, max(BIN, now - self._first))
+        span = min(WINDOW, max(MIN_SPAN, now - self._first))
         return sum(self._bins) / span if span > 0 else 0.0
 
 
