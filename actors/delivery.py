@@ -32,7 +32,7 @@ from salvo.actors.route import BATCH, Route
 from salvo.actors.smtp_session import TLSPolicy
 from salvo.core.policy import SourcePicker, throttles
 from salvo.core.providers import ProviderTable, route_key
-from salvo.core.shaping import Limits, Shaper
+from salvo.core.shaping import CONNECTION_LIMIT, Limits, Shaper
 from salvo.core.smtp import Outcome, Scope, SMTPTimeouts
 from salvo.core.spool import Outcome as SpoolOutcome
 from salvo.core.warmup import Caps, hold_delay
@@ -106,12 +106,13 @@ class Lane:
     def feedback(self, outcome: Outcome | None, reply_code: int | None, text: str) -> None:
         """A temporary reply (``outcome`` None: at connection level): a throttle signal
         (core.policy.throttles) lowers the lane's limits; a transaction's deferral counts
-        towards the deferral ratio, which may."""
+        towards the deferral ratio, which may. A 421 at the server's per-connection limit
+        (the rest of its batch gets it too) is neither: it asks for a new connection."""
         shaper = self.shaper
         now = trio.current_time()
         if throttles(outcome, reply_code, text, self.signatures):
             self._slower(shaper.throttled(now), f"throttled ({text[:120]})")
-        elif outcome is not None:
+        elif outcome is not None and not (reply_code == 421 and CONNECTION_LIMIT.search(text)):
             self._slower(shaper.deferred(now), "deferral ratio")
 
     def reply_time(self, seconds: float) -> None:
