@@ -122,6 +122,7 @@ def analyse(row: dict, hidden: float, poller: MetricsPoller | None) -> dict:
         "rate_limited_421_first_minute": sum(
             n for t, n in zip(rel, refused, strict=True) if t < 60
         ),
+        "rate_limited_421_last_minute": sum(refused[-60:]),
         "p1_accepted_per_s": taken,
         "p1_421_per_s": refused,
     }
@@ -247,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     first = a["rate_limited_421_first_minute"]
     print(f"  421s in all / first minute         {a['rate_limited_421']} / {first}")
     print(f"  421s per minute after convergence  {fmt(a.get('rate_limited_421_per_minute_after'))}")
+    print(f"  421s in p1's last busy minute      {a['rate_limited_421_last_minute']}")
     print(f"  p1 backlogged for                  {a['backlogged_s']} s")
     print(
         f"  p0 msg/s (to its 95th percentile)  {hit:,.0f} vs {base:,.0f} both healthy "
