@@ -13,14 +13,15 @@ A provider rarely publishes the rate it accepts; it says "too fast" instead. The
 - **Additive increase** while healthy (no signal for :data:`HOLD` seconds): the rate grows
   by :data:`INCREASE` of the rate set by the last decrease per second (at least
   :data:`MIN_STEP` msg/s per second, and :data:`CEILING_STEP` of the ceiling), up to the
-  ceiling. Scaling the step by that rate makes
-  each probe above the provider's limit take as long at 20 msg/s as at 2,000 msg/s, so the
-  number of throttled replies per minute does not grow with the rate. Without a ceiling,
-  the rate is let go (unlimited) after ``release_after`` seconds without a signal.
+  ceiling. Scaling the step by that rate makes each probe above the provider's limit take
+  as long at 20 msg/s as at 2,000 msg/s, so the number of throttled replies per minute
+  does not grow with the rate. Without a ceiling, the rate is let go (unlimited) after
+  ``release_after`` seconds without a signal.
 
-The signals (:class:`Signals` turns observations into them): a throttle reply (any 421, a
-4.7.x, the provider table's patterns: salvo.core.policy.throttles), a refused connection
-while others are open, a deferral ratio of at least :data:`DEFERRAL_RATIO` over the last
+The signals (:class:`Signals` turns observations into them): a throttle reply (a 421 but
+one at a per-connection limit, the provider table's patterns: salvo.core.policy.throttles),
+a refused connection while others are open, a deferral ratio (other 4xx, 4.7.x included:
+one by one they are greylisting or policy) of at least :data:`DEFERRAL_RATIO` over the last
 :data:`DEFERRAL_WINDOW` outcomes, and a DATA reply time whose p90 over the last
 :data:`LATENCY_WINDOW` samples is at least :data:`LATENCY_FACTOR` times its baseline (the
 lowest p90 of the previous windows) and at least :data:`LATENCY_MIN` seconds.
