@@ -32,7 +32,7 @@ from salvo.actors.route import BATCH, Route
 from salvo.actors.smtp_session import TLSPolicy
 from salvo.core.policy import SourcePicker, throttles
 from salvo.core.providers import ProviderTable, route_key
-from salvo.core.shaping import Limits, Shaper
+from salvo.core.shaping import CONNECTION_LIMIT, Limits, Shaper
 from salvo.core.smtp import Outcome, Scope, SMTPTimeouts
 from salvo.core.spool import Outcome as SpoolOutcome
 from salvo.core.warmup import Caps, hold_delay
@@ -108,15 +108,33 @@ class Lane:
             route.poke()
 
     def feedback(self, outcome: Outcome | None, reply_code: int | None, text: str) -> None:
-        """Halve the lane's limits on a throttle signal (core.policy.throttles)."""
-        throttle = throttles(outcome, reply_code, text, self.signatures)
-        if throttle and self.shaper.throttled(trio.current_time()):
+        """A temporary reply (``outcome`` None: at connection level): a throttle signal
+        (core.policy.throttles) lowers the lane's limits; a transaction's deferral counts
+        towards the deferral ratio, which may. A 421 at the server's per-connection limit
+        (the rest of its batch gets it too) is neither: it asks for a new connection."""
+        shaper = self.shaper
+        now = trio.current_time()
+        if throttles(outcome, reply_code, text, self.signatures):
+            self._slower(shaper.throttled(now), f"throttled ({text[:120]})")
+        elif outcome is not None and not (reply_code == 421 and CONNECTION_LIMIT.search(text)):
+            self._slower(shaper.deferred(now), "deferral ratio")
+
+    def reply_time(self, seconds: float) -> None:
+        """A DATA reply time (the first transaction of a pipelined batch)."""
+        if self.shaper.reply_time(trio.current_time(), seconds):
+            self._slower(True, f"reply time p90 up ({seconds:.2f} s)")
+
+    def _slower(self, slower: bool, why: str) -> None:
+        if slower:
+            shaper = self.shaper
+            rate = shaper.message_rate
             log.info(
-                "%s from %s: throttled (%s); concurrency now %d",
+                "%s from %s: %s; now %d connections, %s msg/s",
                 self.provider,
                 self.source or "default source",
-                text[:120],
-                self.shaper.max_connections,
+                why,
+                shaper.max_connections,
+                "unlimited" if math.isinf(rate) else f"{rate:.1f}",
             )
 
 
@@ -215,6 +233,14 @@ class Delivery:
             return 0.0
         now = trio.current_time()
         return min(lane.shaper.pause_left(now) for lane in lanes)
+
+    def message_rate(self, provider: str) -> float:
+        """The messages per second ``provider``'s lanes allow now together (``math.inf``:
+        no limit, or no lane yet)."""
+        lanes = self._provider_lanes.get(provider)
+        if not lanes:
+            return math.inf
+        return sum(lane.shaper.message_rate for lane in lanes)
 
     def pick_source(
         self,

@@ -16,6 +16,7 @@ import bisect
 import collections
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -213,13 +214,31 @@ class _Gauges(Collector):
         paused = GaugeMetricFamily(
             "salvo_paused", "1 while new connections are paused.", labels=["scope", "name"]
         )
+        rate = GaugeMetricFamily(
+            "salvo_shaping_rate",
+            "Messages per second allowed now (adaptive shaping); 0: no limit.",
+            labels=["provider", "source"],
+        )
+        allowed = GaugeMetricFamily(
+            "salvo_shaping_connections",
+            "Connections allowed now (adaptive shaping).",
+            labels=["provider", "source"],
+        )
         delivery = m.delivery
         if delivery is not None:
             open_by: collections.Counter[tuple[str, str]] = collections.Counter()
+            allowed_by: collections.Counter[tuple[str, str]] = collections.Counter()
+            rate_by: dict[tuple[str, str], float] = {}
             for (source, provider), lane in list(delivery._lanes.items()):
-                open_by[(m.provider(provider), source or "default")] += lane.shaper.active
+                key = (m.provider(provider), source or "default")
+                open_by[key] += lane.shaper.active
+                allowed_by[key] += lane.shaper.max_connections
+                rate_by[key] = rate_by.get(key, 0.0) + lane.shaper.message_rate
             for (provider, source), n in sorted(open_by.items()):
                 connections.add_metric([provider, source], n)
+                allowed.add_metric([provider, source], allowed_by[(provider, source)])
+                per_s = rate_by[(provider, source)]
+                rate.add_metric([provider, source], 0.0 if math.isinf(per_s) else per_s)
             paused_by: dict[str, int] = {}
             for provider in list(delivery._provider_lanes):
                 name = m.provider(provider)
@@ -249,6 +268,8 @@ class _Gauges(Collector):
         yield cap
         yield used
         yield connections
+        yield rate
+        yield allowed
         yield paused
         firing = GaugeMetricFamily(
             "salvo_alerts_firing", "Active alerts, by rule.", labels=["rule", "scope"]

@@ -249,6 +249,8 @@ class Route:
         ``progress``: the session delivered something."""
         if outcome.is_temporary:
             self.lane.feedback(outcome, outcome.code, outcome.text)
+        else:  # refused for good: the provider answered, at its pace
+            self.lane.shaper.answered(trio.current_time(), 0, 1)
         decision = after_transaction(outcome, message.tried, len(message.hosts), progress)
         if decision is Next.REPORT:
             self._report(message, outcome, host)
@@ -274,10 +276,13 @@ class Route:
 
     async def _connection(self, lease=None) -> None:
         delivery = self._delivery
-        shaper = self.lane.shaper
-        throttle = self.lane.throttle
+        lane = self.lane
+        shaper = lane.shaper
+        throttle = lane.throttle
         session = None
         starting = True
+        answered = shaper.answered  # what the provider took: the adaptive rate's basis
+        sent_at = 0.0
         try:
             message = self._pop()
             if message is None:
@@ -296,9 +301,14 @@ class Route:
                 # Each transaction as soon as it is answered: a delivered message's record
                 # must not wait for the rest of its batch.
                 nonlocal progress
+                if i == 0:  # the batch's first reply time: the provider's latency signal
+                    lane.reply_time(trio.current_time() - sent_at)
                 outcome = outcomes[0]
                 if outcome.status is DELIVERED:  # nearly always: nothing to decide
                     progress = True
+                    # Counted at once (at the batch's time): a decrease on another
+                    # connection's signal is based on what every connection got through.
+                    answered(sent_at, 1)
                     self._report(batch[i], outcome, host)
                 else:
                     self._outcome(batch[i], outcome, host, progress)
@@ -319,6 +329,7 @@ class Route:
                     batch.append(more)
                 if self.queue:  # left some (past a batch, or by the rate): wake the next
                     self._ready.unpark()
+                sent_at = trio.current_time()
                 await session.send_many([(m.mail_from, [m.rcpt], m.data) for m in batch], done)
                 sent += len(batch)
                 if not session.reusable or sent >= limit or shaper.over_limit(trio.current_time()):

@@ -181,6 +181,7 @@ class Scheduler:
         by_job: dict[int, list[SignItem]] = {}
         now = self._clock()
         paused: dict[str, float] = {}  # per provider, asked once per claim
+        rates: dict[str, float] = {}  # the adaptive rate of its lanes, idem
         max_ready = self.config.delivery.max_ready
         control = self.control
         for c in claim.claimed:
@@ -191,12 +192,15 @@ class Scheduler:
             if provider is not None:
                 if provider not in paused:
                     paused[provider] = self.delivery.paused_for(provider)
+                    rates[provider] = self.delivery.message_rate(provider)
                 if self.warmup and (
                     out := self.warmup.hold(c.seq, c.idx, self._jobs[c.seq].traffic, provider, now)
                 ):
                     handed.append(out)  # every source of its pool at its cap today
                     continue
-                share = policy.share(self.providers.get(provider), max_ready, BATCH)
+                share = policy.share(
+                    self.providers.get(provider), max_ready, BATCH, rates[provider]
+                )
                 held = policy.hold_back(
                     paused[provider], self.provider_inflight[provider], share, self._rng
                 )

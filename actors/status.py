@@ -124,20 +124,25 @@ class Status:
         got = self.alerts() or {}
         return {"active": list(got.get("active", [])), "rules": list(got.get("rules", []))}
 
-    def _lanes(self) -> tuple[dict[str, int], dict[str, float]]:
-        """Open connections and connection backoff per provider, from delivery's lanes."""
+    def _lanes(self) -> tuple[dict[str, int], dict[str, float], dict[str, tuple[int, float]]]:
+        """Open connections, connection backoff, and the connections and message rate
+        allowed now (adaptive shaping) per provider, from delivery's lanes."""
         delivery = getattr(self.scheduler, "delivery", None)
         connections: dict[str, int] = {}
         backoff: dict[str, float] = {}
+        shaping: dict[str, tuple[int, float]] = {}
         if delivery is None:
-            return connections, backoff
+            return connections, backoff, shaping
         for (_source, provider), lane in list(delivery._lanes.items()):
-            connections[provider] = connections.get(provider, 0) + lane.shaper.active
+            shaper = lane.shaper
+            connections[provider] = connections.get(provider, 0) + shaper.active
+            allowed, rate = shaping.get(provider, (0, 0.0))
+            shaping[provider] = (allowed + shaper.max_connections, rate + shaper.message_rate)
         for provider in list(delivery._provider_lanes):
             left = delivery.paused_for(provider)
             if left > 0:
                 backoff[provider] = left
-        return connections, backoff
+        return connections, backoff, shaping
 
     def _counters(self) -> tuple[dict[str, dict[str, int]], int]:
         """Replies by provider and class, and recipients delivered, since the start."""
@@ -193,7 +198,7 @@ class Status:
             flying,
             partial=parts["pending_partial"],
         )
-        connections, backoff = self._lanes()
+        connections, backoff, shaping = self._lanes()
         replies, delivered_total = self._counters()
         operator = [p["name"] for p in pauses if p["scope"] == "provider"]
         split = parts["split"]
@@ -205,7 +210,13 @@ class Status:
             "queue": queue,
             "throughput": throughput,
             "providers": st.providers_view(
-                split, connections, backoff, operator, replies, queue["by_provider"]
+                split,
+                connections,
+                backoff,
+                operator,
+                replies,
+                queue["by_provider"],
+                shaping=shaping,
             ),
             "pauses": pauses,
             "alerts": alerts,

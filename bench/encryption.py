@@ -35,7 +35,7 @@ OFF = "\n[spool]\nencrypt = false\n"
 
 def one_run(tmp: Path, name: str, mode: str, messages: int) -> dict:
     row = suite.salvo_run(
-        tmp, name, messages=messages, per_job=PER_JOB, config="" if mode == "on" else OFF
+        tmp, name, messages=messages, per_job=PER_JOB, extra="" if mode == "on" else OFF
     )
     return onoff.figures(row, mode, name)
 

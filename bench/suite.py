@@ -195,14 +195,19 @@ def salvo_run(
     rate: float | None = None,
     wait_for: str = "all",
     profile: Path | None = None,
-    config: str = "",
+    extra: str = "",
+    grace: float = 0.0,
+    watch=None,
 ) -> dict:
     """A fresh node delivering ``messages`` to ``providers`` sinks (``smtp-sink``, or smart
     sinks answering by ``policies``); every figure of one salvo row. ``config``: TOML
     appended to the node's config (e.g. ``[spool] encrypt = false``).
 
     ``wait_for``: "all" = until the sinks have every message (clean), "finished" = until
-    every recipient is delivered or bounced (realistic).
+    every recipient is delivered or bounced (realistic). ``extra``: more node config;
+    ``grace``: seconds the other providers get once the first has all its mail (realistic;
+    default :data:`GRACE`); ``watch``: called about every 50 ms while the row runs, ends it
+    when it returns True.
     """
     folder = tmp / name
     folder.mkdir(parents=True)
@@ -217,7 +222,8 @@ def salvo_run(
             else:
                 sinks.append(SmartSink(folder, host, policies[i], key))
             stack.callback(sinks[-1].stop)
-        extra = (REALISTIC_TRAFFIC if policies is not None else "") + config
+        extra = (REALISTIC_TRAFFIC if policies is not None else "") + extra
+        grace = grace or GRACE
         ingress = f"tcp://127.0.0.1:{free_port()}"
         events = f"tcp://127.0.0.1:{free_port()}"
         node = Node(
@@ -242,7 +248,7 @@ def salvo_run(
         sink_cpu0 = [cpu_seconds(s.proc.pid) for s in sinks]
         own0 = time.process_time()
         sub = Submitted()
-        timeout = (30 if policies is not None else 120) + messages / 200
+        timeout = (30 if policies is not None else 120) + messages / 200 + grace
         finished_count = _finished_counter(node, sinks, policies)
         share0 = (messages + providers - 1) // providers  # recipients of p0.example
         healthy_at: list[float | None] = [None]
@@ -270,8 +276,10 @@ def salvo_run(
                         # others get a grace period, then the row reports what is left.
                         if first_done() and healthy_at[0] is None:
                             healthy_at[0] = time.perf_counter()
-                        if healthy_at[0] and time.perf_counter() - healthy_at[0] > GRACE:
+                        if healthy_at[0] and time.perf_counter() - healthy_at[0] > grace:
                             return time.perf_counter()
+                    if watch is not None and watch():
+                        return time.perf_counter()
                     if elapsed > timeout:
                         raise RuntimeError(
                             f"{name}: {done} of {messages} finished in {timeout:.0f} s; "

@@ -117,7 +117,7 @@ def claim_room(max_ready: int, in_flight: int, batch: int) -> int:
 # -- 2. held back -------------------------------------------------------------------------
 
 
-def share(provider: Provider, max_ready: int, batch: int) -> int:
+def share(provider: Provider, max_ready: int, batch: int, rate: float = math.inf) -> int:
     """How many recipients of ``provider`` may be in flight at once.
 
     Its configured ``max_ready`` if any. A provider without a message rate limit may use
@@ -125,12 +125,16 @@ def share(provider: Provider, max_ready: int, batch: int) -> int:
     handed back waits :data:`HANDBACK_DELAY` while the provider idles). A rate-limited one
     gets about :data:`SHARE_HORIZON` seconds of its rate (at least a batch per connection,
     at most half the node), so that it cannot fill the node with messages that wait for
-    tokens while other providers' mail waits on disk.
+    tokens while other providers' mail waits on disk. ``rate``: the messages per second
+    its lanes allow now (salvo.core.adaptive), when lower than the configured one.
     """
     if provider.max_ready:
         return provider.max_ready
     limits = provider.limits
-    rate = limits.max_messages_per_second or limits.max_messages_per_hour / 3600
+    configured = limits.max_messages_per_second or limits.max_messages_per_hour / 3600
+    rate = min(configured or math.inf, rate)
+    if math.isinf(rate):
+        rate = 0.0
     if not rate:
         return max_ready
     soon = max(rate * SHARE_HORIZON, limits.max_connections * batch)

@@ -12,12 +12,17 @@ A provider sees our source address, not our queues: each (source, provider) pair
   The burst is a tenth of the period's allowance (at least 1): at most
   ``burst + t / interval`` cells in any ``t`` seconds. A cell that does not conform is
   told how long to wait: shaping waits, it never drops.
-- **Adaptive backoff** (Postfix's concurrency feedback, SCHEDULER_README, in its simplest
-  form: multiplicative decrease, additive increase): a throttle signal (any 421, or a
-  reply matching the provider's throttling signature) halves the factor that scales
-  concurrency and rates, at most once per :data:`HOLD` seconds; after ``backoff_time``
-  without a new signal the factor grows by :data:`RECOVERY_STEP` every
-  ``recovery_interval`` until it is back to 1.
+- **Adaptive concurrency** (Postfix's concurrency feedback, SCHEDULER_README, in its
+  simplest form: multiplicative decrease, additive increase): a "too fast" signal halves
+  the factor that scales concurrency and the connection and hourly rates, at most once per
+  :data:`HOLD` seconds; after ``backoff_time`` without a new signal the factor grows by
+  :data:`RECOVERY_STEP` every ``recovery_interval`` until it is back to 1.
+- **Adaptive message rate** (salvo.core.adaptive): the same signals lower the messages per
+  second to a little below what the provider accepted, and health raises it again,
+  between a floor and ``max_messages_per_second`` (none configured: no ceiling).
+- **Signals**: a throttle reply (any 421, or a reply matching the provider's throttling
+  signature), a refused connection while others are open, a high deferral ratio, and a
+  rising DATA reply time (:class:`~salvo.core.adaptive.Signals`).
 - **Dead destination** (Postfix declares one when its concurrency falls to zero): a
   connection attempt that reached no host while no other connection is open pauses new
   connections for ``connect_backoff``, doubling with each consecutive failure up to
@@ -33,7 +38,10 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from .adaptive import HOLD, AdaptiveRate, Signals
+
 __all__ = [
+    "CONNECTION_LIMIT",
     "GCRA",
     "HOLD",
     "MIN_FACTOR",
@@ -43,7 +51,6 @@ __all__ = [
     "is_throttle",
 ]
 
-HOLD = 1.0  # seconds: throttle signals closer than this halve once (one storm, one halving)
 MIN_FACTOR = 1 / 64  # the factor never goes below this (rates stay > 0)
 RECOVERY_STEP = 0.1  # additive increase per recovery interval, of the configured limits
 
@@ -103,11 +110,22 @@ class GCRA:
         return delay
 
 
+# A 421 that ends a connection at its message limit asks for a new connection, not for a
+# slower pace: no signal (else a provider closing every 100th message would look like one
+# throttling all the time).
+CONNECTION_LIMIT = re.compile(
+    r"\b(messages|mails?|recipients|transactions)\b.{0,20}\b(on|per|for|in) "
+    r"(this |a |the |one )?(connection|session)\b",
+    re.IGNORECASE,
+)
+
+
 def is_throttle(code: int | None, text: str, signatures: tuple[re.Pattern[str], ...]) -> bool:
-    """A provider asking us to slow down: a 421, or a reply matching its signatures."""
-    if code == 421:
+    """A provider asking us to slow down: a reply matching its signatures, or a 421 (but
+    not one at a per-connection message limit: :data:`CONNECTION_LIMIT`)."""
+    if any(pattern.search(text) for pattern in signatures):
         return True
-    return any(pattern.search(text) for pattern in signatures)
+    return code == 421 and not CONNECTION_LIMIT.search(text)
 
 
 @dataclass(slots=True)
@@ -127,6 +145,8 @@ class Shaper:
     recover_from: float = math.inf  # when the next recovery step is due
     failures: int = 0  # consecutive connection attempts that reached no host
     paused_until: float = -math.inf
+    adaptive: AdaptiveRate = field(init=False)
+    signals: Signals = field(default_factory=Signals)
     _connect_rate: GCRA | None = field(default=None, repr=False)
     _per_second: GCRA | None = field(default=None, repr=False)
     _per_hour: GCRA | None = field(default=None, repr=False)
@@ -135,8 +155,10 @@ class Shaper:
         lim = self.limits
         if lim.max_new_connections_per_minute > 0:
             self._connect_rate = GCRA(lim.max_new_connections_per_minute, 60.0)
-        if lim.max_messages_per_second > 0:
-            self._per_second = GCRA(lim.max_messages_per_second, 1.0)
+        self.adaptive = AdaptiveRate(
+            lim.max_messages_per_second or math.inf, release_after=lim.backoff_time
+        )
+        self._sync_rate()
         if lim.max_messages_per_hour > 0:
             self._per_hour = GCRA(lim.max_messages_per_hour, 3600.0)
 
@@ -147,21 +169,39 @@ class Shaper:
         """The concurrency allowed now: the configured one times the factor, at least 1."""
         return max(1, math.floor(self.limits.max_connections * self.factor))
 
+    @property
+    def message_rate(self) -> float:
+        """The messages per second allowed now (``math.inf``: no limit)."""
+        return self.adaptive.rate
+
     def rates(self) -> dict[str, float]:
         """The rates allowed now (0: no limit), for statistics and logs."""
         lim, f = self.limits, self.factor
+        rate = self.adaptive.rate
         return {
             "new_connections_per_minute": lim.max_new_connections_per_minute * f,
-            "messages_per_second": lim.max_messages_per_second * f,
+            "messages_per_second": 0.0 if math.isinf(rate) else rate,
             "messages_per_hour": lim.max_messages_per_hour * f,
         }
+
+    def _sync_rate(self) -> None:
+        """The per-second GCRA follows the adaptive rate (none while it is unlimited)."""
+        rate = self.adaptive.rate
+        if math.isinf(rate):
+            self._per_second = None
+        elif self._per_second is None:
+            self._per_second = GCRA(rate, 1.0)
+        elif self._per_second.interval != 1.0 / rate:
+            # The burst follows too (a tenth of a second's messages): a burst sized for
+            # the ceiling would undo a decrease at every pause.
+            self._per_second.burst = max(1, math.floor(rate / 10))
+            self._per_second.set_rate(rate, 1.0)
 
     def _set_factor(self, factor: float) -> None:
         self.factor = min(1.0, max(MIN_FACTOR, factor))
         lim = self.limits
         for gcra, rate, period in (
             (self._connect_rate, lim.max_new_connections_per_minute, 60.0),
-            (self._per_second, lim.max_messages_per_second, 1.0),
             (self._per_hour, lim.max_messages_per_hour, 3600.0),
         ):
             if gcra is not None:
@@ -220,19 +260,46 @@ class Shaper:
     # -- feedback -------------------------------------------------------------------------
 
     def throttled(self, now: float) -> bool:
-        """A throttle signal: halve concurrency and rates (once per HOLD seconds); the
-        halving holds for ``backoff_time``, then recovery begins. True if it halved."""
+        """A "too fast" signal: halve concurrency (once per HOLD seconds; the halving holds
+        for ``backoff_time``, then recovery begins) and decrease the message rate (once per
+        HOLD). True if either went down."""
         self.tick(now)
         self.recover_from = now + self.limits.backoff_time
+        slower = self.adaptive.decrease(now)
+        if slower:
+            self._sync_rate()
         if now - self.throttled_at < HOLD:
-            return False
+            return slower
         self.throttled_at = now
         self._set_factor(self.factor / 2)
         return True
 
+    def answered(self, now: float, delivered: int, failed: int = 0) -> None:
+        """Transactions answered: ``delivered`` accepted, ``failed`` refused for good (a
+        5xx: the provider took the message's turn, not a sign of speed)."""
+        self.adaptive.meter.add(now, delivered)
+        outcome = self.signals.outcome
+        for _ in range(delivered + failed):
+            outcome(False)
+
+    def deferred(self, now: float) -> bool:
+        """A temporary failure; a signal when the deferral ratio gets high. True if the
+        limits went down."""
+        return self.signals.outcome(True) and self.throttled(now)
+
+    def reply_time(self, now: float, seconds: float) -> bool:
+        """A DATA reply time; a signal when its p90 rises far above its baseline. True if
+        the limits went down."""
+        return self.signals.reply_time(seconds) and self.throttled(now)
+
     def tick(self, now: float) -> None:
-        """Additive increase: each ``recovery_interval`` after the backoff time, the factor
-        grows by RECOVERY_STEP, up to 1."""
+        """Additive increase of the message rate (salvo.core.adaptive) and of the factor:
+        each ``recovery_interval`` after the backoff time, it grows by RECOVERY_STEP, up
+        to 1."""
+        adaptive = self.adaptive
+        if adaptive.rate < adaptive.ceiling:
+            adaptive.tick(now)
+            self._sync_rate()
         if self.factor >= 1.0 or now < self.recover_from:
             return
         interval = max(self.limits.recovery_interval, 1e-3)
@@ -246,11 +313,12 @@ class Shaper:
         """A connection attempt reached no host. Returns the pause in seconds it started.
 
         While other connections are open (``active`` counts the failed one too) the
-        destination works and this attempt was refused (a throttle: its reply is a signal
-        of its own): no pause, 0. Else the destination is dead: pause new connections,
-        doubling with each consecutive dead attempt up to ``max_connect_backoff``.
+        destination works and this attempt was refused: a "too fast" signal, no pause, 0.
+        Else the destination is dead: pause new connections, doubling with each
+        consecutive dead attempt up to ``max_connect_backoff``.
         """
         if self.active > 1:
+            self.throttled(now)
             return 0.0
         self.failures += 1
         lim = self.limits

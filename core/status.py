@@ -165,10 +165,14 @@ def providers_view(
     queue_by_provider: Mapping[str, Mapping[str, int]],
     *,
     window_s: float = HOUR,
+    shaping: Mapping[str, tuple[int, float]] | None = None,
 ) -> list[dict]:
     """One row per provider the node has seen: open connections, whether it is paused (by
     the operator, or after failed connections: ``backoff_s``), replies by class since the
-    node started, its queue, and its KPIs over the window."""
+    node started, its queue, and its KPIs over the window. ``shaping``: the connections
+    and messages per second its lanes allow now (adaptive shaping; ``math.inf``: no
+    limit), shown as ``allowed_connections`` and ``allowed_rate_per_s`` (None: no limit)."""
+    shaping = shaping or {}
     paused = set(operator_paused)
     by_dim = {p: c for (t, cm, p), c in split.items() if p and t is None and cm is None}
     names = (set(connections) | set(backoff_s) | paused | set(replies) | set(by_dim)) | set(
@@ -180,10 +184,13 @@ def providers_view(
         k = kpis.compute(counts, window_s)
         backoff = float(backoff_s.get(name, 0.0))
         queue = queue_by_provider.get(name, {})
+        allowed, rate = shaping.get(name, (None, math.inf))
         rows.append(
             {
                 "name": name,
                 "connections": int(connections.get(name, 0)),
+                "allowed_connections": allowed,
+                "allowed_rate_per_s": None if math.isinf(rate) else round(rate, 1),
                 "paused": name in paused or backoff > 0,
                 "paused_by": "operator" if name in paused else ("backoff" if backoff > 0 else None),
                 "backoff_s": round(backoff, 1),

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from salvo.core.adaptive import DECREASE
 from salvo.core.providers import ProviderTable
 from salvo.core.shaping import GCRA, HOLD, MIN_FACTOR, RECOVERY_STEP, Limits, Shaper, is_throttle
 
@@ -110,7 +111,9 @@ def test_throttle_halves_then_recovers_step_by_step():
     shaper = Shaper(lim)
     assert shaper.throttled(1000.0)
     assert shaper.max_connections == 8
-    assert shaper.rates()["messages_per_second"] == pytest.approx(50)
+    # The message rate follows its own rule (salvo.core.adaptive): nothing was accepted
+    # yet, so it is a decrease of the configured rate.
+    assert shaper.rates()["messages_per_second"] == pytest.approx(DECREASE * 100)
     assert not shaper.throttled(1000.0 + HOLD / 2)  # the same storm: one halving
     assert shaper.max_connections == 8
     assert shaper.throttled(1000.0 + HOLD)
@@ -196,7 +199,10 @@ SIGNALS = [
     ("yahoo", 452, "4.2.2 mailbox full", False),
     ("comcast", 452, "4.2.0 RL000010 Throttled", True),
     ("zoho", 450, "4.2.1 mailbox busy", False),
-    ("default", 421, "4.7.0 Try again later, closing connection", True),  # any 421
+    ("default", 421, "4.7.0 Try again later, closing connection", True),  # any 421...
+    ("default", 421, "4.7.0 Too many messages on this connection", False),  # ...but a limit
+    ("default", 421, "4.7.0 Too many messages, slow down", True),
+    ("default", 421, "4.4.2 Exceeded maximum number of recipients per session", False),
     ("default", 451, "4.3.0 local error", False),
 ]
 

@@ -32,6 +32,13 @@ def count(n: object) -> str:
     return f"{n:,}" if isinstance(n, int | float) and not isinstance(n, bool) else "-"
 
 
+def rate(x: object, lanes: object) -> str:
+    """An allowed message rate: None means no limit (once the provider has lanes)."""
+    if isinstance(x, int | float) and not isinstance(x, bool):
+        return f"{x:,.1f}"
+    return "no limit" if lanes else "-"
+
+
 def pct(x: object) -> str:
     return f"{x * 100:.2f}%" if isinstance(x, int | float) else "-"
 
@@ -139,6 +146,8 @@ def render(s: Mapping, *, ascii_only: bool = False) -> list[str]:
                     clean(p.get("name")),
                     state,
                     count(p.get("connections")),
+                    count(p.get("allowed_connections")),
+                    rate(p.get("allowed_rate_per_s"), p.get("allowed_connections")),
                     count(p.get("waiting")),
                     count(p.get("in_flight")),
                     count(replies.get("2xx", 0)),
@@ -149,7 +158,8 @@ def render(s: Mapping, *, ascii_only: bool = False) -> list[str]:
                     pct(hour.get("deferral_rate")),
                 ]
             )
-        headers = ["PROVIDER", "STATE", "CONN", "WAITING", "IN FLIGHT", "2XX", "4XX", "5XX"]
+        headers = ["PROVIDER", "STATE", "CONN", "MAX CONN", "MAX MSG/S", "WAITING", "IN FLIGHT"]
+        headers += ["2XX", "4XX", "5XX"]
         headers += ["SENT 1H", "DELIVERY", "DEFERRAL"]
         lines += table(headers, rows, set(range(2, len(headers))))
     else:

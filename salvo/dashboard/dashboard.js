@@ -326,7 +326,10 @@ function renderProviders(providers) {
       const hour = p.last_hour || {};
       return row(
         [
-          td(p.name, "name"), state, td(count(p.connections), "n"), td(count(p.waiting), "n"),
+          td(p.name, "name"), state, td(count(p.connections), "n"),
+          td(count(p.allowed_connections), "n"),
+          td(p.allowed_rate_per_s == null ? (p.allowed_connections ? "no limit" : "-") : count(p.allowed_rate_per_s), "n"),
+          td(count(p.waiting), "n"),
           td(count(p.in_flight), "n"), td(count(replies["2xx"] || 0), "n"),
           td(count(replies["4xx"] || 0), "n"), td(count(replies["5xx"] || 0), "n"),
           td(count(hour.sent), "n"), td(pct(hour.delivery_rate), "n"),

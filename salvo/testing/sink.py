@@ -5,7 +5,8 @@ for a real client (EHLO with PIPELINING, 8BITMIME, SMTPUTF8, SIZE; MAIL, RCPT, D
 RSET, NOOP, QUIT), answers pipelined commands in order, and can behave like a busy
 provider: a delay per reply, 421 throttling answers at connect (a share of connections,
 or every n-th), a share of 451 deferrals and of 550 5.1.1 unknown users at RCPT, a
-message limit per connection.
+message limit per connection, and a rate it takes messages at (a token bucket over all
+its connections: a MAIL above it gets 421 4.7.0 and the connection closes).
 It counts messages and recipients, notices duplicate Message-IDs, and keeps a sample of
 messages (for DKIM checks by the caller).
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import random
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 
 import trio
@@ -34,6 +36,8 @@ class SinkPolicy:
     max_messages_per_connection: int = 0  # 0: no limit; else 421 after that many
     seed: int | None = None
     busy_share: float = 0.0  # 421 4.7.0 at MAIL (a provider saying "too fast"), then close
+    rate_limit: float = 0.0  # msg/s taken over all connections; above it 421 at MAIL (0: none)
+    rate_burst: float = 0.0  # messages above the rate a burst may take (0: one second's)
 
 
 @dataclass
@@ -58,6 +62,16 @@ class SinkStats:
     busy: int = 0  # 421 busy replies sent
     throttled: int = 0  # connections refused with 421 at connect
     arrivals: list[float] | None = None  # a list: each message's trio.current_time() goes in
+    rate_limited: int = 0  # MAILs refused with 421 above rate_limit
+    # Per second of wall time (int(time.time())): [messages taken, 421s above the rate].
+    per_second: dict[int, list[int]] = field(default_factory=dict)
+
+    def _second(self) -> list[int]:
+        key = int(time.time())
+        got = self.per_second.get(key)
+        if got is None:
+            got = self.per_second[key] = [0, 0]
+        return got
 
     def _opened(self) -> None:
         self.active += 1
@@ -69,6 +83,7 @@ class SinkStats:
 
     def _took(self, message: bytes, recipients: int) -> None:
         self.messages += 1
+        self._second()[0] += 1
         self.recipients += recipients
         self.bytes += len(message)
         found = _MESSAGE_ID.search(message, 0, message.find(b"\r\n\r\n"))
@@ -85,8 +100,35 @@ class SinkStats:
             self.arrivals.append(trio.current_time())
 
 
+class _Bucket:
+    """A token bucket: ``rate`` tokens a second, at most ``burst`` saved up."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst or rate
+        self.tokens = self.burst
+        self.at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 class _Session:
-    def __init__(self, stream: trio.SocketStream, policy: SinkPolicy, stats: SinkStats, rng):
+    def __init__(
+        self,
+        stream: trio.SocketStream,
+        policy: SinkPolicy,
+        stats: SinkStats,
+        rng,
+        bucket: _Bucket | None = None,
+    ):
+        self.bucket = bucket
         self.stream = stream
         self.policy = policy
         self.stats = stats
@@ -170,6 +212,12 @@ class _Session:
                     self.out.append(b"421 4.7.0 Server busy, too many messages, slow down\r\n")
                     await self._flush()
                     return
+                if self.bucket is not None and not self.bucket.take():
+                    self.stats.rate_limited += 1
+                    self.stats._second()[1] += 1
+                    self.out.append(b"421 4.7.0 Too many messages, slow down\r\n")
+                    await self._flush()
+                    return
                 limit = self.policy.max_messages_per_connection
                 if limit and self.sent >= limit:
                     self.out.append(b"421 4.7.0 Too many messages on this connection\r\n")
@@ -221,9 +269,10 @@ async def serve_sink(
 ) -> None:
     """Serve until cancelled; ``task_status.started`` gets the bound port."""
     rng = random.Random(policy.seed)
+    bucket = _Bucket(policy.rate_limit, policy.rate_burst) if policy.rate_limit > 0 else None
 
     async def handle(stream: trio.SocketStream) -> None:
-        session = _Session(stream, policy, stats, rng)
+        session = _Session(stream, policy, stats, rng, bucket)
         stats._opened()
         try:
             await session.run()

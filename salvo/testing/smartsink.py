@@ -39,6 +39,8 @@ def _status(stats: SinkStats) -> dict:
         "bounced": stats.bounced,
         "duplicates": stats.duplicates,
         "unique_message_ids": len(stats.message_ids),
+        "rate_limited": stats.rate_limited,
+        "per_second": {str(k): v for k, v in sorted(stats.per_second.items())},
     }
 
 
