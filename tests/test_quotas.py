@@ -140,3 +140,24 @@ max_jobs_in_flight = 10
         load_config_text("[tenants.acme]\nmax_recipients_per_day = 0\n")
     with pytest.raises(ConfigError):
         load_config_text("[tenants.acme]\nmax_per_day = 3\n")
+
+
+def test_the_documented_bought_list_rule_loads():
+    config = load_config_text(
+        """
+[alerting]
+defaults = true
+
+[[alerts]]
+name = "bought_list_tenant_pause"
+kpi = "hard_bounce_rate"
+scope = "tenant"
+above = 0.1
+min_volume = 200
+window = "1d"
+action = "pause"
+"""
+    )
+    rules = {r.name: r for r in config.alert_rules()}
+    assert rules["bought_list_tenant_pause"].scope == "tenant"
+    assert "hard_bounce_rate_campaign_pause" in rules
