@@ -168,6 +168,7 @@ class Ingress:
         if self._quotas is not None:
             taken = self._quotas.take(job.tenant, producer, len(job.recipients), time.time())
             if isinstance(taken, Refusal):
+                self._refused(job.id, taken.error, taken.status)
                 if self._on_quota_refusal is not None:
                     self._on_quota_refusal(job.tenant, taken)
                 self._reply(
@@ -179,11 +180,11 @@ class Ingress:
         self.in_progress += 1
         nursery.start_soon(self._commit, envelope, job, ticket)
 
-    def _refused(self, job_id: str, why: str) -> None:
+    def _refused(self, job_id: str, why: str, status: str = "rejected") -> None:
         show, held = self._log_budget.take(time.monotonic())
         if show:
             more = f" ({held} more refusals not logged)" if held else ""
-            log.warning("job %r rejected: %s%s", job_id, why, more)
+            log.warning("job %r %s: %s%s", job_id, status, why, more)
 
     async def _commit(
         self, envelope: list, job: protocol.Job, ticket: Ticket | None = None

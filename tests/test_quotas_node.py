@@ -65,7 +65,7 @@ metrics_open = true
 max_recipients_per_day = {DAILY}
 """,
     )
-    with running_node(setup):
+    with running_node(setup) as node:
         jobs = _jobs("acme", JOBS) + _jobs("other", OTHER_JOBS)
         replies = trio.run(_burst, setup.endpoint, jobs)
         assert len(replies) == JOBS + OTHER_JOBS
@@ -81,6 +81,8 @@ max_recipients_per_day = {DAILY}
         others = [r for i, r in replies.items() if i.startswith("other-")]
         assert [r.status for r in others] == ["accepted"] * OTHER_JOBS
 
+        # Logged, within the ingress's log budget (20 lines a minute).
+        assert "rejected: quota spent: tenant 'acme'" in node.log()
         samples = _metrics(http_port)
         key = ("salvo_quota_refusals_total", (("kind", "day"), ("tenant", "acme")))
         assert samples.get(key) == JOBS - DAILY // SIZE
@@ -89,3 +91,53 @@ max_recipients_per_day = {DAILY}
             for name, labels in samples
             if name == "salvo_quota_refusals_total"
         )
+
+
+def test_a_curve_producers_hourly_rate_holds_over_its_tenants(tmp_path: Path):
+    from salvo.actors.keys import generate
+
+    setup = NodeSetup(
+        tmp_path / "node",
+        {"example.org": f"127.0.0.1:{free_port()}"},
+        ingress_extra='curve = true\ncurve_secret_key = "keys/node.key_secret"\n',
+        extra="""
+[producers.web]
+public_key = "keys/web.key"
+tenants = ["acme", "beta"]
+max_recipients_per_hour = 3000
+
+[producers.probe]
+public_key = "keys/probe.key"
+tenants = ["*"]
+""",
+    )
+    keys = setup.root / "keys"
+    for name in ("web", "probe"):
+        generate(keys, name)
+    setup.curve_probe = (keys / "node.key", keys / "probe.key_secret")
+
+    async def burst(name: str, jobs: list[dict]) -> dict:
+        replies = {}
+        async with open_trio_producer(
+            setup.endpoint,
+            timeout=60,
+            attempts=1,
+            curve_server_key=keys / "node.key",
+            curve_key=keys / f"{name}.key_secret",
+        ) as p:
+            async for reply in p.submit_many(jobs):
+                replies[reply.id] = reply
+        return replies
+
+    with running_node(setup):
+        jobs = _jobs("acme", 3) + _jobs("beta", 3)
+        replies = trio.run(burst, "web", jobs)
+        statuses = Counter(r.status for r in replies.values())
+        assert statuses == {"accepted": 3, "retry": 3}, statuses
+        for r in replies.values():
+            if r.status == "retry":
+                assert r.error.startswith("rate: producer 'web' sent 3000 of its 3000"), r.error
+                assert "try again after" in r.error
+        # Another producer, for the same tenants, is not held by web's rate.
+        other = trio.run(burst, "probe", [job("p-1", ["a@example.org"], tenant="beta")])
+        assert [r.status for r in other.values()] == ["accepted"]
