@@ -16,6 +16,10 @@ With ``[ingress] curve`` the socket is a CURVE server: only producers whose key 
 handler knows get through the handshake (:mod:`salvo.actors.zap`), and every job is
 checked against ``producers``, the current table: a job for a tenant its producer may not
 send for, or from a key that is no longer configured, is ``rejected`` with an ``error``.
+
+With quotas (``[tenants]``, ``[producers]``: :mod:`salvo.core.quotas`), each job is
+counted against its tenant's and producer's windows before it is written, and given back
+when it was not queued; a job over a quota gets ``retry`` (rate) or ``rejected`` (spent).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from salvo.actors.zmqtrio import TrioSocket
 from salvo.core import access, protocol
 from salvo.core.authlimit import LogBudget
 from salvo.core.errors import StartupError
+from salvo.core.quotas import Quotas, Refusal, Ticket
 from salvo.ext.errors import SalvoError
 
 log = logging.getLogger("salvo.ingress")
@@ -58,6 +63,8 @@ class Ingress:
         screen: Callable[[protocol.Job], Awaitable[protocol.Reply | None]] | None = None,
         curve_secret: Path | None = None,
         producers: access.Producers | None = None,
+        quotas: Quotas | None = None,
+        on_quota_refusal: Callable[[str, Refusal], None] | None = None,
     ) -> None:
         self.listen = listen
         self._writer = writer
@@ -69,6 +76,8 @@ class Ingress:
         self._curve_secret = curve_secret
         # None: no CURVE, any job goes; else replaced whole on a reload (SIGHUP).
         self.producers = producers if curve_secret is not None else None
+        self._quotas = quotas if quotas is not None and quotas.active else None
+        self._on_quota_refusal = on_quota_refusal
         self._outbox: collections.deque[list] = collections.deque()
         self._wake: trio.CancelScope | None = None
         self._slots = trio.Semaphore(MAX_CONCURRENT_JOBS)
@@ -143,26 +152,44 @@ class Ingress:
         except protocol.ProtocolError as exc:
             self._reply(envelope, protocol.error_reply(payload, exc))
             return
+        producer = None
         if self.producers is not None:
-            refusal = self.producers.refusal(_user_id(frames[-1]), job.tenant)
+            user = _user_id(frames[-1])
+            refusal = self.producers.refusal(user, job.tenant)
             if refusal is not None:
                 self._refused(job.id, refusal)
                 self._reply(envelope, protocol.Reply(id=job.id, status="rejected", error=refusal))
                 return
+            producer = (user or "").partition(":")[0] or None
         if self.draining:
             self._reply(envelope, _retry(job.id, "the node is stopping; submit again later"))
             return
+        ticket = None
+        if self._quotas is not None:
+            taken = self._quotas.take(job.tenant, producer, len(job.recipients), time.time())
+            if isinstance(taken, Refusal):
+                self._refused(job.id, taken.error, taken.status)
+                if self._on_quota_refusal is not None:
+                    self._on_quota_refusal(job.tenant, taken)
+                self._reply(
+                    envelope, protocol.Reply(id=job.id, status=taken.status, error=taken.error)
+                )
+                return
+            ticket = taken
         await self._slots.acquire()
         self.in_progress += 1
-        nursery.start_soon(self._commit, envelope, job)
+        nursery.start_soon(self._commit, envelope, job, ticket)
 
-    def _refused(self, job_id: str, why: str) -> None:
+    def _refused(self, job_id: str, why: str, status: str = "rejected") -> None:
         show, held = self._log_budget.take(time.monotonic())
         if show:
             more = f" ({held} more refusals not logged)" if held else ""
-            log.warning("job %r rejected: %s%s", job_id, why, more)
+            log.warning("job %r %s: %s%s", job_id, status, why, more)
 
-    async def _commit(self, envelope: list, job: protocol.Job) -> None:
+    async def _commit(
+        self, envelope: list, job: protocol.Job, ticket: Ticket | None = None
+    ) -> None:
+        queued = False
         try:
             if self._screen is not None and (refusal := await self._screen(job)) is not None:
                 self._reply(envelope, refusal)
@@ -178,9 +205,12 @@ class Ingress:
                 self._reply(envelope, protocol.Reply(id=job.id, status="error", error=str(exc)))
         else:
             self._reply(envelope, result.reply)
+            queued = not result.duplicate and result.reply.status in ("accepted", "partial")
             if not result.duplicate:
                 self._on_committed(job, result.reply)
         finally:
+            if ticket is not None:
+                self._quotas.release(ticket, queued=queued)
             self.in_progress -= 1
             self._slots.release()
 

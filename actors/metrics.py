@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 
 from salvo.core import kpis
 from salvo.core.events import Event
+from salvo.core.quotas import Refusal
 
 log = logging.getLogger("salvo.metrics")
 
@@ -114,6 +115,14 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        # Ingress quotas (core/quotas.py): jobs refused, by tenant and kind (hour, day,
+        # in_flight; producer_hour... when the producer's own quota refused it).
+        self.quota_refusals = Counter(
+            "salvo_quota_refusals",
+            "Jobs refused at ingress for a quota, by tenant and kind.",
+            ["tenant", "kind"],
+            registry=self.registry,
+        )
         self._lat_counts = [0] * (len(LATENCY_BUCKETS) + 1)
         self._lat_sum = 0.0
         # Set by the node: () -> (waiting, in flight, oldest age s); the delivery engine.
@@ -156,6 +165,10 @@ class Metrics:
                 by_class[(self.provider(provider or "none"), cls)] += n
         for (provider, cls), n in by_class.items():
             self.replies.labels(provider, cls).inc(n)
+
+    def quota_refused(self, tenant: str, refusal: Refusal) -> None:
+        kind = refusal.kind if refusal.scope == "tenant" else f"producer_{refusal.kind}"
+        self.quota_refusals.labels(self.tenant(tenant), kind).inc()
 
     def alert_fired(self, rule: str, action: str) -> None:
         self.alerts_fired.labels(rule, action).inc()

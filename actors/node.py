@@ -107,6 +107,8 @@ async def run_core(config: Config, work_endpoint: str, config_path: str | None =
         screen=content_screen(config, spool, events_send, metrics),
         curve_secret=config.curve_secret_path if config.ingress.curve else None,
         producers=zap.keys.producers if zap is not None else None,
+        quotas=config.quotas(),
+        on_quota_refusal=metrics.quota_refused if metrics is not None else None,
     )
     log_file = None
     if config.events.log:

@@ -20,6 +20,7 @@ import msgspec
 
 from salvo.core import access, host
 from salvo.core import alerts as alerts_mod
+from salvo.core import quotas as quotas_mod
 from salvo.core.providers import ProviderTable
 from salvo.core.shaping import Limits
 from salvo.core.smtp import SMTPTimeouts
@@ -336,6 +337,19 @@ class ProducerSection(_Section):
 
     public_key: str  # a key file of `salvo keys generate` (NAME.key)
     tenants: list[str]  # the tenants it may send for; "*": any
+    # Quotas of this producer's jobs, whatever their tenant (core/quotas.py); None: none.
+    max_recipients_per_hour: int | None = None
+    max_recipients_per_day: int | None = None
+    max_jobs_in_flight: int | None = None
+
+
+class TenantSection(_Section):
+    """``[tenants.NAME]`` (``[tenants.default]``: every other tenant): ingress quotas
+    (core/quotas.py, docs/security.md); None: unlimited."""
+
+    max_recipients_per_hour: int | None = None
+    max_recipients_per_day: int | None = None
+    max_jobs_in_flight: int | None = None
 
 
 class SubscriberSection(_Section):
@@ -583,6 +597,7 @@ class Config(_Section):
     feedback: FeedbackSection = FeedbackSection()
     unsubscribe: UnsubscribeSection = UnsubscribeSection()
     producers: dict[str, ProducerSection] = {}
+    tenants: dict[str, TenantSection] = {}
     subscribers: dict[str, SubscriberSection] = {}
     http: HttpSection = HttpSection()
     alerts: list[AlertSection] | None = None  # None: not in the file (the defaults apply)
@@ -616,6 +631,21 @@ class Config(_Section):
 
     def signer_count(self) -> int:
         return self.node.signers or host.cpu_count()
+
+    def quotas(self) -> quotas_mod.Quotas:
+        """The ingress quotas of ``[tenants]`` and ``[producers]`` (core/quotas.py)."""
+
+        def limits(t: TenantSection | ProducerSection) -> quotas_mod.Limits:
+            return quotas_mod.Limits(
+                per_hour=t.max_recipients_per_hour,
+                per_day=t.max_recipients_per_day,
+                in_flight=t.max_jobs_in_flight,
+            )
+
+        return quotas_mod.Quotas(
+            {name: limits(t) for name, t in self.tenants.items()},
+            {name: limits(p) for name, p in self.producers.items()},
+        )
 
     def dkim_keys(self, domain: str) -> list[DkimKey]:
         """The signing keys for a From domain (several tables: several signatures)."""
@@ -801,7 +831,18 @@ def _validate_keys(config: Config) -> None:
             )
 
 
+def _validate_quotas(config: Config) -> None:
+    tables = [(f"tenants.{n}", t) for n, t in config.tenants.items()]
+    tables += [(f"producers.{n}", p) for n, p in config.producers.items()]
+    for where, table in tables:
+        for key in ("max_recipients_per_hour", "max_recipients_per_day", "max_jobs_in_flight"):
+            value = getattr(table, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"config: [{where}] {key}: 1 or more (leave it out: no limit)")
+
+
 def _validate(config: Config) -> None:
+    _validate_quotas(config)
     _validate_http(config)
     if config.templates.max_loop_items < 1:
         raise ConfigError("config: [templates] max_loop_items: 1 or more")
