@@ -314,18 +314,7 @@ class Alerting:
         current = self.active.get(key)
         after = verdict(rule, value, volume, current is not None)
         if current is None and after:
-            alert = Alert(
-                rule=rule.name,
-                kpi=rule.kpi,
-                scope=rule.scope,
-                name=name,
-                value=float(value or 0.0),
-                threshold=rule.above,
-                action=rule.action,
-                window=rule.window,
-                since=now,
-            )
-            self.active[key] = alert
+            alert = self.active[key] = _fired(rule, name, value, now)
             return alert
         if current is not None and not after:
             del self.active[key]
@@ -338,17 +327,7 @@ class Alerting:
         """At start: mark the alert active, without a transition, when the reading fires it
         (its actions were taken before the restart: pauses are durable)."""
         if verdict(rule, value, volume, False):
-            self.active[(rule.name, rule.scope, name)] = Alert(
-                rule=rule.name,
-                kpi=rule.kpi,
-                scope=rule.scope,
-                name=name,
-                value=float(value or 0.0),
-                threshold=rule.above,
-                action=rule.action,
-                window=rule.window,
-                since=now,
-            )
+            self.active[(rule.name, rule.scope, name)] = _fired(rule, name, value, now)
             return True
         return False
 
@@ -369,3 +348,17 @@ class Alerting:
         for rule, scope, _ in self.active:
             out[(rule, scope)] = out.get((rule, scope), 0) + 1
         return out
+
+
+def _fired(rule: Rule, name: str, value: float | None, now: float) -> Alert:
+    return Alert(
+        rule=rule.name,
+        kpi=rule.kpi,
+        scope=rule.scope,
+        name=name,
+        value=float(value or 0.0),
+        threshold=rule.above,
+        action=rule.action,
+        window=rule.window,
+        since=now,
+    )
