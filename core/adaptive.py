@@ -65,7 +65,10 @@ DEFERRAL_RATIO = 0.25  # temporary failures among the last outcomes that mean "t
 DEFERRAL_WINDOW = 40  # outcomes the deferral ratio is taken over
 LATENCY_WINDOW = 32  # DATA reply times per p90 sample
 LATENCY_FACTOR = 3.0  # a p90 this many times its baseline is a signal...
-LATENCY_MIN = 0.25  # ...if also at least this many seconds (loopback jitter is not one)
+# ...if also at least this many seconds: a provider that takes seconds to answer DATA is
+# struggling; a slow but steady receiver (tenths of a second) is not, and a cut rate
+# recovers only additively (docs/delivery.md).
+LATENCY_MIN = 2.0
 LATENCY_HISTORY = 16  # previous p90s the baseline is the lowest of
 
 
