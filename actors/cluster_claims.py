@@ -34,8 +34,8 @@ log = logging.getLogger("salvo.cluster")
 MAX_PENDING = 1_000_000  # replies and releases waiting for Redis; past it the oldest go
 FLUSH_BATCH = 5000
 DOWN_PAUSE = 0.5
-# One script call per batch, not one command per job: redis-py packs a command in Python
-# (about 45 us each on this machine), a script's keys go in one command.
+# One script call per batch, not one command per job: redis-py packs each command in
+# Python (its cost: docs/cluster.md), while a script takes all its keys in one command.
 # Claim: each key's old value, false where this node's claim was set.
 _CLAIM = """
 local out = {}

@@ -28,14 +28,14 @@ import sys
 import time
 from pathlib import Path
 
-from salvo.bench import harness, onoff
+from salvo.bench import harness, onoff, suite
 
 
 def one_run(tmp: Path, name: str, mode: str, messages: int) -> dict:
     previous = os.environ.get("SALVO_BOOKKEEPING")
     os.environ["SALVO_BOOKKEEPING"] = mode
     try:
-        row = onoff.main_row(tmp, name, messages, 1000)
+        row = suite.salvo_run(tmp, name, messages=messages, per_job=1000)
     finally:
         if previous is None:
             os.environ.pop("SALVO_BOOKKEEPING", None)

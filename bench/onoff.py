@@ -9,7 +9,7 @@ import statistics
 from collections.abc import Callable
 from pathlib import Path
 
-from salvo.bench import harness, suite
+from salvo.bench import harness
 
 NODE_PROCESSES = ("supervisor", "core", "signer")
 FIGURES = ("msg_per_s", "cpu_us_per_msg", "core_us_per_msg")
@@ -72,8 +72,3 @@ def print_medians(result: dict, pairs: int, messages: int) -> None:
         )
     print(f"  throughput cost (1 - on/off msg/s):   {result['throughput_cost']:+.1%}")
     print(f"  CPU cost (on/off node CPU per msg - 1): {result['cpu_cost']:+.1%}")
-
-
-def main_row(tmp: Path, name: str, messages: int, per_job: int, **kw) -> dict:
-    """The main row of ``salvo bench`` (4 KB, RSA-2048, a clean smtp-sink)."""
-    return suite.salvo_run(tmp, name, messages=messages, per_job=per_job, **kw)
